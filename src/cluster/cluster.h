@@ -1,0 +1,72 @@
+/* The cluster: canonical/raft on its own libuv loop thread, the FSM wired
+ * into it, and the one blocking call through which every other thread
+ * proposes a change. Only the loop thread touches struct raft. */
+#ifndef NSYNC_CLUSTER_H
+#define NSYNC_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster/fsm.h"
+
+struct nsync;
+struct cluster;
+
+/* What a committed command left behind, read from the leader's FSM right
+ * after it applied the command. */
+struct cluster_reply {
+    int status;             /* fsm_apply's result: 0, -EBUSY, -ENOENT, -EINVAL */
+    uint64_t version;       /* fsm version of the command */
+    uint64_t lock_holder;   /* LOCK: holder of the path's lock after apply (0: none) */
+    uint64_t path_version;  /* LOCK/ANNOUNCE: version of path's catalog entry (0: none) */
+};
+
+/* Create the raft instance (data under ns->raft_dir), bootstrap it with the
+ * configuration from ns->cfg.peers if its log is empty, and start the loop
+ * thread. ns->fsm and ns->fsm_lock must exist. 0 or -errno (logged). */
+int cluster_start(struct nsync *ns, struct cluster **out);
+
+/* Stop the loop thread and close raft. Any thread but the loop thread. */
+void cluster_stop(struct cluster *c);
+
+/* Propose cmd and wait until it is committed and applied by the leader, or
+ * timeout_ms passes. On this node's leader it goes straight to raft; on a
+ * follower it is forwarded to the leader (POST /v1/propose) by the calling
+ * thread. now_ms is stamped by the leader. Any thread but the loop thread.
+ * Returns 0 with *reply filled (reply->status may still be negative), or
+ *   -EROFS     no leader / no quorum within timeout_ms
+ *   -EINVAL    cmd does not encode
+ *   -ESHUTDOWN the cluster is stopping */
+int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
+                   struct cluster_reply *reply);
+
+/* Leader side of POST /v1/propose: apply an encoded command here if this node
+ * leads. Returns 0 with *reply, -ENOTCONN if this node is not the leader
+ * (the caller answers so the follower retries), -EROFS on timeout, -EINVAL
+ * malformed. The body is copied. */
+int cluster_submit_encoded(struct cluster *c, const void *buf, size_t len, unsigned timeout_ms,
+                           struct cluster_reply *reply);
+
+/* Wait until the local FSM has applied something after *seen (a counter of
+ * applies; start with 0), or timeout_ms passes. Updates *seen. Returns true
+ * if something changed. Any thread. */
+bool cluster_wait_change(struct cluster *c, uint64_t *seen, unsigned timeout_ms);
+/* Wake every cluster_wait_change waiter (e.g. at shutdown). */
+void cluster_kick(struct cluster *c);
+
+/* Role as last published by the loop thread (cheap, any thread). */
+struct cluster_status {
+    int state;               /* RAFT_FOLLOWER, RAFT_CANDIDATE, RAFT_LEADER, RAFT_UNAVAILABLE */
+    uint64_t leader_id;      /* 0: unknown */
+    uint64_t term;
+    uint64_t last_applied;   /* raft index */
+    uint64_t commit_index;
+};
+void cluster_get_status(struct cluster *c, struct cluster_status *st);
+
+/* Tell the cluster whether this node holds cluster locks; while it does, a
+ * RENEW is proposed about once a second. Any thread. */
+void cluster_hold_locks(struct cluster *c, int delta);
+
+#endif

@@ -1,0 +1,20 @@
+/* Levelled logging to stderr (foreground) or syslog (daemon). Safe from any
+ * thread. Messages say what failed, on which path or peer, and why. */
+#ifndef NSYNC_LOG_H
+#define NSYNC_LOG_H
+
+#include <syslog.h>
+
+/* Call once, before any thread starts. level is a syslog level (LOG_ERR,
+ * LOG_WARNING, LOG_INFO, LOG_DEBUG); to_syslog selects the sink. */
+void log_init(const char *ident, int level, int to_syslog);
+void log_set_syslog(int to_syslog);
+int log_enabled(int level);
+void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_error(...) log_msg(LOG_ERR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARNING, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) do { if (log_enabled(LOG_DEBUG)) log_msg(LOG_DEBUG, __VA_ARGS__); } while (0)
+
+#endif

@@ -1,0 +1,70 @@
+/* Path validation: the single place that decides what a legal path is, so
+ * that a hostile HTTP request and a FUSE call are judged alike. */
+#include "common/path.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+
+#include "nsync.h"
+
+int path_check(const char *rel)
+{
+    if (rel == NULL || rel[0] == '\0' || rel[0] == '/')
+        return -EINVAL;
+    size_t len = strlen(rel);
+    if (len >= PATH_MAX)
+        return -ENAMETOOLONG;
+    const char *p = rel;
+    while (*p) {
+        const char *slash = strchr(p, '/');
+        size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        if (n == 0)
+            return -EINVAL; /* "a//b" or trailing '/' */
+        if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return -EINVAL;
+        if (n > NAME_MAX)
+            return -ENAMETOOLONG;
+        if (!slash)
+            break;
+        p = slash + 1;
+        if (*p == '\0')
+            return -EINVAL;
+    }
+    return 0;
+}
+
+bool path_is_internal(const char *rel)
+{
+    size_t n = strlen(NSYNC_DATA_DIR);
+    return strncmp(rel, NSYNC_DATA_DIR, n) == 0 && (rel[n] == '\0' || rel[n] == '/');
+}
+
+int path_from_fuse(const char *fuse_path, char *out, size_t outsz)
+{
+    if (fuse_path == NULL || fuse_path[0] != '/')
+        return -EINVAL;
+    const char *rel = fuse_path + 1;
+    if (*rel == '\0') {
+        if (outsz < 2)
+            return -ENAMETOOLONG;
+        strcpy(out, ".");
+        return 0;
+    }
+    int rc = path_check(rel);
+    if (rc < 0)
+        return rc;
+    if (path_is_internal(rel))
+        return -ENOENT;
+    size_t len = strlen(rel);
+    if (len + 1 > outsz)
+        return -ENAMETOOLONG;
+    memcpy(out, rel, len + 1);
+    return 0;
+}
+
+bool path_is_under(const char *child, const char *dir)
+{
+    size_t n = strlen(dir);
+    return strncmp(child, dir, n) == 0 && (child[n] == '\0' || child[n] == '/');
+}

@@ -1,0 +1,26 @@
+/* Path checks shared by the FUSE layer, the HTTP server and the FSM decoder.
+ * Inside nsyncfs a path is relative to BACKING and normalized: "a/b/c", no
+ * leading or trailing '/', no empty, "." or ".." component, no NUL. The root
+ * itself is "." (only the FUSE layer uses it). Pure functions, any thread. */
+#ifndef NSYNC_PATH_H
+#define NSYNC_PATH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* 0 if rel is a valid normalized relative path (not the root), else -EINVAL;
+ * -ENAMETOOLONG past PATH_MAX. */
+int path_check(const char *rel);
+
+/* True if rel is the data directory ".nsyncfs" or lies below it. */
+bool path_is_internal(const char *rel);
+
+/* FUSE hands "/a/b": write "a/b" (or "." for "/") into out. 0, -EINVAL for a
+ * path that is not absolute or not normalized, -ENAMETOOLONG if it does not
+ * fit, -ENOENT for the data directory (so it is invisible and untouchable). */
+int path_from_fuse(const char *fuse_path, char *out, size_t outsz);
+
+/* True if child equals dir or lies below it ("a" covers "a/b", not "ab"). */
+bool path_is_under(const char *child, const char *dir);
+
+#endif

@@ -1,0 +1,78 @@
+/* The one context every module receives: configuration parsed by main.c, the
+ * BACKING directory fds opened before mounting, and the modules' handles.
+ * Nothing in here is a global; main.c owns the single instance. */
+#ifndef NSYNC_H
+#define NSYNC_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#define NSYNC_DATA_DIR ".nsyncfs"   /* under BACKING; hidden from the mount */
+#define NSYNC_HOST_MAX 256
+#define NSYNC_ADDR_MAX (NSYNC_HOST_MAX + 8) /* "host:port" */
+
+struct fsm;
+struct cluster;
+struct xfer_server;
+struct xfer_fetcher;
+struct xfer_client;
+struct fs;
+
+/* One node of the cluster as named on the command line. */
+struct nsync_peer {
+    uint64_t id;                   /* nsync_node_id(host, cport) */
+    char host[NSYNC_HOST_MAX];
+    uint16_t cport;                /* raft port */
+    uint16_t fport;                /* HTTP file-server port */
+};
+
+struct nsync_config {
+    const char *backing;           /* absolute path, owned by main.c */
+    const char *mountpoint;        /* absolute path, owned by main.c */
+    char host[NSYNC_HOST_MAX];
+    uint16_t cport, fport;
+    struct nsync_peer *peers;      /* every node incl. this one, sorted by id */
+    size_t n_peers;
+    unsigned lock_timeout_ms;      /* -o lock_timeout=S, default 30 s */
+    unsigned lease_ms;             /* -o lease=S, default 10 s */
+    unsigned submit_timeout_ms;    /* how long a change waits for a quorum */
+    bool foreground;               /* -f: stay in front, log to stderr */
+    int log_level;                 /* LOG_ERR..LOG_DEBUG (syslog levels) */
+};
+
+struct nsync {
+    struct nsync_config cfg;
+    uint64_t self_id;
+
+    int backing_fd;                /* O_DIRECTORY fd of BACKING, opened before mount */
+    int data_fd;                   /* BACKING/.nsyncfs */
+    int staging_fd;                /* BACKING/.nsyncfs/staging */
+    char raft_dir[4096];           /* BACKING/.nsyncfs/raft */
+
+    /* The replicated catalog. Written only by the cluster thread (raft apply),
+     * under fsm_lock held for writing; every other thread reads it under
+     * fsm_lock held for reading and copies what it needs before unlocking. */
+    struct fsm *fsm;
+    pthread_rwlock_t fsm_lock;
+
+    struct cluster *cluster;
+    struct xfer_client *client;    /* HTTP client pool: forwarding to the leader */
+    struct xfer_server *server;
+    struct xfer_fetcher *fetcher;
+    struct fs *fs;
+};
+
+/* Stable, non-zero id of a node: XXH3-64 of "host:cport". The same on every
+ * node for the same address, whatever the order of --cluster. */
+uint64_t nsync_node_id(const char *host, uint16_t cport);
+
+/* The peer with this id, or NULL. */
+const struct nsync_peer *nsync_peer_by_id(const struct nsync *ns, uint64_t id);
+
+/* Wall-clock milliseconds. Used only to stamp commands on the leader; the
+ * FSM never reads a clock. */
+uint64_t nsync_now_ms(void);
+
+#endif

@@ -1,0 +1,2 @@
+/* stub: being written */
+typedef int nsync_stub_client;

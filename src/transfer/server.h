@@ -1,0 +1,20 @@
+/* The node's HTTP server (libmicrohttpd, one thread per connection):
+ *   GET  /v1/file?path=P&version=V  file bytes (sendfile from BACKING), with
+ *        X-Nsync-Hash (hex XXH3-128) and X-Nsync-Version; 409 when this node's
+ *        copy is not at version V; 404 when absent; 400 for a bad path.
+ *   GET  /v1/status                 JSON: node, role, leader, term, applied,
+ *        members, catalog size, pending fetches.
+ *   POST /v1/propose                body: an encoded fsm command; leader only
+ *        (421 elsewhere); JSON reply (u64 values as decimal strings).
+ * Every request is validated; a hostile one gets 4xx and the server stays up. */
+#ifndef NSYNC_XFER_SERVER_H
+#define NSYNC_XFER_SERVER_H
+
+struct nsync;
+struct xfer_server;
+
+/* Bind ns->cfg.host:ns->cfg.fport and serve. 0 or -errno (logged). */
+int xfer_server_start(struct nsync *ns, struct xfer_server **out);
+void xfer_server_stop(struct xfer_server *s);
+
+#endif
