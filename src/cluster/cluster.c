@@ -1,2 +1,724 @@
-/* stub: being written */
-typedef int nsync_stub_cluster;
+/* The cluster thread: owns struct raft and its libuv loop, applies committed
+ * commands to the FSM, and serves the blocking cluster_submit() of other
+ * threads through one queue drained on a uv_async_t. Followers forward their
+ * commands to the leader over HTTP from the calling thread, so the loop never
+ * blocks on the network. */
+#include "cluster/cluster.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "common/log.h"
+#include "nsync.h"
+#include "transfer/client.h"
+
+#define STATUS_TICK_MS 50
+#define RENEW_EVERY_MS 1000
+
+struct submit_req {
+    struct submit_req *next;
+    struct cluster *c;
+    void *buf;              /* encoded command as received (owned by the req) */
+    size_t len;
+    struct raft_apply apply;
+    char path[PATH_MAX];    /* the command's path, to read the reply from the FSM */
+    uint8_t op;
+    bool done;
+    bool abandoned;         /* the caller gave up: the loop thread frees the req */
+    int rc;
+    struct cluster_reply reply;
+};
+
+struct cluster {
+    struct nsync *ns;
+    uv_loop_t loop;
+    pthread_t thread;
+    bool thread_started;
+    struct raft raft;
+    struct raft_io io;
+    struct raft_uv_transport transport;
+    struct raft_fsm fsm_iface;
+    uv_async_t async;
+    uv_timer_t timer;
+    char address[NSYNC_ADDR_MAX];
+
+    /* mu guards the queue, the published status, stopping and every req's
+     * done/abandoned/rc/reply; done_cv wakes submitters. */
+    pthread_mutex_t mu;
+    pthread_cond_t done_cv;
+    struct submit_req *queue_head, *queue_tail;
+    bool stopping;
+    struct cluster_status status;
+
+    /* Apply counter for cluster_wait_change. */
+    pthread_mutex_t applied_mu;
+    pthread_cond_t applied_cv;
+    uint64_t applied_seq;
+
+    /* Loop-thread only. */
+    bool barrier_inflight;
+    struct raft_barrier barrier;
+    int last_state;
+    uint64_t joins_proposed_term;
+
+    atomic_int held_locks;
+    pthread_t renew_thread;
+    bool renew_started;
+    pthread_mutex_t renew_mu;
+    pthread_cond_t renew_cv;
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void abs_deadline(struct timespec *ts, unsigned ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+/* ---------------- FSM glue (loop thread) ---------------- */
+
+static int fsm_iface_apply(struct raft_fsm *iface, const struct raft_buffer *buf, void **result)
+{
+    struct cluster *c = iface->data;
+    pthread_rwlock_wrlock(&c->ns->fsm_lock);
+    int rc = fsm_apply(c->ns->fsm, buf->base, buf->len);
+    pthread_rwlock_unlock(&c->ns->fsm_lock);
+    if (rc == -EINVAL)
+        log_warn("cluster: committed command rejected as malformed (%zu bytes)", buf->len);
+    *result = (void *)(intptr_t)rc;
+
+    pthread_mutex_lock(&c->applied_mu);
+    c->applied_seq++;
+    pthread_cond_broadcast(&c->applied_cv);
+    pthread_mutex_unlock(&c->applied_mu);
+    /* raft treats a non-zero return as fatal: the command's own verdict
+     * travels in *result instead. */
+    return 0;
+}
+
+static int fsm_iface_snapshot(struct raft_fsm *iface, struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct cluster *c = iface->data;
+    void *data;
+    size_t len;
+    /* The loop thread is the only writer, so reading without the lock is safe. */
+    int rc = fsm_snapshot(c->ns->fsm, &data, &len);
+    if (rc < 0) {
+        log_error("cluster: snapshot failed: %s", strerror(-rc));
+        return RAFT_NOMEM;
+    }
+    *bufs = raft_malloc(sizeof(struct raft_buffer));
+    if (!*bufs) {
+        free(data);
+        return RAFT_NOMEM;
+    }
+    (*bufs)[0].base = data; /* raft_free is free() with the default heap */
+    (*bufs)[0].len = len;
+    *n_bufs = 1;
+    log_debug("cluster: snapshot of %zu bytes (%zu entries)", len, fsm_entry_count(c->ns->fsm));
+    return 0;
+}
+
+static int fsm_iface_restore(struct raft_fsm *iface, struct raft_buffer *buf)
+{
+    struct cluster *c = iface->data;
+    pthread_rwlock_wrlock(&c->ns->fsm_lock);
+    int rc = fsm_restore(c->ns->fsm, buf->base, buf->len);
+    pthread_rwlock_unlock(&c->ns->fsm_lock);
+    if (rc < 0) {
+        log_error("cluster: cannot restore snapshot (%zu bytes): %s", buf->len, strerror(-rc));
+        return RAFT_CORRUPT;
+    }
+    raft_free(buf->base); /* on success the buffer is ours */
+    pthread_mutex_lock(&c->applied_mu);
+    c->applied_seq++;
+    pthread_cond_broadcast(&c->applied_cv);
+    pthread_mutex_unlock(&c->applied_mu);
+    log_info("cluster: restored snapshot: %zu entries, version %" PRIu64, fsm_entry_count(c->ns->fsm),
+             fsm_version(c->ns->fsm));
+    return 0;
+}
+
+/* ---------------- request completion (loop thread) ---------------- */
+
+static void req_complete(struct submit_req *r, int rc)
+{
+    struct cluster *c = r->c;
+    pthread_mutex_lock(&c->mu);
+    r->rc = rc;
+    r->done = true;
+    bool free_it = r->abandoned;
+    pthread_cond_broadcast(&c->done_cv);
+    pthread_mutex_unlock(&c->mu);
+    if (free_it) {
+        free(r->buf);
+        free(r);
+    }
+}
+
+static void barrier_cb(struct raft_barrier *req, int status)
+{
+    struct cluster *c = req->data;
+    c->barrier_inflight = false;
+}
+
+/* Followers learn that an entry committed only with the next AppendEntries.
+ * A barrier entry sends one at once, so peers apply (and start fetching) a
+ * change now rather than a heartbeat later. At most one is in flight. */
+static void nudge_followers(struct cluster *c)
+{
+    if (c->barrier_inflight || raft_state(&c->raft) != RAFT_LEADER)
+        return;
+    c->barrier.data = c;
+    if (raft_barrier(&c->raft, &c->barrier, barrier_cb) == 0)
+        c->barrier_inflight = true;
+}
+
+static void apply_cb(struct raft_apply *areq, int status, void *result)
+{
+    struct submit_req *r = areq->data;
+    struct cluster *c = r->c;
+    if (status != 0) {
+        log_debug("cluster: proposal not applied: %s", raft_strerror(status));
+        req_complete(r, -ENOTCONN); /* leadership lost: the caller retries */
+        return;
+    }
+    struct cluster_reply rep = {.status = (int)(intptr_t)result};
+    struct fsm *f = c->ns->fsm; /* loop thread: the sole writer, no lock needed */
+    rep.version = fsm_version(f);
+    if (r->path[0]) {
+        uint64_t holder = 0, exp = 0;
+        if (fsm_lock_get(f, r->path, &holder, &exp) == 1)
+            rep.lock_holder = holder;
+        const struct fsm_entry *e = fsm_get(f, r->path);
+        rep.path_version = e ? e->version : 0;
+    }
+    r->reply = rep;
+    req_complete(r, 0);
+    nudge_followers(c);
+}
+
+/* Decode, stamp the leader's clock, re-encode, and hand to raft. */
+static int propose(struct cluster *c, struct submit_req *r)
+{
+    struct fsm_cmd cmd;
+    int rc = fsm_cmd_decode(r->buf, r->len, &cmd);
+    if (rc < 0) {
+        fsm_cmd_release(&cmd);
+        return -EINVAL;
+    }
+    cmd.now_ms = nsync_now_ms();
+    r->op = cmd.op;
+    r->path[0] = '\0';
+    if (cmd.path && strlen(cmd.path) < sizeof r->path)
+        strcpy(r->path, cmd.path);
+    void *out;
+    size_t outlen;
+    rc = fsm_cmd_encode(&cmd, &out, &outlen);
+    fsm_cmd_release(&cmd);
+    if (rc < 0)
+        return -EINVAL;
+    struct raft_buffer rb = {.base = out, .len = outlen};
+    r->apply.data = r;
+    rc = raft_apply(&c->raft, &r->apply, &rb, 1, apply_cb);
+    if (rc != 0) {
+        free(out);
+        log_debug("cluster: raft_apply: %s", raft_strerror(rc));
+        return -ENOTCONN;
+    }
+    return 0;
+}
+
+static void publish_status(struct cluster *c)
+{
+    struct cluster_status st = {0};
+    st.state = raft_state(&c->raft);
+    raft_id lid = 0;
+    const char *laddr = NULL;
+    raft_leader(&c->raft, &lid, &laddr);
+    st.leader_id = lid;
+    st.term = c->raft.current_term;
+    st.last_applied = raft_last_applied(&c->raft);
+    st.commit_index = c->raft.commit_index;
+    pthread_mutex_lock(&c->mu);
+    c->status = st;
+    pthread_mutex_unlock(&c->mu);
+    if (st.state != c->last_state) {
+        static const char *names[] = {"unavailable", "follower", "candidate", "leader"};
+        log_info("cluster: now %s (term %" PRIu64 ", leader %016" PRIx64 ")",
+                 names[st.state & 3], st.term, st.leader_id);
+        c->last_state = st.state;
+    }
+}
+
+static void join_cb(struct raft_apply *areq, int status, void *result)
+{
+    free(areq);
+}
+
+/* The member table lives in the FSM (raft addresses carry no file-server
+ * port); a new leader records every configured node that is missing. */
+static void propose_missing_members(struct cluster *c)
+{
+    if (raft_state(&c->raft) != RAFT_LEADER || c->joins_proposed_term == c->raft.current_term)
+        return;
+    c->joins_proposed_term = c->raft.current_term;
+    const struct nsync_config *cfg = &c->ns->cfg;
+    for (size_t i = 0; i < cfg->n_peers; i++) {
+        const struct nsync_peer *p = &cfg->peers[i];
+        if (fsm_member_get(c->ns->fsm, p->id))
+            continue;
+        char caddr[NSYNC_ADDR_MAX], faddr[NSYNC_ADDR_MAX];
+        snprintf(caddr, sizeof caddr, "%s:%u", p->host, p->cport);
+        snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
+        struct fsm_cmd cmd = {.op = FSM_OP_JOIN, .node = p->id, .caddr = caddr, .faddr = faddr};
+        void *buf;
+        size_t len;
+        if (fsm_cmd_encode(&cmd, &buf, &len) < 0)
+            continue;
+        struct raft_apply *areq = calloc(1, sizeof *areq);
+        struct raft_buffer rb = {.base = buf, .len = len};
+        if (!areq || raft_apply(&c->raft, areq, &rb, 1, join_cb) != 0) {
+            free(areq);
+            free(buf);
+            c->joins_proposed_term = 0; /* try again on the next tick */
+            return;
+        }
+        log_info("cluster: recording member %016" PRIx64 " (%s, files at %s)", p->id, caddr, faddr);
+    }
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    struct cluster *c = t->data;
+    publish_status(c);
+    propose_missing_members(c);
+}
+
+static void raft_closed_cb(struct raft *r)
+{
+    struct cluster *c = r->data;
+    raft_uv_close(&c->io);
+    raft_uv_tcp_close(&c->transport);
+    uv_close((uv_handle_t *)&c->async, NULL);
+}
+
+static void raft_failed_closed_cb(struct raft *r)
+{
+    struct cluster *c = r->data;
+    raft_uv_close(&c->io);
+    raft_uv_tcp_close(&c->transport);
+}
+
+static void async_cb(uv_async_t *a)
+{
+    struct cluster *c = a->data;
+    pthread_mutex_lock(&c->mu);
+    struct submit_req *list = c->queue_head;
+    c->queue_head = c->queue_tail = NULL;
+    bool stopping = c->stopping;
+    pthread_mutex_unlock(&c->mu);
+
+    while (list) {
+        struct submit_req *r = list;
+        list = r->next;
+        int rc;
+        if (stopping)
+            rc = -ESHUTDOWN;
+        else if (raft_state(&c->raft) != RAFT_LEADER)
+            rc = -ENOTCONN;
+        else
+            rc = propose(c, r);
+        if (rc < 0)
+            req_complete(r, rc);
+    }
+    if (stopping && !uv_is_closing((uv_handle_t *)&c->timer)) {
+        uv_timer_stop(&c->timer);
+        uv_close((uv_handle_t *)&c->timer, NULL);
+        c->raft.data = c;
+        raft_close(&c->raft, raft_closed_cb);
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    struct cluster *c = arg;
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+/* ---------------- public API ---------------- */
+
+static void *renew_main(void *arg);
+
+int cluster_start(struct nsync *ns, struct cluster **out)
+{
+    struct cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->ns = ns;
+    c->last_state = -1;
+    pthread_mutex_init(&c->mu, NULL);
+    cond_init_mono(&c->done_cv);
+    pthread_mutex_init(&c->applied_mu, NULL);
+    cond_init_mono(&c->applied_cv);
+    pthread_mutex_init(&c->renew_mu, NULL);
+    cond_init_mono(&c->renew_cv);
+    snprintf(c->address, sizeof c->address, "%s:%u", ns->cfg.host, ns->cfg.cport);
+
+    int rc = uv_loop_init(&c->loop);
+    if (rc != 0) {
+        log_error("cluster: uv_loop_init: %s", uv_strerror(rc));
+        free(c);
+        return -EIO;
+    }
+    rc = raft_uv_tcp_init(&c->transport, &c->loop);
+    if (rc == 0)
+        rc = raft_uv_init(&c->io, &c->loop, ns->raft_dir, &c->transport);
+    if (rc != 0) {
+        log_error("cluster: cannot open raft storage in %s: %s", ns->raft_dir, raft_strerror(rc));
+        uv_loop_close(&c->loop);
+        free(c);
+        return -EIO;
+    }
+    raft_uv_set_connect_retry_delay(&c->io, 200);
+    c->fsm_iface.version = 1;
+    c->fsm_iface.data = c;
+    c->fsm_iface.apply = fsm_iface_apply;
+    c->fsm_iface.snapshot = fsm_iface_snapshot;
+    c->fsm_iface.restore = fsm_iface_restore;
+    rc = raft_init(&c->raft, &c->io, &c->fsm_iface, ns->self_id, c->address);
+    if (rc != 0) {
+        log_error("cluster: raft_init: %s", raft_strerror(rc));
+        goto fail_io;
+    }
+    raft_set_election_timeout(&c->raft, 1000);
+    raft_set_heartbeat_timeout(&c->raft, 100);
+    raft_set_pre_vote(&c->raft, true);
+    raft_set_snapshot_threshold(&c->raft, 4096);
+    raft_set_snapshot_trailing(&c->raft, 1024);
+
+    /* Every node computes the same configuration from --cluster, so
+     * bootstrapping everywhere is idempotent; a node with state skips it. */
+    struct raft_configuration conf;
+    raft_configuration_init(&conf);
+    for (size_t i = 0; i < ns->cfg.n_peers && rc == 0; i++) {
+        char addr[NSYNC_ADDR_MAX];
+        snprintf(addr, sizeof addr, "%s:%u", ns->cfg.peers[i].host, ns->cfg.peers[i].cport);
+        rc = raft_configuration_add(&conf, ns->cfg.peers[i].id, addr, RAFT_VOTER);
+    }
+    if (rc == 0)
+        rc = raft_bootstrap(&c->raft, &conf);
+    raft_configuration_close(&conf);
+    if (rc == RAFT_CANTBOOTSTRAP) {
+        rc = 0;
+    } else if (rc != 0) {
+        log_error("cluster: bootstrap: %s", raft_strerror(rc));
+        goto fail_raft;
+    }
+    rc = raft_start(&c->raft);
+    if (rc != 0) {
+        log_error("cluster: raft_start: %s (%s)", raft_strerror(rc), raft_errmsg(&c->raft));
+        goto fail_raft;
+    }
+    uv_async_init(&c->loop, &c->async, async_cb);
+    c->async.data = c;
+    uv_timer_init(&c->loop, &c->timer);
+    c->timer.data = c;
+    uv_timer_start(&c->timer, timer_cb, 0, STATUS_TICK_MS);
+
+    if (pthread_create(&c->thread, NULL, loop_main, c) != 0) {
+        log_error("cluster: cannot start the loop thread");
+        goto fail_raft;
+    }
+    c->thread_started = true;
+    if (pthread_create(&c->renew_thread, NULL, renew_main, c) == 0)
+        c->renew_started = true;
+    *out = c;
+    log_info("cluster: node %016" PRIx64 " at %s, %zu configured nodes", ns->self_id, c->address,
+             ns->cfg.n_peers);
+    return 0;
+
+fail_raft:
+    /* raft_close is asynchronous: run the loop until it is done. */
+    c->raft.data = c;
+    raft_close(&c->raft, raft_failed_closed_cb);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&c->loop);
+    free(c);
+    return -EIO;
+fail_io:
+    raft_uv_close(&c->io);
+    raft_uv_tcp_close(&c->transport);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&c->loop);
+    free(c);
+    return -EIO;
+}
+
+void cluster_stop(struct cluster *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stopping = true;
+    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_lock(&c->renew_mu);
+    pthread_cond_broadcast(&c->renew_cv);
+    pthread_mutex_unlock(&c->renew_mu);
+    if (c->renew_started)
+        pthread_join(c->renew_thread, NULL);
+    if (c->thread_started) {
+        uv_async_send(&c->async);
+        pthread_join(c->thread, NULL);
+    }
+    uv_loop_close(&c->loop);
+    cluster_kick(c);
+    /* Submitters that were waiting have been answered (-ESHUTDOWN) or will
+     * time out; requests still in raft were completed by raft_close. */
+    free(c);
+}
+
+static int submit_local(struct cluster *c, const void *buf, size_t len, unsigned timeout_ms,
+                        struct cluster_reply *reply)
+{
+    struct submit_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->c = c;
+    r->buf = malloc(len ? len : 1);
+    if (!r->buf) {
+        free(r);
+        return -ENOMEM;
+    }
+    memcpy(r->buf, buf, len);
+    r->len = len;
+
+    pthread_mutex_lock(&c->mu);
+    if (c->stopping) {
+        pthread_mutex_unlock(&c->mu);
+        free(r->buf);
+        free(r);
+        return -ESHUTDOWN;
+    }
+    if (c->queue_tail)
+        c->queue_tail->next = r;
+    else
+        c->queue_head = r;
+    c->queue_tail = r;
+    pthread_mutex_unlock(&c->mu);
+    uv_async_send(&c->async);
+
+    struct timespec dl;
+    abs_deadline(&dl, timeout_ms);
+    pthread_mutex_lock(&c->mu);
+    while (!r->done) {
+        if (pthread_cond_timedwait(&c->done_cv, &c->mu, &dl) == ETIMEDOUT && !r->done) {
+            r->abandoned = true; /* the loop thread frees it on completion */
+            pthread_mutex_unlock(&c->mu);
+            return -EROFS;
+        }
+    }
+    int rc = r->rc;
+    if (rc == 0)
+        *reply = r->reply;
+    pthread_mutex_unlock(&c->mu);
+    free(r->buf);
+    free(r);
+    return rc;
+}
+
+int cluster_submit_encoded(struct cluster *c, const void *buf, size_t len, unsigned timeout_ms,
+                           struct cluster_reply *reply)
+{
+    struct cluster_status st;
+    cluster_get_status(c, &st);
+    if (st.state != RAFT_LEADER)
+        return -ENOTCONN;
+    return submit_local(c, buf, len, timeout_ms, reply);
+}
+
+static int leader_faddr(struct cluster *c, uint64_t id, char *out, size_t outsz)
+{
+    int found = 0;
+    pthread_rwlock_rdlock(&c->ns->fsm_lock);
+    const struct fsm_member *m = fsm_member_get(c->ns->fsm, id);
+    if (m) {
+        snprintf(out, outsz, "%s", m->faddr);
+        found = 1;
+    }
+    pthread_rwlock_unlock(&c->ns->fsm_lock);
+    if (found)
+        return 0;
+    const struct nsync_peer *p = nsync_peer_by_id(c->ns, id);
+    if (!p)
+        return -ENOENT;
+    snprintf(out, outsz, "%s:%u", p->host, p->fport);
+    return 0;
+}
+
+int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
+                   struct cluster_reply *reply)
+{
+    void *buf;
+    size_t len;
+    if (fsm_cmd_encode(cmd, &buf, &len) < 0)
+        return -EINVAL;
+    uint64_t start = mono_ms(), deadline = start + timeout_ms;
+    unsigned backoff = 5;
+    int rc = -EROFS, last_err = 0;
+    uint64_t seen = 0;
+    for (;;) {
+        uint64_t now = mono_ms();
+        if (now >= deadline)
+            break;
+        unsigned left = (unsigned)(deadline - now);
+        struct cluster_status st;
+        cluster_get_status(c, &st);
+        if (st.state == RAFT_LEADER) {
+            rc = submit_local(c, buf, len, left, reply);
+            if (rc != -ENOTCONN)
+                goto out;
+        } else if (st.leader_id != 0 && st.leader_id != c->ns->self_id) {
+            char faddr[NSYNC_ADDR_MAX];
+            if (leader_faddr(c, st.leader_id, faddr, sizeof faddr) == 0) {
+                rc = xfer_client_propose(c->ns->client, faddr, buf, len, left, reply);
+                if (rc == 0 || rc == -EINVAL || rc == -ENOMEM)
+                    goto out;
+                if (rc != last_err)
+                    log_debug("cluster: forwarding to leader %s failed: %s", faddr, strerror(-rc));
+                last_err = rc;
+            }
+        }
+        pthread_mutex_lock(&c->mu);
+        bool stopping = c->stopping;
+        pthread_mutex_unlock(&c->mu);
+        if (stopping) {
+            rc = -ESHUTDOWN;
+            goto out;
+        }
+        /* Wait for a leader to show up, or back off after a failed forward. */
+        cluster_wait_change(c, &seen, backoff);
+        if (backoff < 200)
+            backoff *= 2;
+    }
+    {
+        struct cluster_status st;
+        cluster_get_status(c, &st);
+        char peers[1024] = "";
+        size_t off = 0;
+        for (size_t i = 0; i < c->ns->cfg.n_peers; i++) {
+            const struct nsync_peer *p = &c->ns->cfg.peers[i];
+            if (p->id == c->ns->self_id)
+                continue;
+            int n = snprintf(peers + off, sizeof peers - off, "%s%s:%u", off ? ", " : "", p->host, p->cport);
+            if (n > 0 && (size_t)n < sizeof peers - off)
+                off += (size_t)n;
+        }
+        log_warn("cluster: no quorum: change not committed within %u ms (role %d, leader %016" PRIx64
+                 "); peers: %s",
+                 timeout_ms, st.state, st.leader_id, peers);
+    }
+    rc = -EROFS;
+out:
+    free(buf);
+    return rc;
+}
+
+bool cluster_wait_change(struct cluster *c, uint64_t *seen, unsigned timeout_ms)
+{
+    struct timespec dl;
+    abs_deadline(&dl, timeout_ms);
+    pthread_mutex_lock(&c->applied_mu);
+    while (c->applied_seq == *seen) {
+        if (pthread_cond_timedwait(&c->applied_cv, &c->applied_mu, &dl) == ETIMEDOUT)
+            break;
+    }
+    bool changed = c->applied_seq != *seen;
+    *seen = c->applied_seq;
+    pthread_mutex_unlock(&c->applied_mu);
+    return changed;
+}
+
+void cluster_kick(struct cluster *c)
+{
+    pthread_mutex_lock(&c->applied_mu);
+    c->applied_seq++;
+    pthread_cond_broadcast(&c->applied_cv);
+    pthread_mutex_unlock(&c->applied_mu);
+}
+
+void cluster_get_status(struct cluster *c, struct cluster_status *st)
+{
+    pthread_mutex_lock(&c->mu);
+    *st = c->status;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void cluster_hold_locks(struct cluster *c, int delta)
+{
+    atomic_fetch_add(&c->held_locks, delta);
+}
+
+/* Keeps this node's lock leases alive while it holds any. A thread of its
+ * own because a follower's RENEW is a blocking forward to the leader. */
+static void *renew_main(void *arg)
+{
+    struct cluster *c = arg;
+    pthread_mutex_lock(&c->renew_mu);
+    for (;;) {
+        struct timespec dl;
+        abs_deadline(&dl, RENEW_EVERY_MS);
+        pthread_mutex_lock(&c->mu);
+        bool stopping = c->stopping;
+        pthread_mutex_unlock(&c->mu);
+        if (stopping)
+            break;
+        pthread_cond_timedwait(&c->renew_cv, &c->renew_mu, &dl);
+        pthread_mutex_lock(&c->mu);
+        stopping = c->stopping;
+        pthread_mutex_unlock(&c->mu);
+        if (stopping)
+            break;
+        if (atomic_load(&c->held_locks) <= 0)
+            continue;
+        pthread_mutex_unlock(&c->renew_mu);
+        struct fsm_cmd cmd = {.op = FSM_OP_RENEW, .node = c->ns->self_id, .lease_ms = c->ns->cfg.lease_ms};
+        struct cluster_reply rep;
+        int rc = cluster_submit(c, &cmd, RENEW_EVERY_MS, &rep);
+        if (rc < 0)
+            log_warn("cluster: lease renewal failed: %s", strerror(-rc));
+        pthread_mutex_lock(&c->renew_mu);
+    }
+    pthread_mutex_unlock(&c->renew_mu);
+    return NULL;
+}

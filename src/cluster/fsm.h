@@ -170,7 +170,7 @@ int fsm_foreach(const struct fsm *f, fsm_visit_fn fn, void *arg);
 size_t fsm_entry_count(const struct fsm *f);
 size_t fsm_pending_count(const struct fsm *f);
 
-/* Lock of path: 1 and *holder/*expires_ms if one is recorded (maybe expired),
+/* Lock of path: 1 and *holder and *expires_ms if one is recorded (maybe expired),
  * else 0. */
 int fsm_lock_get(const struct fsm *f, const char *path, uint64_t *holder, uint64_t *expires_ms);
 /* Number of locks held by node. */

@@ -1,2 +1,1330 @@
-/* stub: being written */
-typedef int nsync_stub_fs;
+/* The FUSE side of nsyncfs: every operation passes through to BACKING via its
+ * dirfd, and every change is bracketed by the path's cluster lock and an
+ * ANNOUNCE (or RENAME) through raft, so other nodes replay it (design §4). */
+#include "fs/fs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cluster/cluster.h"
+#include "cluster/fsm.h"
+#include "common/digest.h"
+#include "common/log.h"
+#include "common/path.h"
+#include "nsync.h"
+
+#define LOCK_BUCKETS 256
+#define BACKOFF_FIRST_MS 25
+#define BACKOFF_MAX_MS 500
+
+/* One path this node holds (or is getting) the cluster lock of. Several
+ * handles and operations on this node share it: refs counts them. */
+struct lock_ent {
+    struct lock_ent *next;     /* hash chain */
+    char *path;                /* owned */
+    unsigned refs;             /* holders currently relying on the lock */
+    unsigned waiters;          /* threads inside lock_path for it */
+    bool held;                 /* granted and local copy current: writers may go */
+    bool acquiring;            /* one thread is running LOCK + version wait */
+    bool releasing;            /* the last holder is unlocking: new holders wait */
+    unsigned attempts;         /* finished acquisitions, to pass a failure to waiters */
+    int last_err;
+};
+
+struct fs {
+    struct nsync *ns;
+    pthread_mutex_t mu;        /* guards the lock table */
+    pthread_cond_t cv;         /* an entry finished acquiring or releasing */
+    struct lock_ent *buckets[LOCK_BUCKETS];
+    _Atomic(struct fuse *) fuse;
+    bool as_root;              /* new nodes get the caller's owner */
+};
+
+/* An open regular file. */
+struct handle {
+    int fd;
+    int oflags;                /* flags the backing fd was opened with */
+    bool writable;
+    /* Writes hold it shared; flush/release and lock changes hold it
+     * exclusively, so an announce never misses a write in flight. */
+    pthread_rwlock_t rw;
+    struct lock_ent *lk;       /* this handle's ref on the path's lock, or NULL */
+    atomic_bool dirty;         /* wrote since the last announce */
+};
+
+struct dir_handle {
+    DIR *dp;
+    struct dirent *entry;      /* read but not yet handed to the filler */
+    off_t offset;
+    bool root;
+};
+
+/* A caller's share of a lock_ent for the duration of one release. */
+struct held {
+    struct lock_ent *e;
+    bool last;                 /* no other holder: the lock goes when we are done */
+    bool done;                 /* nothing more to send for it (unlocked or unreachable) */
+};
+
+static struct nsync *ctx_ns(void)
+{
+    return fuse_get_context()->private_data;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static unsigned lock_timeout(const struct nsync *ns)
+{
+    return ns->cfg.lock_timeout_ms ? ns->cfg.lock_timeout_ms : 30000;
+}
+
+static unsigned submit_timeout(const struct nsync *ns)
+{
+    return ns->cfg.submit_timeout_ms ? ns->cfg.submit_timeout_ms : 8000;
+}
+
+static struct handle *fh_handle(const struct fuse_file_info *fi)
+{
+    return (struct handle *)(uintptr_t)fi->fh;
+}
+
+static bool is_root(const char *rel)
+{
+    return rel[0] == '.' && rel[1] == '\0';
+}
+
+/* ---- cluster commands ---- */
+
+/* cluster_submit with the node filled in; a failure to reach the cluster is
+ * logged here once, with the path, and becomes EROFS (no quorum). */
+static int submit(struct fs *fs, struct fsm_cmd *cmd, struct cluster_reply *r)
+{
+    struct nsync *ns = fs->ns;
+    cmd->node = ns->self_id;
+    int rc = cluster_submit(ns->cluster, cmd, submit_timeout(ns), r);
+    if (rc < 0) {
+        log_error("cluster command %u on %s failed: %s", (unsigned)cmd->op,
+                  cmd->path ? cmd->path : "-", strerror(-rc));
+        return rc == -EINVAL ? -EINVAL : -EROFS;
+    }
+    return 0;
+}
+
+static bool lock_taken_elsewhere(struct fs *fs, const char *rel)
+{
+    struct nsync *ns = fs->ns;
+    uint64_t holder = 0, expires = 0;
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    int has = fsm_lock_get(ns->fsm, rel, &holder, &expires);
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    return has == 1 && holder != ns->self_id;
+}
+
+/* The local copy of rel is the catalog's version `want` (or newer), so a
+ * writer starting now starts from the latest bytes. */
+static bool local_current(struct fs *fs, const char *rel, uint64_t want)
+{
+    struct nsync *ns = fs->ns;
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    const struct fsm_entry *e = fsm_get(ns->fsm, rel);
+    /* No entry: a settled tombstone was dropped, so every node has it. */
+    bool ok = !e || (e->version >= want && fsm_node_has(ns->fsm, rel, ns->self_id));
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    return ok;
+}
+
+static void send_unlock(struct fs *fs, const char *rel)
+{
+    struct fsm_cmd cmd = {.op = FSM_OP_UNLOCK, .path = rel};
+    struct cluster_reply r;
+    if (submit(fs, &cmd, &r) == 0 && r.status != 0)
+        log_error("unlock %s refused: %s", rel, strerror(-r.status));
+}
+
+/* Take rel's cluster lock for this node and wait until the local copy is
+ * current. On success the node counts one more held lock (for RENEW). */
+static int cluster_lock(struct fs *fs, const char *rel)
+{
+    struct nsync *ns = fs->ns;
+    uint64_t deadline = mono_ms() + lock_timeout(ns);
+    unsigned backoff = BACKOFF_FIRST_MS;
+    uint64_t seen = 0;
+    struct cluster_reply r;
+    for (;;) {
+        struct fsm_cmd cmd = {.op = FSM_OP_LOCK, .path = rel, .lease_ms = ns->cfg.lease_ms};
+        int rc = submit(fs, &cmd, &r);
+        if (rc < 0)
+            return rc;
+        if (r.status == 0)
+            break;
+        if (r.status != -EBUSY) {
+            log_error("lock %s: unexpected answer %s", rel, strerror(-r.status));
+            return r.status < 0 ? r.status : -EIO;
+        }
+        uint64_t now = mono_ms();
+        if (now >= deadline) {
+            log_warn("lock %s: still held by node %016llx after %u ms, giving up", rel,
+                     (unsigned long long)r.lock_holder, lock_timeout(ns));
+            return -EBUSY;
+        }
+        /* Sleep the backoff, but retry at once when the local FSM shows the
+         * holder let go (an UNLOCK is applied here too). */
+        uint64_t until = now + backoff < deadline ? now + backoff : deadline;
+        while ((now = mono_ms()) < until && lock_taken_elsewhere(fs, rel))
+            cluster_wait_change(ns->cluster, &seen, (unsigned)(until - now));
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    /* Renew from the grant on: the version wait may outlast a lease. */
+    cluster_hold_locks(ns->cluster, +1);
+    if (r.path_version > 0) {
+        uint64_t vdeadline = mono_ms() + lock_timeout(ns);
+        while (!local_current(fs, rel, r.path_version)) {
+            uint64_t now = mono_ms();
+            if (now >= vdeadline) {
+                log_warn("lock %s: version %llu not installed here within %u ms", rel,
+                         (unsigned long long)r.path_version, lock_timeout(ns));
+                send_unlock(fs, rel);
+                cluster_hold_locks(ns->cluster, -1);
+                return -EBUSY;
+            }
+            unsigned slice = vdeadline - now > 200 ? 200 : (unsigned)(vdeadline - now);
+            cluster_wait_change(ns->cluster, &seen, slice);
+        }
+    }
+    return 0;
+}
+
+/* ---- the node's lock table ---- */
+
+static size_t bucket_of(const char *path)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return (size_t)(h % LOCK_BUCKETS);
+}
+
+/* Caller holds fs->mu. */
+static struct lock_ent *lock_find(struct fs *fs, const char *path)
+{
+    for (struct lock_ent *e = fs->buckets[bucket_of(path)]; e; e = e->next)
+        if (strcmp(e->path, path) == 0)
+            return e;
+    return NULL;
+}
+
+/* Caller holds fs->mu. Frees e once nobody needs it. */
+static void lock_maybe_free(struct fs *fs, struct lock_ent *e)
+{
+    if (e->refs || e->waiters || e->held || e->acquiring || e->releasing)
+        return;
+    struct lock_ent **pp = &fs->buckets[bucket_of(e->path)];
+    while (*pp != e)
+        pp = &(*pp)->next;
+    *pp = e->next;
+    free(e->path);
+    free(e);
+}
+
+/* Become a holder of rel's lock: share it if this node already holds it,
+ * else take it through the cluster (one thread does, the others wait). */
+static int lock_path(struct fs *fs, const char *rel, struct held *out)
+{
+    pthread_mutex_lock(&fs->mu);
+    struct lock_ent *e = lock_find(fs, rel);
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        char *p = e ? strdup(rel) : NULL;
+        if (!p) {
+            free(e);
+            pthread_mutex_unlock(&fs->mu);
+            return -ENOMEM;
+        }
+        e->path = p;
+        size_t b = bucket_of(rel);
+        e->next = fs->buckets[b];
+        fs->buckets[b] = e;
+    }
+    e->waiters++;
+    int rc;
+    for (;;) {
+        if (e->held && !e->releasing) {
+            e->refs++;
+            rc = 0;
+            break;
+        }
+        if (e->acquiring) {
+            unsigned a = e->attempts;
+            while (e->acquiring)
+                pthread_cond_wait(&fs->cv, &fs->mu);
+            if (!e->held && e->attempts != a) {
+                rc = e->last_err; /* the attempt we waited on failed: so do we */
+                break;
+            }
+            continue;
+        }
+        if (e->releasing) {
+            pthread_cond_wait(&fs->cv, &fs->mu);
+            continue;
+        }
+        e->acquiring = true;
+        pthread_mutex_unlock(&fs->mu);
+        rc = cluster_lock(fs, rel);
+        pthread_mutex_lock(&fs->mu);
+        e->acquiring = false;
+        e->attempts++;
+        e->held = rc == 0;
+        e->last_err = rc;
+        pthread_cond_broadcast(&fs->cv);
+        if (rc < 0)
+            break;
+    }
+    e->waiters--;
+    if (rc < 0)
+        lock_maybe_free(fs, e);
+    pthread_mutex_unlock(&fs->mu);
+    if (rc == 0)
+        *out = (struct held){.e = e};
+    return rc;
+}
+
+/* Decide whether this holder is the last; if so, block new holders until
+ * unlock_end, so nobody relies on a lock that is going away. */
+static void unlock_begin(struct fs *fs, struct held *h)
+{
+    pthread_mutex_lock(&fs->mu);
+    h->last = h->e->refs == 1;
+    h->done = false;
+    if (h->last)
+        h->e->releasing = true;
+    pthread_mutex_unlock(&fs->mu);
+}
+
+/* Drop the holder's ref; the last one sends UNLOCK unless an announce with
+ * unlock=true already released the lock. */
+static void unlock_end(struct fs *fs, struct held *h)
+{
+    struct lock_ent *e = h->e;
+    if (h->last && !h->done)
+        send_unlock(fs, e->path);
+    pthread_mutex_lock(&fs->mu);
+    e->refs--;
+    if (h->last) {
+        e->held = false;
+        e->releasing = false;
+        pthread_cond_broadcast(&fs->cv);
+    }
+    lock_maybe_free(fs, e);
+    pthread_mutex_unlock(&fs->mu);
+    if (h->last)
+        cluster_hold_locks(fs->ns->cluster, -1);
+    h->e = NULL;
+}
+
+static void unlock_now(struct fs *fs, struct held *h)
+{
+    unlock_begin(fs, h);
+    unlock_end(fs, h);
+}
+
+/* Propose cmd (ANNOUNCE or RENAME); it carries unlock=true when every lock
+ * it covers is on its last holder. Returns 0 or a negative errno, including
+ * the FSM's refusal (-EBUSY: our lock lapsed; -ENOENT: rename source
+ * unknown). */
+static int announce(struct fs *fs, struct fsm_cmd *cmd, struct held **cover, int n)
+{
+    bool all_last = n > 0;
+    for (int i = 0; i < n; i++)
+        all_last = all_last && cover[i]->last;
+    cmd->unlock = all_last;
+    struct cluster_reply r;
+    int rc = submit(fs, cmd, &r);
+    if (rc < 0) {
+        /* The cluster is unreachable: an UNLOCK would fail the same way
+         * after another wait; the lease frees the lock instead. */
+        for (int i = 0; i < n; i++)
+            cover[i]->done = true;
+        return rc;
+    }
+    if (r.status == 0) {
+        if (all_last)
+            for (int i = 0; i < n; i++)
+                cover[i]->done = true;
+        return 0;
+    }
+    if (!(r.status == -ENOENT && cmd->op == FSM_OP_RENAME))
+        log_error("announce of %s refused by the cluster: %s", cmd->path, strerror(-r.status));
+    return r.status < 0 ? r.status : -EIO;
+}
+
+/* ---- what an announce says about a path ---- */
+
+static void meta_from_stat(const struct stat *st, struct fsm_meta *m)
+{
+    m->mode = st->st_mode & 07777;
+    m->uid = st->st_uid;
+    m->gid = st->st_gid;
+    m->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* A FILE meta from an open fd. A write-only fd cannot be read for the hash:
+ * then the same inode is opened again for reading via /proc. */
+static int meta_of_fd(int fd, struct fsm_meta *m)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    memset(m, 0, sizeof *m);
+    m->kind = FSM_FILE;
+    meta_from_stat(&st, m);
+    int rc = digest_fd(fd, m->hash, &m->size);
+    if (rc == -EBADF) {
+        char proc[64];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        int rfd = open(proc, O_RDONLY | O_CLOEXEC);
+        if (rfd < 0)
+            return -errno;
+        rc = digest_fd(rfd, m->hash, &m->size);
+        close(rfd);
+    }
+    return rc;
+}
+
+/* The current state of rel in BACKING as an announce. target receives a
+ * symlink's target. -ENOTSUP for kinds the catalog cannot carry (fifo...). */
+static int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *target,
+                        size_t tsz)
+{
+    int bfd = fs->ns->backing_fd;
+    struct stat st;
+    if (fstatat(bfd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    if (S_ISREG(st.st_mode)) {
+        int fd = openat(bfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        int rc = meta_of_fd(fd, m);
+        close(fd);
+        return rc;
+    }
+    memset(m, 0, sizeof *m);
+    meta_from_stat(&st, m);
+    if (S_ISDIR(st.st_mode)) {
+        m->kind = FSM_DIR;
+        return 0;
+    }
+    if (S_ISLNK(st.st_mode)) {
+        ssize_t n = readlinkat(bfd, rel, target, tsz - 1);
+        if (n < 0)
+            return -errno;
+        target[n] = '\0';
+        m->kind = FSM_SYMLINK;
+        m->target = target;
+        return 0;
+    }
+    return -ENOTSUP;
+}
+
+/* ---- locked path mutations ---- */
+
+typedef int (*local_fn)(struct fs *fs, const char *rel, void *arg);
+
+enum after { AFTER_STATE, AFTER_TOMBSTONE };
+
+/* The shape of every metadata change: lock rel, change BACKING, announce the
+ * result with unlock, or (if the local change failed) announce nothing and
+ * unlock. The root is not in the catalog: changed locally only. */
+static int mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after after)
+{
+    if (is_root(rel))
+        return fn(fs, rel, arg);
+    struct held h;
+    int rc = lock_path(fs, rel, &h);
+    if (rc < 0)
+        return rc;
+    rc = fn(fs, rel, arg);
+    unlock_begin(fs, &h);
+    if (rc == 0) {
+        struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = rel};
+        char target[PATH_MAX];
+        int mrc = 0;
+        if (after == AFTER_TOMBSTONE)
+            cmd.meta.kind = FSM_TOMBSTONE;
+        else
+            mrc = meta_of_path(fs, rel, &cmd.meta, target, sizeof target);
+        if (mrc == 0) {
+            struct held *cover[] = {&h};
+            rc = announce(fs, &cmd, cover, 1);
+        } else if (mrc != -ENOTSUP) {
+            log_error("cannot read back %s to announce it: %s", rel, strerror(-mrc));
+            rc = mrc;
+        }
+    }
+    unlock_end(fs, &h);
+    return rc;
+}
+
+/* New nodes belong to the caller when we can arrange it (running as root). */
+static void own_by_caller(struct fs *fs, int dirfd, const char *rel, int flags)
+{
+    if (!fs->as_root)
+        return;
+    struct fuse_context *c = fuse_get_context();
+    if (fchownat(dirfd, rel, c->uid, c->gid, flags) < 0)
+        log_warn("chown %s to %u:%u: %s", rel, (unsigned)c->uid, (unsigned)c->gid,
+                 strerror(errno));
+}
+
+static int do_unlink(struct fs *fs, const char *rel, void *arg)
+{
+    return unlinkat(fs->ns->backing_fd, rel, 0) < 0 ? -errno : 0;
+}
+
+static int do_rmdir(struct fs *fs, const char *rel, void *arg)
+{
+    return unlinkat(fs->ns->backing_fd, rel, AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+static int do_mkdir(struct fs *fs, const char *rel, void *arg)
+{
+    mode_t mode = *(const mode_t *)arg & 07777;
+    int bfd = fs->ns->backing_fd;
+    if (mkdirat(bfd, rel, mode) < 0)
+        return -errno;
+    /* The kernel already applied the caller's umask; undo the daemon's. */
+    if (fchmodat(bfd, rel, mode, 0) < 0)
+        log_warn("chmod new dir %s: %s", rel, strerror(errno));
+    own_by_caller(fs, bfd, rel, AT_SYMLINK_NOFOLLOW);
+    return 0;
+}
+
+static int do_mknod_reg(struct fs *fs, const char *rel, void *arg)
+{
+    mode_t mode = *(const mode_t *)arg & 07777;
+    int fd = openat(fs->ns->backing_fd, rel, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    mode);
+    if (fd < 0)
+        return -errno;
+    if (fchmod(fd, mode) < 0)
+        log_warn("chmod new file %s: %s", rel, strerror(errno));
+    own_by_caller(fs, fd, "", AT_EMPTY_PATH);
+    close(fd);
+    return 0;
+}
+
+static int do_symlink(struct fs *fs, const char *rel, void *arg)
+{
+    int bfd = fs->ns->backing_fd;
+    if (symlinkat((const char *)arg, bfd, rel) < 0)
+        return -errno;
+    own_by_caller(fs, bfd, rel, AT_SYMLINK_NOFOLLOW);
+    return 0;
+}
+
+static int do_chmod(struct fs *fs, const char *rel, void *arg)
+{
+    return fchmodat(fs->ns->backing_fd, rel, *(const mode_t *)arg, 0) < 0 ? -errno : 0;
+}
+
+struct owner {
+    uid_t uid;
+    gid_t gid;
+};
+
+static int do_chown(struct fs *fs, const char *rel, void *arg)
+{
+    const struct owner *o = arg;
+    return fchownat(fs->ns->backing_fd, rel, o->uid, o->gid, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
+static int do_utimens(struct fs *fs, const char *rel, void *arg)
+{
+    return utimensat(fs->ns->backing_fd, rel, arg, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
+static int do_truncate(struct fs *fs, const char *rel, void *arg)
+{
+    int fd = openat(fs->ns->backing_fd, rel, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = ftruncate(fd, *(const off_t *)arg) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+/* ---- file handles and their lock ---- */
+
+/* Make h hold the lock of rel (h->rw held exclusively). A handle whose lock
+ * went with an earlier flush takes it again; one whose file was renamed
+ * moves to the new path's lock. If a newer version was installed meanwhile
+ * (a rename over the path), the fd is switched to it so writes land in the
+ * file everyone sees. */
+static int handle_lock(struct fs *fs, struct handle *h, const char *rel)
+{
+    if (h->lk && strcmp(h->lk->path, rel) == 0)
+        return 0;
+    if (h->lk) {
+        struct held old = {.e = h->lk};
+        h->lk = NULL;
+        unlock_now(fs, &old);
+    }
+    struct held n;
+    int rc = lock_path(fs, rel, &n);
+    if (rc < 0)
+        return rc;
+    h->lk = n.e;
+    int bfd = fs->ns->backing_fd;
+    struct stat mine, now;
+    if (fstat(h->fd, &mine) == 0 && fstatat(bfd, rel, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG(now.st_mode) && (mine.st_ino != now.st_ino || mine.st_dev != now.st_dev)) {
+        int fd = openat(bfd, rel, (h->oflags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || dup3(fd, h->fd, O_CLOEXEC) < 0)
+            log_warn("reopen %s at its new version: %s", rel, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    return 0;
+}
+
+/* Before changing the file through h: returns with h->rw held shared and the
+ * lock held (unless the file was unlinked: path NULL, nothing to replicate). */
+static int handle_write_begin(struct fs *fs, struct handle *h, const char *path)
+{
+    if (!h->writable)
+        return -EBADF; /* its release would not give a lock back */
+    char rel[PATH_MAX];
+    if (path) {
+        int rc = path_from_fuse(path, rel, sizeof rel);
+        if (rc < 0)
+            return rc;
+    }
+    for (;;) {
+        pthread_rwlock_rdlock(&h->rw);
+        if (!path || (h->lk && strcmp(h->lk->path, rel) == 0))
+            return 0;
+        pthread_rwlock_unlock(&h->rw);
+        pthread_rwlock_wrlock(&h->rw);
+        int rc = handle_lock(fs, h, rel);
+        pthread_rwlock_unlock(&h->rw);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+/* Announce h's file (h->rw held exclusively, lock held for rel); unlock in
+ * the same command when h is the last holder on this node. */
+static int handle_announce(struct fs *fs, struct handle *h, const char *rel)
+{
+    struct held hd = {.e = h->lk};
+    unlock_begin(fs, &hd);
+    struct stat st;
+    int rc = fstat(h->fd, &st) < 0 ? -errno : 0;
+    if (rc == 0 && st.st_nlink > 0) {
+        struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = rel};
+        rc = meta_of_fd(h->fd, &cmd.meta);
+        if (rc == 0) {
+            struct held *cover[] = {&hd};
+            rc = announce(fs, &cmd, cover, 1);
+        } else {
+            log_error("cannot hash %s to announce it: %s", rel, strerror(-rc));
+        }
+    }
+    if (hd.last) {
+        h->lk = NULL;
+        unlock_end(fs, &hd);
+    }
+    return rc;
+}
+
+/* flush/release: announce what h wrote. rw held exclusively. */
+static int handle_sync(struct fs *fs, struct handle *h, const char *path)
+{
+    if (!atomic_load(&h->dirty))
+        return 0;
+    if (!path) {
+        atomic_store(&h->dirty, false); /* unlinked: its bytes go nowhere */
+        return 0;
+    }
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc == 0)
+        rc = handle_lock(fs, h, rel);
+    if (rc == 0)
+        rc = handle_announce(fs, h, rel);
+    if (rc == 0)
+        atomic_store(&h->dirty, false); /* on failure release tries once more */
+    return rc;
+}
+
+static void handle_free(struct handle *h)
+{
+    if (h->fd >= 0)
+        close(h->fd);
+    pthread_rwlock_destroy(&h->rw);
+    free(h);
+}
+
+/* open and create: lock first for writers, so the file is opened at its
+ * latest version. */
+static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, bool create,
+                       struct fuse_file_info *fi)
+{
+    bool writable = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) || create;
+    struct handle *h = calloc(1, sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    h->fd = -1;
+    h->writable = writable;
+    if (pthread_rwlock_init(&h->rw, NULL) != 0) {
+        free(h);
+        return -ENOMEM;
+    }
+    if (writable) {
+        struct held hd;
+        int rc = lock_path(fs, rel, &hd);
+        if (rc < 0) {
+            handle_free(h);
+            return rc;
+        }
+        h->lk = hd.e;
+    }
+    int bfd = fs->ns->backing_fd;
+    int oflags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC;
+    /* Read access too, so that flush can hash through the same fd. */
+    if ((oflags & O_ACCMODE) == O_WRONLY)
+        oflags = (oflags & ~O_ACCMODE) | O_RDWR;
+    bool created = false;
+    int fd = -1;
+    for (int tries = 0; fd < 0 && tries < 4; tries++) {
+        if (create) {
+            fd = openat(bfd, rel, oflags | O_CREAT | O_EXCL, mode & 07777);
+            if (fd >= 0) {
+                created = true;
+                break;
+            }
+            if (errno != EEXIST || (flags & O_EXCL))
+                break;
+        }
+        fd = openat(bfd, rel, oflags);
+        if (fd < 0 && errno == EACCES && (oflags & O_ACCMODE) == O_RDWR &&
+            (flags & O_ACCMODE) == O_WRONLY) {
+            oflags = (oflags & ~O_ACCMODE) | O_WRONLY; /* write-only file: hash via /proc */
+            fd = openat(bfd, rel, oflags);
+        }
+        if (fd < 0 && !(create && errno == ENOENT))
+            break; /* ENOENT after EEXIST: it vanished in between, create again */
+    }
+    if (fd < 0) {
+        int rc = -errno;
+        if (h->lk) {
+            struct held hd = {.e = h->lk};
+            h->lk = NULL;
+            unlock_now(fs, &hd);
+        }
+        handle_free(h);
+        return rc;
+    }
+    if (created) {
+        /* The kernel applied the caller's umask; undo the daemon's. */
+        if (fchmod(fd, mode & 07777) < 0)
+            log_warn("chmod new file %s: %s", rel, strerror(errno));
+        own_by_caller(fs, fd, "", AT_EMPTY_PATH);
+    }
+    h->fd = fd;
+    h->oflags = oflags;
+    atomic_store(&h->dirty, create || (writable && (flags & O_TRUNC)));
+    fi->fh = (uint64_t)(uintptr_t)h;
+    /* keep_cache stays 0: each open drops cached pages, so bytes a peer
+     * installed since are seen even without an invalidation. */
+    fi->keep_cache = 0;
+    log_debug("open %s flags %#x%s", rel, (unsigned)flags, create ? " (create)" : "");
+    return 0;
+}
+
+/* ---- FUSE operations ---- */
+
+static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+    cfg->use_ino = 1;
+    /* Paths are asked for in every op: a flush needs the file's current
+     * name to announce it after a rename. */
+    cfg->nullpath_ok = 0;
+    /* Without it libfuse renames an open, unlinked file to .fuse_hidden*,
+     * which we would replicate. Open handles keep working through the fd. */
+    cfg->hard_remove = 1;
+    /* Caching: the fetch worker calls fs_invalidate after installing a
+     * remote change, which drops the cached attributes and pages of the path
+     * and of its parent, so cached attributes can live 1 s without hiding a
+     * change. The high-level API cannot drop a cached name (dentry), but a
+     * stale name only reaches us by path, and we resolve it in BACKING
+     * afresh; negative lookups are never cached, so a file created remotely
+     * is visible at once. Each open also drops the page cache (no
+     * kernel_cache). */
+    cfg->entry_timeout = 1.0;
+    cfg->attr_timeout = 1.0;
+    cfg->negative_timeout = 0.0;
+    cfg->kernel_cache = 0;
+    cfg->auto_cache = 0;
+    /* O_APPEND is passed through to BACKING, which is only right without
+     * the kernel's writeback cache. */
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+    return fuse_get_context()->private_data;
+}
+
+static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+    struct nsync *ns = ctx_ns();
+    if (fi && fi->fh)
+        return fstat(fh_handle(fi)->fd, st) < 0 ? -errno : 0;
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    return fstatat(ns->backing_fd, rel, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
+static int op_readlink(const char *path, char *buf, size_t size)
+{
+    struct nsync *ns = ctx_ns();
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    if (size == 0)
+        return -EINVAL;
+    ssize_t n = readlinkat(ns->backing_fd, rel, buf, size - 1);
+    if (n < 0)
+        return -errno;
+    buf[n] = '\0';
+    return 0;
+}
+
+/* Only regular files: the catalog has no kind for fifos, sockets or device
+ * nodes, and a node that exists on one machine only would break the
+ * promise that every node shows the same tree. */
+static int op_mknod(const char *path, mode_t mode, dev_t rdev)
+{
+    struct nsync *ns = ctx_ns();
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    if (!S_ISREG(mode))
+        return -EPERM;
+    log_debug("mknod %s", rel);
+    return mutate(ns->fs, rel, do_mknod_reg, &mode, AFTER_STATE);
+}
+
+static int op_mkdir(const char *path, mode_t mode)
+{
+    struct nsync *ns = ctx_ns();
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    log_debug("mkdir %s", rel);
+    return mutate(ns->fs, rel, do_mkdir, &mode, AFTER_STATE);
+}
+
+static int op_unlink(const char *path)
+{
+    struct nsync *ns = ctx_ns();
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    log_debug("unlink %s", rel);
+    return mutate(ns->fs, rel, do_unlink, NULL, AFTER_TOMBSTONE);
+}
+
+static int op_rmdir(const char *path)
+{
+    struct nsync *ns = ctx_ns();
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    log_debug("rmdir %s", rel);
+    return mutate(ns->fs, rel, do_rmdir, NULL, AFTER_TOMBSTONE);
+}
+
+static int op_symlink(const char *target, const char *path)
+{
+    struct nsync *ns = ctx_ns();
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    log_debug("symlink %s -> %s", rel, target);
+    return mutate(ns->fs, rel, do_symlink, (void *)target, AFTER_STATE);
+}
+
+/* The catalog never saw the source (it predates the cluster): describe the
+ * result from scratch instead, the new path as it is and the old one gone. */
+static int rename_fallback(struct fs *fs, const char *from, const char *to, struct held *hf,
+                           struct held *ht)
+{
+    struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = to};
+    char target[PATH_MAX];
+    int rc = meta_of_path(fs, to, &cmd.meta, target, sizeof target);
+    if (rc == 0) {
+        struct held *cover[] = {ht};
+        rc = announce(fs, &cmd, cover, 1);
+    } else if (rc == -ENOTSUP) {
+        rc = 0;
+    } else {
+        log_error("cannot read back %s to announce it: %s", to, strerror(-rc));
+    }
+    if (rc < 0)
+        return rc;
+    struct fsm_cmd gone = {.op = FSM_OP_ANNOUNCE, .path = from, .meta.kind = FSM_TOMBSTONE};
+    struct held *cover[] = {hf};
+    return announce(fs, &gone, cover, 1);
+}
+
+static int op_rename(const char *from_path, const char *to_path, unsigned int flags)
+{
+    struct nsync *ns = ctx_ns();
+    struct fs *fs = ns->fs;
+    if (flags & ~(unsigned)RENAME_NOREPLACE)
+        return -EINVAL; /* RENAME_EXCHANGE, RENAME_WHITEOUT: not replicable as one RENAME */
+    char from[PATH_MAX], to[PATH_MAX];
+    int rc = path_from_fuse(from_path, from, sizeof from);
+    if (rc == 0)
+        rc = path_from_fuse(to_path, to, sizeof to);
+    if (rc < 0)
+        return rc;
+    if (is_root(from) || is_root(to))
+        return -EBUSY;
+    if (strcmp(from, to) == 0)
+        return 0;
+    log_debug("rename %s -> %s", from, to);
+    /* Every node locks the two paths in the same (lexicographic) order, so
+     * two renames cannot each hold one lock and wait for the other. */
+    struct held hf, ht;
+    bool from_first = strcmp(from, to) < 0;
+    struct held *first = from_first ? &hf : &ht, *second = from_first ? &ht : &hf;
+    rc = lock_path(fs, from_first ? from : to, first);
+    if (rc < 0)
+        return rc;
+    rc = lock_path(fs, from_first ? to : from, second);
+    if (rc < 0) {
+        unlock_now(fs, first);
+        return rc;
+    }
+    int bfd = ns->backing_fd;
+    rc = (flags ? renameat2(bfd, from, bfd, to, flags) : renameat(bfd, from, bfd, to)) < 0 ? -errno : 0;
+    unlock_begin(fs, &hf);
+    unlock_begin(fs, &ht);
+    if (rc == 0) {
+        struct fsm_cmd cmd = {.op = FSM_OP_RENAME, .path = from, .path2 = to};
+        struct held *cover[] = {&hf, &ht};
+        rc = announce(fs, &cmd, cover, 2);
+        if (rc == -ENOENT)
+            rc = rename_fallback(fs, from, to, &hf, &ht);
+    }
+    unlock_end(fs, &hf);
+    unlock_end(fs, &ht);
+    return rc;
+}
+
+/* Hard links: the catalog tracks paths, not inodes, so a second name would
+ * arrive on the other nodes as an independent copy and the two names would
+ * drift apart there. Refused instead of silently diverging. */
+static int op_link(const char *from, const char *to)
+{
+    return -EPERM;
+}
+
+static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    struct nsync *ns = ctx_ns();
+    if (!path) /* open but unlinked: nothing to replicate */
+        return !fi ? -ESTALE : fchmod(fh_handle(fi)->fd, mode) < 0 ? -errno : 0;
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    log_debug("chmod %s %o", rel, (unsigned)mode);
+    return mutate(ns->fs, rel, do_chmod, &mode, AFTER_STATE);
+}
+
+static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+    struct nsync *ns = ctx_ns();
+    if (!path)
+        return !fi ? -ESTALE : fchown(fh_handle(fi)->fd, uid, gid) < 0 ? -errno : 0;
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    struct owner o = {uid, gid};
+    log_debug("chown %s %d:%d", rel, (int)uid, (int)gid);
+    return mutate(ns->fs, rel, do_chown, &o, AFTER_STATE);
+}
+
+static int op_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+    struct nsync *ns = ctx_ns();
+    if (!path)
+        return !fi ? -ESTALE : futimens(fh_handle(fi)->fd, tv) < 0 ? -errno : 0;
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    log_debug("utimens %s", rel);
+    return mutate(ns->fs, rel, do_utimens, (void *)tv, AFTER_STATE);
+}
+
+static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+    struct nsync *ns = ctx_ns();
+    struct fs *fs = ns->fs;
+    if (fi && fi->fh) {
+        /* Through a writer's handle: it is announced when that closes. */
+        struct handle *h = fh_handle(fi);
+        int rc = handle_write_begin(fs, h, path);
+        if (rc < 0)
+            return rc;
+        rc = ftruncate(h->fd, size) < 0 ? -errno : 0;
+        if (rc == 0)
+            atomic_store(&h->dirty, true);
+        pthread_rwlock_unlock(&h->rw);
+        return rc;
+    }
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    log_debug("truncate %s %lld", rel, (long long)size);
+    return mutate(fs, rel, do_truncate, &size, AFTER_STATE);
+}
+
+static int op_open(const char *path, struct fuse_file_info *fi)
+{
+    struct nsync *ns = ctx_ns();
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    return open_common(ns->fs, rel, fi->flags, 0, false, fi);
+}
+
+static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    struct nsync *ns = ctx_ns();
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    if (is_root(rel))
+        return -EISDIR;
+    return open_common(ns->fs, rel, fi->flags, mode, true, fi);
+}
+
+static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    ssize_t n = pread(fh_handle(fi)->fd, buf, size, off);
+    return n < 0 ? -errno : (int)n;
+}
+
+static int op_write(const char *path, const char *buf, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    struct nsync *ns = ctx_ns();
+    struct handle *h = fh_handle(fi);
+    int rc = handle_write_begin(ns->fs, h, path);
+    if (rc < 0)
+        return rc;
+    /* Dirty before the bytes land: a flush waits for us (rw) and then must
+     * see the flag. */
+    atomic_store(&h->dirty, true);
+    ssize_t n = pwrite(h->fd, buf, size, off);
+    rc = n < 0 ? -errno : (int)n;
+    pthread_rwlock_unlock(&h->rw);
+    return rc;
+}
+
+static int op_statfs(const char *path, struct statvfs *sv)
+{
+    struct nsync *ns = ctx_ns();
+    return fstatvfs(ns->backing_fd, sv) < 0 ? -errno : 0;
+}
+
+/* Every close(): the durability point. It returns once the announce of what
+ * this handle wrote is committed, or with the reason it could not be. */
+static int op_flush(const char *path, struct fuse_file_info *fi)
+{
+    struct nsync *ns = ctx_ns();
+    struct handle *h = fh_handle(fi);
+    if (!h->writable)
+        return 0;
+    pthread_rwlock_wrlock(&h->rw);
+    int rc = handle_sync(ns->fs, h, path);
+    pthread_rwlock_unlock(&h->rw);
+    return rc;
+}
+
+static int op_release(const char *path, struct fuse_file_info *fi)
+{
+    struct nsync *ns = ctx_ns();
+    struct fs *fs = ns->fs;
+    struct handle *h = fh_handle(fi);
+    if (h->writable) {
+        pthread_rwlock_wrlock(&h->rw);
+        /* Writes after the last flush (through an mmap, or a failed flush):
+         * announce them now; nobody waits for the result any more. */
+        int rc = handle_sync(fs, h, path);
+        if (rc < 0)
+            log_error("%s: changes not announced at release: %s", path ? path : "(unlinked)",
+                      strerror(-rc));
+        if (h->lk) {
+            struct held hd = {.e = h->lk};
+            h->lk = NULL;
+            unlock_now(fs, &hd);
+        }
+        pthread_rwlock_unlock(&h->rw);
+    }
+    handle_free(h);
+    return 0;
+}
+
+static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+    int fd = fh_handle(fi)->fd;
+    return (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
+}
+
+static int op_opendir(const char *path, struct fuse_file_info *fi)
+{
+    struct nsync *ns = ctx_ns();
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    struct dir_handle *d = calloc(1, sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    int fd = openat(ns->backing_fd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || !(d->dp = fdopendir(fd))) {
+        rc = -errno;
+        if (fd >= 0)
+            close(fd);
+        free(d);
+        return rc;
+    }
+    d->root = is_root(rel);
+    fi->fh = (uint64_t)(uintptr_t)d;
+    return 0;
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+    if (offset != d->offset) {
+        seekdir(d->dp, offset);
+        d->entry = NULL;
+        d->offset = offset;
+    }
+    for (;;) {
+        if (!d->entry) {
+            errno = 0;
+            d->entry = readdir(d->dp);
+            if (!d->entry)
+                return errno ? -errno : 0;
+        }
+        off_t next = telldir(d->dp);
+        const char *name = d->entry->d_name;
+        if (!(d->root && strcmp(name, NSYNC_DATA_DIR) == 0)) {
+            struct stat st = {.st_ino = d->entry->d_ino, .st_mode = DTTOIF(d->entry->d_type)};
+            if (filler(buf, name, &st, next, 0))
+                return 0; /* buffer full: this entry goes first next time */
+        }
+        d->entry = NULL;
+        d->offset = next;
+    }
+}
+
+static int op_releasedir(const char *path, struct fuse_file_info *fi)
+{
+    struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+    closedir(d->dp);
+    free(d);
+    return 0;
+}
+
+static int op_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
+{
+    struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+    return fsync(dirfd(d->dp)) < 0 ? -errno : 0;
+}
+
+static int op_access(const char *path, int mask)
+{
+    struct nsync *ns = ctx_ns();
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc < 0)
+        return rc;
+    return faccessat(ns->backing_fd, rel, mask, AT_EACCESS) < 0 ? -errno : 0;
+}
+
+static int op_fallocate(const char *path, int mode, off_t off, off_t len,
+                        struct fuse_file_info *fi)
+{
+    struct nsync *ns = ctx_ns();
+    struct handle *h = fh_handle(fi);
+    int rc = handle_write_begin(ns->fs, h, path);
+    if (rc < 0)
+        return rc;
+    atomic_store(&h->dirty, true);
+    rc = fallocate(h->fd, mode, off, len) < 0 ? -errno : 0;
+    pthread_rwlock_unlock(&h->rw);
+    return rc;
+}
+
+static off_t op_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)
+{
+    off_t r = lseek(fh_handle(fi)->fd, off, whence);
+    return r < 0 ? -errno : r;
+}
+
+/* ---- module interface ---- */
+
+static const struct fuse_operations fs_ops = {
+    .init = op_init,
+    .getattr = op_getattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .chmod = op_chmod,
+    .chown = op_chown,
+    .truncate = op_truncate,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .statfs = op_statfs,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .releasedir = op_releasedir,
+    .fsyncdir = op_fsyncdir,
+    .access = op_access,
+    .create = op_create,
+    .utimens = op_utimens,
+    .fallocate = op_fallocate,
+    .lseek = op_lseek,
+};
+
+const struct fuse_operations *fs_operations(void)
+{
+    return &fs_ops;
+}
+
+int fs_new(struct nsync *ns, struct fs **out)
+{
+    struct fs *fs = calloc(1, sizeof *fs);
+    if (!fs)
+        return -ENOMEM;
+    if (pthread_mutex_init(&fs->mu, NULL) != 0) {
+        free(fs);
+        return -ENOMEM;
+    }
+    if (pthread_cond_init(&fs->cv, NULL) != 0) {
+        pthread_mutex_destroy(&fs->mu);
+        free(fs);
+        return -ENOMEM;
+    }
+    fs->ns = ns;
+    fs->as_root = geteuid() == 0;
+    atomic_init(&fs->fuse, NULL);
+    *out = fs;
+    return 0;
+}
+
+void fs_free(struct fs *fs)
+{
+    if (!fs)
+        return;
+    for (size_t i = 0; i < LOCK_BUCKETS; i++) {
+        struct lock_ent *e = fs->buckets[i];
+        while (e) {
+            struct lock_ent *next = e->next;
+            free(e->path);
+            free(e);
+            e = next;
+        }
+    }
+    pthread_cond_destroy(&fs->cv);
+    pthread_mutex_destroy(&fs->mu);
+    free(fs);
+}
+
+void fs_set_fuse(struct fs *fs, struct fuse *f)
+{
+    atomic_store(&fs->fuse, f);
+}
+
+static void invalidate_one(struct fuse *f, const char *fuse_path)
+{
+    int rc = fuse_invalidate_path(f, fuse_path);
+    /* -ENOENT: the kernel does not know the path, nothing is cached. */
+    if (rc < 0 && rc != -ENOENT)
+        log_debug("invalidate %s: %s", fuse_path, strerror(-rc));
+}
+
+void fs_invalidate(struct fs *fs, const char *rel)
+{
+    struct fuse *f = atomic_load(&fs->fuse);
+    if (!f || !rel || !*rel)
+        return;
+    char p[PATH_MAX + 1];
+    int n = snprintf(p, sizeof p, "/%s", rel);
+    if (n < 0 || (size_t)n >= sizeof p)
+        return;
+    invalidate_one(f, p);
+    /* The parent's cached attributes (size, mtime, nlink) change too. */
+    char *slash = strrchr(p, '/');
+    if (slash == p)
+        slash[1] = '\0';
+    else
+        *slash = '\0';
+    invalidate_one(f, p);
+}
+
+bool fs_path_busy(struct fs *fs, const char *rel)
+{
+    pthread_mutex_lock(&fs->mu);
+    struct lock_ent *e = lock_find(fs, rel);
+    /* Not while the lock is being acquired: the acquirer may be waiting for
+     * exactly the install the fetch worker is about to make. */
+    bool busy = e && (e->held || e->refs > 0);
+    pthread_mutex_unlock(&fs->mu);
+    return busy;
+}

@@ -1,2 +1,223 @@
-/* stub: being written */
-typedef int nsync_stub_client;
+/* Follower -> leader forwarding (POST /v1/propose) over libcurl. Easy handles
+ * are pooled so that consecutive proposals reuse the keep-alive connection to
+ * the leader instead of paying a TCP handshake each time. */
+#include "transfer/client.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "cluster/cluster.h"
+#include "common/log.h"
+#include "nsync.h"
+
+#define XFER_POOL_MAX 16
+#define XFER_REPLY_MAX (64 * 1024)
+
+struct xfer_client {
+    struct nsync *ns;
+    pthread_mutex_t mu;
+    CURL *pool[XFER_POOL_MAX];   /* idle handles (their connections stay open) */
+    size_t n_pool;
+    struct curl_slist *headers;  /* read-only once built: shared by every handle */
+};
+
+struct xfer_buf {
+    char data[XFER_REPLY_MAX + 1];
+    size_t len;
+    bool overflow;
+};
+
+int xfer_client_new(struct nsync *ns, struct xfer_client **out)
+{
+    struct xfer_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->ns = ns;
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        free(c);
+        return -ENOMEM;
+    }
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/octet-stream");
+    struct curl_slist *h2 = h ? curl_slist_append(h, "Expect:") : NULL; /* no 100-continue RTT */
+    if (!h2) {
+        curl_slist_free_all(h);
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        return -ENOMEM;
+    }
+    c->headers = h2;
+    *out = c;
+    return 0;
+}
+
+void xfer_client_free(struct xfer_client *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n_pool; i++)
+        curl_easy_cleanup(c->pool[i]);
+    curl_slist_free_all(c->headers);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+static CURL *xfer_client_get(struct xfer_client *c)
+{
+    CURL *h = NULL;
+    pthread_mutex_lock(&c->mu);
+    if (c->n_pool > 0)
+        h = c->pool[--c->n_pool];
+    pthread_mutex_unlock(&c->mu);
+    return h ? h : curl_easy_init();
+}
+
+static void xfer_client_put(struct xfer_client *c, CURL *h)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->n_pool < XFER_POOL_MAX) {
+        c->pool[c->n_pool++] = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (h)
+        curl_easy_cleanup(h);
+}
+
+static size_t xfer_client_write(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    struct xfer_buf *b = arg;
+    size_t n = size * nmemb;
+    if (b->len + n > XFER_REPLY_MAX) {
+        b->overflow = true;
+        return 0; /* aborts the transfer: nothing legitimate is that big */
+    }
+    memcpy(b->data + b->len, ptr, n);
+    b->len += n;
+    return n;
+}
+
+/* A u64 sent as a decimal string (the server's format) or, leniently, as a
+ * number small enough to be exact in a double. */
+static int xfer_json_u64(const cJSON *o, const char *key, uint64_t *out)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsString(it) && it->valuestring && *it->valuestring) {
+        const char *s = it->valuestring;
+        uint64_t v = 0;
+        for (; *s; s++) {
+            if (*s < '0' || *s > '9')
+                return -EPROTO;
+            unsigned d = (unsigned)(*s - '0');
+            if (v > (UINT64_MAX - d) / 10)
+                return -EPROTO;
+            v = v * 10 + d;
+        }
+        *out = v;
+        return 0;
+    }
+    if (cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < 9007199254740992.0) {
+        *out = (uint64_t)it->valuedouble;
+        return 0;
+    }
+    return -EPROTO;
+}
+
+static int xfer_parse_reply(const char *txt, size_t len, struct cluster_reply *reply)
+{
+    cJSON *o = cJSON_ParseWithLength(txt, len);
+    if (!o)
+        return -EPROTO;
+    int rc = 0;
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "status");
+    struct cluster_reply r;
+    memset(&r, 0, sizeof r);
+    if (!cJSON_IsNumber(st) || st->valuedouble < -4096 || st->valuedouble > 4096)
+        rc = -EPROTO;
+    else
+        r.status = st->valueint;
+    if (rc == 0)
+        rc = xfer_json_u64(o, "version", &r.version);
+    if (rc == 0)
+        rc = xfer_json_u64(o, "lock_holder", &r.lock_holder);
+    if (rc == 0)
+        rc = xfer_json_u64(o, "path_version", &r.path_version);
+    cJSON_Delete(o);
+    if (rc == 0)
+        *reply = r;
+    return rc;
+}
+
+int xfer_client_propose(struct xfer_client *c, const char *faddr, const void *buf, size_t len,
+                        unsigned timeout_ms, struct cluster_reply *reply)
+{
+    char url[NSYNC_ADDR_MAX + 32];
+    if (!faddr || !*faddr || strlen(faddr) >= NSYNC_ADDR_MAX)
+        return -EHOSTUNREACH;
+    snprintf(url, sizeof url, "http://%s/v1/propose", faddr);
+
+    struct xfer_buf *b = malloc(sizeof *b);
+    CURL *h = b ? xfer_client_get(c) : NULL;
+    if (!h) {
+        free(b);
+        return -ENOMEM;
+    }
+    b->len = 0;
+    b->overflow = false;
+
+    /* reset keeps the live connections, only forgets the previous options */
+    curl_easy_reset(h);
+    long tmo = timeout_ms ? (long)timeout_ms : 1;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(h, CURLOPT_PROXY, "");
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, tmo);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, tmo < 1000 ? tmo : 1000L);
+    curl_easy_setopt(h, CURLOPT_POST, 1L);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, buf);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, xfer_client_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
+
+    CURLcode cc = curl_easy_perform(h);
+    long code = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    xfer_client_put(c, h);
+
+    int rc;
+    if (cc != CURLE_OK) {
+        switch (cc) {
+        case CURLE_OPERATION_TIMEDOUT:
+            rc = -ETIMEDOUT;
+            break;
+        case CURLE_WRITE_ERROR:
+            rc = b->overflow ? -EPROTO : -EHOSTUNREACH;
+            break;
+        default:
+            rc = -EHOSTUNREACH;
+            break;
+        }
+        log_debug("propose to %s: %s", faddr, curl_easy_strerror(cc));
+    } else {
+        switch (code) {
+        case 200: rc = xfer_parse_reply(b->data, b->len, reply); break;
+        case 421: rc = -ENOTCONN; break;
+        case 503: rc = -EROFS; break;
+        case 400:
+        case 413: rc = -EINVAL; break;
+        default: rc = -EPROTO; break;
+        }
+        if (rc == -EPROTO)
+            log_warn("propose to %s: unexpected answer (HTTP %ld, %zu bytes)", faddr, code,
+                     b->len);
+    }
+    free(b);
+    return rc;
+}

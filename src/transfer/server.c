@@ -1,2 +1,485 @@
-/* stub: being written */
-typedef int nsync_stub_server;
+/* The node's HTTP server (libmicrohttpd, one thread per connection): serves
+ * file versions to fetching peers straight from BACKING (sendfile), reports
+ * status as JSON, and accepts proposals forwarded by followers. Every input is
+ * treated as hostile: a bad request gets a short 4xx and nothing else. */
+#include "transfer/server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/openat2.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+#include <raft.h>
+
+#include "cluster/cluster.h"
+#include "cluster/fsm.h"
+#include "common/digest.h"
+#include "common/log.h"
+#include "common/path.h"
+#include "fs/fs.h"
+#include "nsync.h"
+#include "transfer/fetch.h"
+
+#define XFER_MAX_BODY (1024 * 1024)      /* largest encoded command we accept */
+#define XFER_CONN_LIMIT 256              /* one thread each: bound them */
+#define XFER_CONN_TIMEOUT_S 60           /* idle keep-alive connections */
+
+struct xfer_server {
+    struct nsync *ns;
+    struct MHD_Daemon *daemon;
+};
+
+/* Per-request state, created on the first call of a request and freed by the
+ * completion callback whatever happened to the connection. */
+struct xfer_req {
+    bool is_post;
+    bool too_big;
+    char *body;
+    size_t len, cap;
+};
+
+static void xfer_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    log_warn("http server: %s", buf);
+}
+
+static enum MHD_Result xfer_reply_text(struct MHD_Connection *conn, unsigned code, const char *msg)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(msg), (void *)msg, MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain");
+    if (code == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW,
+                                strcmp(msg, "use POST\n") == 0 ? "POST" : "GET, HEAD");
+    enum MHD_Result ret = MHD_queue_response(conn, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result xfer_reply_json(struct MHD_Connection *conn, cJSON *obj)
+{
+    char *txt = obj ? cJSON_PrintUnformatted(obj) : NULL;
+    cJSON_Delete(obj);
+    if (!txt)
+        return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(txt), txt, MHD_RESPMEM_MUST_COPY);
+    cJSON_free(txt);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* A query argument as a C string, or NULL if absent or unsafe: MHD decodes
+ * %00 into the value, so a length that disagrees with strlen means an embedded
+ * NUL; control characters are never part of a legitimate path or number. */
+static const char *xfer_arg(struct MHD_Connection *conn, const char *key)
+{
+    const char *val = NULL;
+    size_t vlen = 0;
+    if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, key, strlen(key), &val,
+                                      &vlen) != MHD_YES ||
+        !val)
+        return NULL;
+    if (strlen(val) != vlen)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)val; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return NULL;
+    return val;
+}
+
+/* Strict decimal u64: digits only, no sign, no blanks, no overflow. */
+static int xfer_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || strlen(s) > 20)
+        return -EINVAL;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -EINVAL;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -EINVAL;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Open rel below dirfd without following any symlink on the way, so that a
+ * symlink inside BACKING can never make us serve a file from outside it. Falls
+ * back to a plain openat (last component only) on kernels without openat2. */
+static int xfer_open_beneath(int dirfd, const char *rel, int flags)
+{
+    struct open_how how = {
+        .flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
+    if (fd < 0 && errno == ENOSYS)
+        fd = openat(dirfd, rel, flags | O_NOFOLLOW | O_CLOEXEC);
+    return (int)fd;
+}
+
+static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection *conn)
+{
+    const char *path = xfer_arg(conn, "path");
+    const char *vstr = xfer_arg(conn, "version");
+    uint64_t version;
+    if (!path || path_check(path) < 0 || path_is_internal(path))
+        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "bad path\n");
+    if (xfer_parse_u64(vstr, &version) < 0)
+        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "bad version\n");
+
+    uint8_t hash[FSM_HASH_LEN];
+    uint64_t size = 0;
+    int verdict = 0; /* 0 serve, else an HTTP code */
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    const struct fsm_entry *e = fsm_get(ns->fsm, path);
+    if (!e)
+        verdict = MHD_HTTP_NOT_FOUND;
+    else if (e->kind != FSM_FILE || e->version != version ||
+             !(!e->pending || fsm_entry_has(e, ns->self_id)))
+        verdict = MHD_HTTP_CONFLICT;
+    else {
+        memcpy(hash, e->hash, sizeof hash);
+        size = e->size;
+    }
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    if (verdict == MHD_HTTP_NOT_FOUND)
+        return xfer_reply_text(conn, verdict, "no such path\n");
+    if (verdict)
+        return xfer_reply_text(conn, verdict, "version not here\n");
+    /* A local writer is changing the bytes under version V right now: what we
+     * would send is not V, so let the fetcher try elsewhere or wait. */
+    if (ns->fs && fs_path_busy(ns->fs, path))
+        return xfer_reply_text(conn, MHD_HTTP_CONFLICT, "path being written\n");
+
+    int fd = xfer_open_beneath(ns->backing_fd, path, O_RDONLY);
+    if (fd < 0) {
+        int err = errno;
+        if (err == ENOENT || err == ENOTDIR || err == ELOOP || err == EXDEV)
+            return xfer_reply_text(conn, MHD_HTTP_CONFLICT, "version not here\n");
+        log_warn("serving %s: open: %s", path, strerror(err));
+        return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot open\n");
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != size) {
+        close(fd);
+        return xfer_reply_text(conn, MHD_HTTP_CONFLICT, "version not here\n");
+    }
+    struct MHD_Response *r = MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+    if (!r) {
+        close(fd);
+        return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+    }
+    char hex[DIGEST_HEX_LEN], vbuf[24];
+    digest_to_hex(hash, hex);
+    snprintf(vbuf, sizeof vbuf, "%" PRIu64, version);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+    MHD_add_response_header(r, "X-Nsync-Hash", hex);
+    MHD_add_response_header(r, "X-Nsync-Version", vbuf);
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r); /* closes fd once the transfer is done */
+    return ret;
+}
+
+static const char *xfer_role_name(int state)
+{
+    switch (state) {
+    case RAFT_LEADER: return "leader";
+    case RAFT_FOLLOWER: return "follower";
+    case RAFT_CANDIDATE: return "candidate";
+    default: return "unavailable";
+    }
+}
+
+/* JSON numbers are doubles: 64-bit ids and indexes travel as decimal strings. */
+static void xfer_json_u64(cJSON *obj, const char *key, uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    cJSON_AddStringToObject(obj, key, buf);
+}
+
+static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connection *conn)
+{
+    struct cluster_status cs = { .state = RAFT_UNAVAILABLE };
+    if (ns->cluster)
+        cluster_get_status(ns->cluster, &cs);
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+    xfer_json_u64(o, "node", ns->self_id);
+    cJSON_AddStringToObject(o, "host", ns->cfg.host);
+    cJSON_AddNumberToObject(o, "fport", ns->cfg.fport);
+    cJSON_AddNumberToObject(o, "cport", ns->cfg.cport);
+    cJSON_AddStringToObject(o, "role", xfer_role_name(cs.state));
+    xfer_json_u64(o, "leader", cs.leader_id);
+    xfer_json_u64(o, "term", cs.term);
+    xfer_json_u64(o, "applied", cs.last_applied);
+    xfer_json_u64(o, "commit", cs.commit_index);
+
+    cJSON *members = cJSON_AddArrayToObject(o, "members");
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    xfer_json_u64(o, "fsm_version", fsm_version(ns->fsm));
+    cJSON_AddNumberToObject(o, "catalog_entries", (double)fsm_entry_count(ns->fsm));
+    cJSON_AddNumberToObject(o, "pending_entries", (double)fsm_pending_count(ns->fsm));
+    size_t nm = fsm_member_count(ns->fsm);
+    for (size_t i = 0; members && i < nm; i++) {
+        const struct fsm_member *m = fsm_member_at(ns->fsm, i);
+        cJSON *jm = cJSON_CreateObject();
+        if (!m || !jm) {
+            cJSON_Delete(jm);
+            continue;
+        }
+        xfer_json_u64(jm, "id", m->id);
+        cJSON_AddStringToObject(jm, "caddr", m->caddr);
+        cJSON_AddStringToObject(jm, "faddr", m->faddr);
+        cJSON_AddItemToArray(members, jm);
+    }
+    pthread_rwlock_unlock(&ns->fsm_lock);
+
+    if (ns->fetcher) {
+        struct xfer_fetch_status fst;
+        xfer_fetcher_get_status(ns->fetcher, &fst);
+        cJSON *jf = cJSON_AddObjectToObject(o, "fetch");
+        if (jf) {
+            cJSON_AddNumberToObject(jf, "pending", (double)fst.pending);
+            cJSON_AddNumberToObject(jf, "installed", (double)fst.installed);
+            cJSON_AddNumberToObject(jf, "bytes", (double)fst.bytes);
+            cJSON_AddNumberToObject(jf, "errors", (double)fst.errors);
+        }
+    }
+    return xfer_reply_json(conn, o);
+}
+
+static enum MHD_Result xfer_handle_propose(struct nsync *ns, struct MHD_Connection *conn,
+                                           struct xfer_req *rq)
+{
+    if (rq->too_big)
+        return xfer_reply_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "command too large\n");
+    if (rq->len == 0)
+        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "empty command\n");
+    if (!ns->cluster)
+        return xfer_reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "cluster not running\n");
+    struct cluster_reply reply;
+    memset(&reply, 0, sizeof reply);
+    int rc = cluster_submit_encoded(ns->cluster, rq->body, rq->len, ns->cfg.submit_timeout_ms,
+                                    &reply);
+    switch (rc) {
+    case 0: break;
+    case -ENOTCONN: return xfer_reply_text(conn, MHD_HTTP_MISDIRECTED_REQUEST, "not the leader\n");
+    case -EROFS: return xfer_reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no quorum\n");
+    case -EINVAL: return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed command\n");
+    default:
+        log_warn("forwarded proposal failed: %s", strerror(rc < 0 ? -rc : EIO));
+        return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "proposal failed\n");
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+    cJSON_AddNumberToObject(o, "status", reply.status);
+    xfer_json_u64(o, "version", reply.version);
+    xfer_json_u64(o, "lock_holder", reply.lock_holder);
+    xfer_json_u64(o, "path_version", reply.path_version);
+    return xfer_reply_json(conn, o);
+}
+
+/* Accumulate a POST body, bounded; past the bound keep draining (so the
+ * client reads our 413 instead of a reset) but store nothing. */
+static void xfer_take_body(struct xfer_req *rq, const char *data, size_t n)
+{
+    if (rq->too_big || n == 0)
+        return;
+    if (rq->len + n > XFER_MAX_BODY) {
+        rq->too_big = true;
+        free(rq->body);
+        rq->body = NULL;
+        rq->len = rq->cap = 0;
+        return;
+    }
+    if (rq->len + n > rq->cap) {
+        size_t cap = rq->cap ? rq->cap : 4096;
+        while (cap < rq->len + n)
+            cap *= 2;
+        if (cap > XFER_MAX_BODY)
+            cap = XFER_MAX_BODY;
+        char *nb = realloc(rq->body, cap);
+        if (!nb) {
+            rq->too_big = true; /* answered 413; good enough under ENOMEM */
+            free(rq->body);
+            rq->body = NULL;
+            rq->len = rq->cap = 0;
+            return;
+        }
+        rq->body = nb;
+        rq->cap = cap;
+    }
+    memcpy(rq->body + rq->len, data, n);
+    rq->len += n;
+}
+
+static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                   const char *method, const char *version,
+                                   const char *upload_data, size_t *upload_data_size,
+                                   void **con_cls)
+{
+    struct nsync *ns = cls;
+    bool is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+                  strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    bool is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+
+    if (!*con_cls) {
+        struct xfer_req *rq = calloc(1, sizeof *rq);
+        if (!rq)
+            return MHD_NO;
+        rq->is_post = is_post;
+        *con_cls = rq;
+        if (is_post && strcmp(url, "/v1/propose") == 0) {
+            /* Refuse an announced oversized body before it is sent. */
+            const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                         MHD_HTTP_HEADER_CONTENT_LENGTH);
+            uint64_t n;
+            if (cl && xfer_parse_u64(cl, &n) == 0 && n > XFER_MAX_BODY)
+                return xfer_reply_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "command too large\n");
+            return MHD_YES; /* wait for the body */
+        }
+    }
+    struct xfer_req *rq = *con_cls;
+
+    if (strcmp(url, "/v1/file") == 0 || strcmp(url, "/v1/status") == 0) {
+        if (*upload_data_size) {
+            *upload_data_size = 0; /* a GET with a body: ignore the body */
+            return MHD_YES;
+        }
+        if (!is_get)
+            return xfer_reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET\n");
+        return url[4] == 'f' ? xfer_handle_file(ns, conn) : xfer_handle_status(ns, conn);
+    }
+    if (strcmp(url, "/v1/propose") == 0) {
+        if (!is_post) {
+            if (*upload_data_size) {
+                *upload_data_size = 0;
+                return MHD_YES;
+            }
+            return xfer_reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST\n");
+        }
+        if (*upload_data_size) {
+            xfer_take_body(rq, upload_data, *upload_data_size);
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        return xfer_handle_propose(ns, conn, rq);
+    }
+    if (*upload_data_size) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return xfer_reply_text(conn, MHD_HTTP_NOT_FOUND, "not found\n");
+}
+
+static void xfer_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                           enum MHD_RequestTerminationCode toe)
+{
+    struct xfer_req *rq = *con_cls;
+    if (rq) {
+        free(rq->body);
+        free(rq);
+        *con_cls = NULL;
+    }
+}
+
+/* The listening address: --host resolved once (numeric or a name), IPv4
+ * preferred, never the wildcard unless --host says so. */
+static int xfer_resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
+                        bool *ipv6)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0) {
+        hints.ai_family = AF_INET6;
+        rc = getaddrinfo(host, NULL, &hints, &res);
+    }
+    if (rc != 0 || !res) {
+        log_error("file server: cannot resolve %s: %s", host, gai_strerror(rc));
+        return -EADDRNOTAVAIL;
+    }
+    memset(ss, 0, sizeof *ss);
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *ipv6 = res->ai_family == AF_INET6;
+    if (*ipv6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+    else
+        ((struct sockaddr_in *)ss)->sin_port = htons(port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+int xfer_server_start(struct nsync *ns, struct xfer_server **out)
+{
+    struct sockaddr_storage ss;
+    bool ipv6 = false;
+    int rc = xfer_resolve(ns->cfg.host, ns->cfg.fport, &ss, &ipv6);
+    if (rc < 0)
+        return rc;
+    struct xfer_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->ns = ns;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                     MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+    if (ipv6)
+        flags |= MHD_USE_IPv6;
+    s->daemon = MHD_start_daemon(
+        flags, ns->cfg.fport, NULL, NULL, xfer_access, ns,
+        MHD_OPTION_EXTERNAL_LOGGER, xfer_mhd_log, (void *)NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)XFER_CONN_LIMIT,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)XFER_CONN_TIMEOUT_S,
+        MHD_OPTION_NOTIFY_COMPLETED, xfer_completed, (void *)NULL,
+        MHD_OPTION_END);
+    if (!s->daemon) {
+        log_error("file server: cannot listen on %s:%u (port in use or address not local?)",
+                  ns->cfg.host, ns->cfg.fport);
+        free(s);
+        return -EADDRINUSE;
+    }
+    log_info("file server listening on %s:%u", ns->cfg.host, ns->cfg.fport);
+    *out = s;
+    return 0;
+}
+
+void xfer_server_stop(struct xfer_server *s)
+{
+    if (!s)
+        return;
+    MHD_stop_daemon(s->daemon);
+    free(s);
+}

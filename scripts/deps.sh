@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install the Debian packages nsyncfs needs to build, test and run, if any is
+# missing. Safe to run again: with everything present it does nothing (no
+# network). Works as root, or through sudo when run as another user.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config
+  libfuse3-dev fuse3
+  libraft-dev libuv1-dev
+  libcurl4-openssl-dev libmicrohttpd-dev libcjson-dev libxxhash-dev
+  libcmocka-dev
+  python3 python3-pytest curl
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+  if [[ "$status" != "installed" ]]; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=()
+if [[ "$(id -u)" -ne 0 ]]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+  else
+    echo "deps: missing packages (${missing[*]}) and not root, no sudo: install them as root" >&2
+    exit 1
+  fi
+fi
+
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,32 @@
+/* Small helpers on the shared context: node ids, peer lookup, the clock used
+ * to stamp leases. */
+#include "nsync.h"
+
+#include <stdio.h>
+#include <time.h>
+#include <xxhash.h>
+
+uint64_t nsync_node_id(const char *host, uint16_t cport)
+{
+    char addr[NSYNC_ADDR_MAX];
+    int n = snprintf(addr, sizeof addr, "%s:%u", host, cport);
+    uint64_t id = XXH3_64bits(addr, (size_t)(n > 0 ? n : 0));
+    return id ? id : 1; /* raft reserves id 0 */
+}
+
+const struct nsync_peer *nsync_peer_by_id(const struct nsync *ns, uint64_t id)
+{
+    for (size_t i = 0; i < ns->cfg.n_peers; i++)
+        if (ns->cfg.peers[i].id == id)
+            return &ns->cfg.peers[i];
+    return NULL;
+}
+
+uint64_t nsync_now_ms(void)
+{
+    /* Wall clock, not monotonic: leases must mean the same after the
+     * leadership moves to another machine. The FSM keeps it monotonic. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}

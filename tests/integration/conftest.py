@@ -1,0 +1,109 @@
+"""pytest fixtures for the nsyncfs integration tests.
+
+Fixtures
+  binary            path of build/nsyncfs (fails clearly if it is missing)
+  cluster_factory   make(n=3, extra_args=(), name=...) -> started Cluster; every
+                    cluster it made is torn down after the test
+  cluster           a fresh 3-node cluster for one test (destructive tests)
+  shared_cluster    one 3-node cluster for a whole test module (tests that do
+                    not disturb each other; each uses its own file names)
+
+On any failure the tail of every running node's log is attached to the report
+("nsyncfs node logs"). A watchdog SIGKILLs the nodes of a test that overruns
+its deadline (default 300 s, @pytest.mark.deadline(S)), so that a hung FUSE
+call fails the test instead of hanging the run. Teardown always unmounts and
+kills every node it started, even when the test failed.
+"""
+import os
+import threading
+
+import pytest
+
+from nsynctest import BINARY, Cluster, ACTIVE, logs_report
+
+DEFAULT_DEADLINE_S = 300
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "secondary: replication of secondary operations "
+                            "(mkdir/rmdir, symlink, chmod, rename, mtime)")
+    config.addinivalue_line("markers", "deadline(seconds): watchdog limit for one test")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and ACTIVE:
+        rep.sections.append(("nsyncfs node logs (tails)", logs_report()))
+    if rep.failed and getattr(item, "_nsync_watchdog_fired", False):
+        rep.sections.append(("watchdog", "the test overran its deadline; its nodes were SIGKILLed"))
+
+
+@pytest.fixture(autouse=True)
+def _watchdog(request):
+    m = request.node.get_closest_marker("deadline")
+    limit = m.args[0] if m else DEFAULT_DEADLINE_S
+
+    def fire():
+        request.node._nsync_watchdog_fired = True
+        for c in list(ACTIVE):
+            c.kill_all_now()
+
+    t = threading.Timer(limit, fire)
+    t.daemon = True
+    t.start()
+    yield
+    t.cancel()
+
+
+@pytest.fixture(scope="session")
+def binary():
+    if not BINARY.exists():
+        pytest.fail(f"{BINARY} does not exist: build first (scripts/test.sh builds it)",
+                    pytrace=False)
+    if os.geteuid() != 0:
+        pytest.fail("the integration tests mount FUSE filesystems: run them as root",
+                    pytrace=False)
+    if not os.path.exists("/dev/fuse"):
+        pytest.fail("/dev/fuse is missing: FUSE is not available here", pytrace=False)
+    return BINARY
+
+
+def _make(request, base, n, extra_args, name, log_level="debug"):
+    c = Cluster(base, n=n, extra_args=extra_args, name=name, log_level=log_level)
+    # Registered before starting, so a cluster that fails to come up is still
+    # torn down (and its logs reach the report first).
+    request.addfinalizer(c.teardown)
+    c.start_all()
+    return c
+
+
+@pytest.fixture
+def cluster_factory(request, tmp_path, binary):
+    count = [0]
+
+    def make(n=3, extra_args=(), name=None, log_level="debug"):
+        count[0] += 1
+        base = tmp_path / f"cluster{count[0]}"
+        return _make(request, base, n, extra_args, name or f"cluster{count[0]}", log_level)
+
+    return make
+
+
+@pytest.fixture
+def cluster(cluster_factory):
+    return cluster_factory(3, name="cluster")
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(request, tmp_path_factory, binary):
+    base = tmp_path_factory.mktemp(f"shared-{request.module.__name__}")
+    return _make(request, base, 3, (), f"shared[{request.module.__name__}]")
+
+
+@pytest.fixture(scope="module")
+def single_node(request, tmp_path_factory, binary):
+    """A one-node cluster (its own quorum) for a whole test module."""
+    base = tmp_path_factory.mktemp(f"single-{request.module.__name__}")
+    return _make(request, base, 1, (), f"single[{request.module.__name__}]")
