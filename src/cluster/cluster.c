@@ -112,8 +112,13 @@ static int fsm_iface_apply(struct raft_fsm *iface, const struct raft_buffer *buf
     pthread_rwlock_wrlock(&c->ns->fsm_lock);
     int rc = fsm_apply(c->ns->fsm, buf->base, buf->len);
     pthread_rwlock_unlock(&c->ns->fsm_lock);
-    if (rc == -EINVAL)
-        log_warn("cluster: committed command rejected as malformed (%zu bytes)", buf->len);
+    if (rc == -EINVAL) {
+        char hex[3 * 24 + 1] = "";
+        const uint8_t *b = buf->base;
+        for (size_t i = 0; i < buf->len && i < 24; i++)
+            snprintf(hex + 3 * i, 4, "%02x ", b[i]);
+        log_warn("cluster: committed command rejected as malformed (%zu bytes: %s...)", buf->len, hex);
+    }
     *result = (void *)(intptr_t)rc;
 
     pthread_mutex_lock(&c->applied_mu);
@@ -227,6 +232,30 @@ static void apply_cb(struct raft_apply *areq, int status, void *result)
     nudge_followers(c);
 }
 
+/* raft's on-disk log assumes every entry's length is a multiple of 8 (it
+ * reads entries back at padded offsets), so commands are zero-padded; the
+ * FSM decoder accepts up to 7 zero bytes after a command. */
+static int encode_for_log(const struct fsm_cmd *cmd, struct raft_buffer *rb)
+{
+    void *out;
+    size_t len;
+    if (fsm_cmd_encode(cmd, &out, &len) < 0)
+        return -EINVAL;
+    size_t padded = (len + 7) & ~(size_t)7;
+    if (padded != len) {
+        void *p = realloc(out, padded);
+        if (!p) {
+            free(out);
+            return -ENOMEM;
+        }
+        memset((char *)p + len, 0, padded - len);
+        out = p;
+    }
+    rb->base = out;
+    rb->len = padded;
+    return 0;
+}
+
 /* Decode, stamp the leader's clock, re-encode, and hand to raft. */
 static int propose(struct cluster *c, struct submit_req *r)
 {
@@ -241,17 +270,15 @@ static int propose(struct cluster *c, struct submit_req *r)
     r->path[0] = '\0';
     if (cmd.path && strlen(cmd.path) < sizeof r->path)
         strcpy(r->path, cmd.path);
-    void *out;
-    size_t outlen;
-    rc = fsm_cmd_encode(&cmd, &out, &outlen);
+    struct raft_buffer rb;
+    rc = encode_for_log(&cmd, &rb);
     fsm_cmd_release(&cmd);
     if (rc < 0)
-        return -EINVAL;
-    struct raft_buffer rb = {.base = out, .len = outlen};
+        return rc;
     r->apply.data = r;
     rc = raft_apply(&c->raft, &r->apply, &rb, 1, apply_cb);
     if (rc != 0) {
-        free(out);
+        free(rb.base);
         log_debug("cluster: raft_apply: %s", raft_strerror(rc));
         return -ENOTCONN;
     }
@@ -301,15 +328,13 @@ static void propose_missing_members(struct cluster *c)
         snprintf(caddr, sizeof caddr, "%s:%u", p->host, p->cport);
         snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
         struct fsm_cmd cmd = {.op = FSM_OP_JOIN, .node = p->id, .caddr = caddr, .faddr = faddr};
-        void *buf;
-        size_t len;
-        if (fsm_cmd_encode(&cmd, &buf, &len) < 0)
+        struct raft_buffer rb;
+        if (encode_for_log(&cmd, &rb) < 0)
             continue;
         struct raft_apply *areq = calloc(1, sizeof *areq);
-        struct raft_buffer rb = {.base = buf, .len = len};
         if (!areq || raft_apply(&c->raft, areq, &rb, 1, join_cb) != 0) {
             free(areq);
-            free(buf);
+            free(rb.base);
             c->joins_proposed_term = 0; /* try again on the next tick */
             return;
         }

@@ -333,6 +333,19 @@ int fsm_cmd_encode(const struct fsm_cmd *cmd, void **buf, size_t *len)
 /* items_off != NULL: apply's mode. Items are validated but not collected (the
  * caller walks them in the buffer from *items_off), so applying a valid
  * command never fails for want of memory in the decoder. */
+/* raft's disk log needs entries whose length is a multiple of 8, so the
+ * cluster zero-pads each command: up to 7 zero bytes may follow its end.
+ * Anything else after the end is garbage. */
+static bool fsm_only_padding(const void *buf, size_t off, size_t len)
+{
+    if (off > len || len - off >= 8)
+        return false;
+    for (const uint8_t *p = (const uint8_t *)buf + off; p < (const uint8_t *)buf + len; p++)
+        if (*p)
+            return false;
+    return true;
+}
+
 static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *items_off)
 {
     memset(c, 0, sizeof *c);
@@ -411,7 +424,7 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
     default:
         return -EINVAL;
     }
-    if (r.bad || r.off != len || fsm_cmd_check(c, false) < 0)
+    if (r.bad || !fsm_only_padding(buf, r.off, len) || fsm_cmd_check(c, false) < 0)
         return -EINVAL;
     return 0;
 }

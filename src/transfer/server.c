@@ -273,6 +273,8 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
             cJSON_AddNumberToObject(jf, "bytes", (double)fst.bytes);
             cJSON_AddNumberToObject(jf, "errors", (double)fst.errors);
         }
+        /* What this node still lacks: the figure a user asks first. */
+        cJSON_AddNumberToObject(o, "pending", (double)fst.pending);
     }
     return xfer_reply_json(conn, o);
 }

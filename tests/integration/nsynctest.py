@@ -544,7 +544,14 @@ class Cluster:
         return self.leader_view(idxs)
 
     def leader(self, timeout=READY_TIMEOUT):
-        return wait_for(lambda: self.leader_view(), timeout, "a leader")
+        try:
+            # Wrapped in a tuple: node 0 is a leader too, but 0 is falsy.
+            return wait_for(lambda: (lambda v: v is not None and (v,))(self.leader_view()),
+                            timeout, "a leader")[0]
+        except WaitTimeout as e:
+            seen = "; ".join(f"node {i}: {str(self.nodes[i].try_status())[:300]}"
+                             for i in self.running_idx())
+            raise WaitTimeout(f"{e}; last statuses: {seen}") from None
 
     def follower(self, timeout=READY_TIMEOUT):
         lead = self.leader(timeout)

@@ -427,11 +427,18 @@ static void test_malformed(void **state)
         assert_int_equal(fsm_cmd_encode(&valid[i], &buf, &len), 0);
         for (size_t cut = 0; cut < len; cut++)
             assert_malformed(f, buf, cut);
-        /* One trailing byte. */
-        uint8_t *longer = malloc(len + 1);
+        /* A trailing non-zero byte, or more zeros than raft's 8-byte entry
+         * padding can explain, is garbage; up to 7 zeros are padding. */
+        uint8_t *longer = calloc(1, len + 8);
         memcpy(longer, buf, len);
-        longer[len] = 0;
+        longer[len] = 1;
         assert_malformed(f, longer, len + 1);
+        longer[len] = 0;
+        assert_malformed(f, longer, len + 8);
+        struct fsm_cmd padded;
+        assert_int_equal(fsm_cmd_decode(longer, len + 7, &padded), 0);
+        assert_int_equal(padded.op, valid[i].op);
+        fsm_cmd_release(&padded);
         free(longer);
         /* Bad format byte, unknown op, node 0. */
         uint8_t *p = buf;
