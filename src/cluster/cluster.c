@@ -66,6 +66,7 @@ struct cluster {
 
     /* Loop-thread only. */
     bool barrier_inflight;
+    bool nudge_again;
     struct raft_barrier barrier;
     int last_state;
     uint64_t joins_proposed_term;
@@ -190,19 +191,30 @@ static void req_complete(struct submit_req *r, int rc)
     }
 }
 
+static void nudge_followers(struct cluster *c);
+
 static void barrier_cb(struct raft_barrier *req, int status)
 {
     struct cluster *c = req->data;
     c->barrier_inflight = false;
+    if (c->nudge_again) {
+        c->nudge_again = false;
+        nudge_followers(c);
+    }
 }
 
 /* Followers learn that an entry committed only with the next AppendEntries.
  * A barrier entry sends one at once, so peers apply (and start fetching) a
- * change now rather than a heartbeat later. At most one is in flight. */
+ * change now rather than a heartbeat later. At most one is in flight; a
+ * commit that happens meanwhile is announced by one more barrier after it. */
 static void nudge_followers(struct cluster *c)
 {
-    if (c->barrier_inflight || raft_state(&c->raft) != RAFT_LEADER)
+    if (raft_state(&c->raft) != RAFT_LEADER)
         return;
+    if (c->barrier_inflight) {
+        c->nudge_again = true;
+        return;
+    }
     c->barrier.data = c;
     if (raft_barrier(&c->raft, &c->barrier, barrier_cb) == 0)
         c->barrier_inflight = true;

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -35,6 +36,7 @@
 #define XFER_MAX_BODY (1024 * 1024)      /* largest encoded command we accept */
 #define XFER_CONN_LIMIT 256              /* one thread each: bound them */
 #define XFER_CONN_TIMEOUT_S 60           /* idle keep-alive connections */
+#define XFER_CATCH_UP_WAIT_MS 500        /* how long a file request waits for our catalog */
 
 struct xfer_server {
     struct nsync *ns;
@@ -58,6 +60,13 @@ static void xfer_mhd_log(void *cls, const char *fmt, va_list ap)
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
         buf[--n] = '\0';
     log_warn("http server: %s", buf);
+}
+
+static uint64_t xfer_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static enum MHD_Result xfer_reply_text(struct MHD_Connection *conn, unsigned code, const char *msg)
@@ -157,26 +166,38 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
     uint8_t hash[FSM_HASH_LEN];
     uint64_t size = 0;
     int verdict = 0; /* 0 serve, else an HTTP code */
-    pthread_rwlock_rdlock(&ns->fsm_lock);
-    const struct fsm_entry *e = fsm_get(ns->fsm, path);
-    if (!e)
-        verdict = MHD_HTTP_NOT_FOUND;
-    else if (e->kind != FSM_FILE || e->version != version ||
-             !(!e->pending || fsm_entry_has(e, ns->self_id)))
-        verdict = MHD_HTTP_CONFLICT;
-    else {
-        memcpy(hash, e->hash, sizeof hash);
-        size = e->size;
+    /* The asker may have applied version V before this node did (the origin
+     * of a change is often a follower): wait a moment for our own catalog to
+     * reach V rather than send the asker into a retry. */
+    uint64_t seen = 0, waited_from = xfer_mono_ms();
+    for (;;) {
+        bool behind = false;
+        pthread_rwlock_rdlock(&ns->fsm_lock);
+        const struct fsm_entry *e = fsm_get(ns->fsm, path);
+        behind = fsm_version(ns->fsm) < version;
+        if (!e)
+            verdict = MHD_HTTP_NOT_FOUND;
+        else if (e->kind != FSM_FILE || e->version != version ||
+                 !(!e->pending || fsm_entry_has(e, ns->self_id)))
+            verdict = MHD_HTTP_CONFLICT;
+        else {
+            verdict = 0;
+            memcpy(hash, e->hash, sizeof hash);
+            size = e->size;
+        }
+        pthread_rwlock_unlock(&ns->fsm_lock);
+        uint64_t spent = xfer_mono_ms() - waited_from;
+        if (verdict == 0 || !behind || !ns->cluster || spent >= XFER_CATCH_UP_WAIT_MS)
+            break;
+        cluster_wait_change(ns->cluster, &seen, (unsigned)(XFER_CATCH_UP_WAIT_MS - spent));
     }
-    pthread_rwlock_unlock(&ns->fsm_lock);
     if (verdict == MHD_HTTP_NOT_FOUND)
         return xfer_reply_text(conn, verdict, "no such path\n");
     if (verdict)
         return xfer_reply_text(conn, verdict, "version not here\n");
-    /* A local writer is changing the bytes under version V right now: what we
-     * would send is not V, so let the fetcher try elsewhere or wait. */
-    if (ns->fs && fs_path_busy(ns->fs, path))
-        return xfer_reply_text(conn, MHD_HTTP_CONFLICT, "path being written\n");
+    /* No refusal while a local writer holds the path: right after an
+     * announce the writer's handle is still closing, and refusing then costs
+     * every peer a retry. Bytes that moved on fail the fetcher's hash check. */
 
     int fd = xfer_open_beneath(ns->backing_fd, path, O_RDONLY);
     if (fd < 0) {
