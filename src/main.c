@@ -25,6 +25,7 @@
 #include "cluster/fsm.h"
 #include "common/log.h"
 #include "fs/fs.h"
+#include "fs/reconcile.h"
 #include "nsync.h"
 #include "transfer/client.h"
 #include "transfer/fetch.h"
@@ -419,6 +420,9 @@ int main(int argc, char **argv)
         fs_set_fuse(ns.fs, fuse);
         rc = xfer_fetcher_start(&ns, &ns.fetcher);
     }
+    struct reconcile *recon = NULL;
+    if (rc == 0)
+        rc = reconcile_start(&ns, &recon);
     if (rc == 0 && fuse_set_signal_handlers(fuse_get_session(fuse)) == 0) {
         log_info("mounted %s (backing %s), node %016llx", ns.cfg.mountpoint, ns.cfg.backing,
                  (unsigned long long)ns.self_id);
@@ -433,10 +437,32 @@ int main(int argc, char **argv)
         log_error("start-up failed on %s: %s", ns.cfg.mountpoint, strerror(rc < 0 ? -rc : EIO));
     }
 
-    /* Reverse order of start: nothing may call into a module after it stopped. */
-    xfer_fetcher_stop(ns.fetcher);
+    /* Reverse order of start: nothing may call into a module after it stopped.
+     * An unmount or SIGTERM/SIGINT is a clean leave: in-flight announces are
+     * done (the FUSE loop has returned), so the node leaves the cluster
+     * before the server that the leader may still call goes away. */
+    reconcile_stop(recon);
+    struct xfer_fetcher *fetcher = ns.fetcher;
+    ns.fetcher = NULL; /* the server's status page stops asking it */
+    xfer_fetcher_stop(fetcher);
+    bool left = false;
+    if (ns.cluster && exit_code == 0) {
+        int lrc = cluster_leave(ns.cluster, ns.cfg.submit_timeout_ms + 2000);
+        left = lrc == 0;
+        if (left)
+            reconcile_save(&ns);
+        if (lrc == -EALREADY)
+            log_info("last voter of the cluster: keeping its state for the next mount");
+    }
     xfer_server_stop(ns.server);
     cluster_stop(ns.cluster);
+    if (left) {
+        int wrc = cluster_wipe_state(ns.raft_dir, ns.data_fd);
+        if (wrc < 0)
+            log_error("left the cluster but could not clear %s: %s", ns.raft_dir, strerror(-wrc));
+        else
+            log_info("left the cluster");
+    }
     fuse_unmount(fuse);
     fuse_destroy(fuse);
     fuse_opt_free_args(&args);

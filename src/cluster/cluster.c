@@ -15,18 +15,32 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "common/log.h"
 #include "nsync.h"
 #include "transfer/client.h"
 
+#include <cjson/cJSON.h>
+
 #define STATUS_TICK_MS 50
 #define RENEW_EVERY_MS 1000
+#define NSYNC_LEFT_MARK "left" /* in the data dir: this node left; rejoin, never bootstrap */
+
+enum req_kind { REQ_PROPOSE, REQ_ADD, REQ_REMOVE, REQ_TRANSFER };
 
 struct submit_req {
     struct submit_req *next;
     struct cluster *c;
+    enum req_kind kind;
+    uint64_t node_id;               /* ADD, REMOVE */
+    char caddr[NSYNC_ADDR_MAX];     /* ADD */
+    struct raft_change change;
+    struct raft_transfer transfer;
     void *buf;              /* encoded command as received (owned by the req) */
     size_t len;
     struct raft_apply apply;
@@ -308,6 +322,9 @@ static void publish_status(struct cluster *c)
     st.term = c->raft.current_term;
     st.last_applied = raft_last_applied(&c->raft);
     st.commit_index = c->raft.commit_index;
+    for (unsigned i = 0; i < c->raft.configuration.n; i++)
+        if (c->raft.configuration.servers[i].role == RAFT_VOTER)
+            st.voters++;
     pthread_mutex_lock(&c->mu);
     c->status = st;
     pthread_mutex_unlock(&c->mu);
@@ -369,6 +386,84 @@ static void raft_closed_cb(struct raft *r)
     uv_close((uv_handle_t *)&c->async, NULL);
 }
 
+static int map_raft_err(int rv)
+{
+    switch (rv) {
+    case 0: return 0;
+    case RAFT_NOTLEADER:
+    case RAFT_LEADERSHIPLOST: return -ENOTCONN;
+    case RAFT_CANTCHANGE: return -EBUSY;
+    case RAFT_SHUTDOWN: return -ESHUTDOWN;
+    case RAFT_NOMEM: return -ENOMEM;
+    default: return -EIO;
+    }
+}
+
+static void assign_cb(struct raft_change *ch, int status)
+{
+    struct submit_req *r = ch->data;
+    if (status != 0)
+        log_warn("cluster: promoting %016" PRIx64 " to voter: %s", r->node_id, raft_strerror(status));
+    req_complete(r, map_raft_err(status));
+}
+
+static void add_cb(struct raft_change *ch, int status)
+{
+    struct submit_req *r = ch->data;
+    if (status != 0) {
+        req_complete(r, map_raft_err(status));
+        return;
+    }
+    int rv = raft_assign(&r->c->raft, &r->change, r->node_id, RAFT_VOTER, assign_cb);
+    if (rv == RAFT_BADROLE)
+        rv = 0, req_complete(r, 0);
+    else if (rv != 0)
+        req_complete(r, map_raft_err(rv));
+}
+
+static void remove_cb(struct raft_change *ch, int status)
+{
+    struct submit_req *r = ch->data;
+    req_complete(r, map_raft_err(status));
+}
+
+static void transfer_cb(struct raft_transfer *t)
+{
+    req_complete(t->data, 0);
+}
+
+/* Configuration changes and leadership transfer, on the loop thread. */
+static int start_membership(struct cluster *c, struct submit_req *r)
+{
+    int rv;
+    r->change.data = r;
+    r->transfer.data = r;
+    switch (r->kind) {
+    case REQ_ADD:
+        rv = raft_add(&c->raft, &r->change, r->node_id, r->caddr, add_cb);
+        if (rv == RAFT_DUPLICATEID) { /* already there (a retry): make sure it votes */
+            rv = raft_assign(&c->raft, &r->change, r->node_id, RAFT_VOTER, assign_cb);
+            if (rv == RAFT_BADROLE) {
+                req_complete(r, 0);
+                return 0;
+            }
+        }
+        return map_raft_err(rv);
+    case REQ_REMOVE:
+        rv = raft_remove(&c->raft, &r->change, r->node_id, remove_cb);
+        if (rv == RAFT_BADID) { /* not in the configuration any more */
+            req_complete(r, 0);
+            return 0;
+        }
+        return map_raft_err(rv);
+    case REQ_TRANSFER:
+        rv = raft_transfer(&c->raft, &r->transfer, 0, transfer_cb);
+        return rv == RAFT_NOTFOUND ? -ENOENT : map_raft_err(rv);
+    default:
+        return -EINVAL;
+    }
+}
+
 static void raft_failed_closed_cb(struct raft *r)
 {
     struct cluster *c = r->data;
@@ -393,8 +488,10 @@ static void async_cb(uv_async_t *a)
             rc = -ESHUTDOWN;
         else if (raft_state(&c->raft) != RAFT_LEADER)
             rc = -ENOTCONN;
-        else
+        else if (r->kind == REQ_PROPOSE)
             rc = propose(c, r);
+        else
+            rc = start_membership(c, r);
         if (rc < 0)
             req_complete(r, rc);
     }
@@ -411,6 +508,106 @@ static void *loop_main(void *arg)
     struct cluster *c = arg;
     uv_run(&c->loop, UV_RUN_DEFAULT);
     return NULL;
+}
+
+
+/* ---------------- joining a running cluster ---------------- */
+
+static bool raft_has_state(const char *dir)
+{
+    char p[4200];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/metadata1", dir);
+    if (stat(p, &st) == 0)
+        return true;
+    snprintf(p, sizeof p, "%s/metadata2", dir);
+    return stat(p, &st) == 0;
+}
+
+static bool json_u64_eq(const cJSON *it, uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRIu64, v);
+    return cJSON_IsString(it) && it->valuestring && strcmp(it->valuestring, buf) == 0;
+}
+
+/* Ask a peer who leads and whether its cluster lists this node. Returns 1 if
+ * the peer is in a cluster with a leader that does not list us (we must
+ * join), 0 if it lists us or has no leader yet, -errno if unreachable. The
+ * leader's file-server address goes to leader_faddr. */
+static int probe_peer(struct nsync *ns, const struct nsync_peer *p, char *leader_faddr, size_t sz)
+{
+    char faddr[NSYNC_ADDR_MAX];
+    snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
+    cJSON *st = NULL;
+    int rc = xfer_client_status(ns->client, faddr, 500, &st);
+    if (rc < 0)
+        return rc;
+    const cJSON *leader = cJSON_GetObjectItemCaseSensitive(st, "leader");
+    const cJSON *members = cJSON_GetObjectItemCaseSensitive(st, "members");
+    int verdict = 0;
+    if (cJSON_IsString(leader) && leader->valuestring && strcmp(leader->valuestring, "0") &&
+        cJSON_IsArray(members) && cJSON_GetArraySize(members) > 0) {
+        bool listed = false;
+        const cJSON *m;
+        leader_faddr[0] = '\0';
+        cJSON_ArrayForEach(m, members) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
+            const cJSON *fa = cJSON_GetObjectItemCaseSensitive(m, "faddr");
+            if (json_u64_eq(id, ns->self_id))
+                listed = true;
+            if (cJSON_IsString(id) && cJSON_IsString(fa) && fa->valuestring &&
+                strcmp(id->valuestring, leader->valuestring) == 0)
+                snprintf(leader_faddr, sz, "%s", fa->valuestring);
+        }
+        verdict = listed ? 0 : 1;
+    }
+    cJSON_Delete(st);
+    return verdict;
+}
+
+/* A node without raft state either starts a new cluster (bootstrap from
+ * --cluster, the same on every node) or joins one that is running without
+ * it: a clean leave removed it, or it is new. */
+static bool should_join(struct nsync *ns)
+{
+    char lf[NSYNC_ADDR_MAX];
+    for (size_t i = 0; i < ns->cfg.n_peers; i++) {
+        const struct nsync_peer *p = &ns->cfg.peers[i];
+        if (p->id != ns->self_id && probe_peer(ns, p, lf, sizeof lf) == 1)
+            return true;
+    }
+    return false;
+}
+
+static int join_cluster(struct cluster *c, unsigned timeout_ms)
+{
+    struct nsync *ns = c->ns;
+    uint64_t deadline = mono_ms() + timeout_ms;
+    char my_faddr[NSYNC_ADDR_MAX];
+    snprintf(my_faddr, sizeof my_faddr, "%s:%u", ns->cfg.host, ns->cfg.fport);
+    int rc = -EHOSTUNREACH;
+    while (mono_ms() < deadline) {
+        for (size_t i = 0; i < ns->cfg.n_peers; i++) {
+            const struct nsync_peer *p = &ns->cfg.peers[i];
+            char lf[NSYNC_ADDR_MAX] = "";
+            if (p->id == ns->self_id || probe_peer(ns, p, lf, sizeof lf) < 0 || !lf[0])
+                continue;
+            uint64_t now = mono_ms();
+            if (now >= deadline)
+                break;
+            rc = xfer_client_membership(ns->client, lf, true, ns->self_id, c->address, my_faddr,
+                                        (unsigned)(deadline - now));
+            if (rc == 0) {
+                log_info("cluster: joined the running cluster through its leader at %s", lf);
+                return 0;
+            }
+            log_debug("cluster: join through %s: %s", lf, strerror(-rc));
+        }
+        usleep(200 * 1000);
+    }
+    log_error("cluster: could not join the running cluster: %s", strerror(-rc));
+    return rc;
 }
 
 /* ---------------- public API ---------------- */
@@ -464,6 +661,15 @@ int cluster_start(struct nsync *ns, struct cluster **out)
     raft_set_snapshot_threshold(&c->raft, 4096);
     raft_set_snapshot_trailing(&c->raft, 1024);
 
+    /* A node that left cleanly must never bootstrap again: its old peers
+     * went on without it, and a fresh configuration would split the cluster. */
+    bool has_state = raft_has_state(ns->raft_dir);
+    bool left_before = !has_state && faccessat(ns->data_fd, NSYNC_LEFT_MARK, F_OK, 0) == 0;
+    bool joining = !has_state && (left_before || should_join(ns));
+    if (joining) {
+        log_info("cluster: a running cluster does not list this node: joining it");
+        goto start;
+    }
     /* Every node computes the same configuration from --cluster, so
      * bootstrapping everywhere is idempotent; a node with state skips it. */
     struct raft_configuration conf;
@@ -482,6 +688,7 @@ int cluster_start(struct nsync *ns, struct cluster **out)
         log_error("cluster: bootstrap: %s", raft_strerror(rc));
         goto fail_raft;
     }
+start:
     rc = raft_start(&c->raft);
     if (rc != 0) {
         log_error("cluster: raft_start: %s (%s)", raft_strerror(rc), raft_errmsg(&c->raft));
@@ -500,6 +707,13 @@ int cluster_start(struct nsync *ns, struct cluster **out)
     c->thread_started = true;
     if (pthread_create(&c->renew_thread, NULL, renew_main, c) == 0)
         c->renew_started = true;
+    if (joining) {
+        if (join_cluster(c, 120000) < 0) {
+            cluster_stop(c);
+            return -EHOSTUNREACH;
+        }
+        unlinkat(ns->data_fd, NSYNC_LEFT_MARK, 0);
+    }
     *out = c;
     log_info("cluster: node %016" PRIx64 " at %s, %zu configured nodes", ns->self_id, c->address,
              ns->cfg.n_peers);
@@ -545,21 +759,12 @@ void cluster_stop(struct cluster *c)
     free(c);
 }
 
-static int submit_local(struct cluster *c, const void *buf, size_t len, unsigned timeout_ms,
-                        struct cluster_reply *reply)
+/* Hand r to the loop thread and wait for its completion. Takes ownership
+ * of r (freed here, or by the loop thread if we give up first). */
+static int queue_and_wait(struct cluster *c, struct submit_req *r, unsigned timeout_ms,
+                          struct cluster_reply *reply)
 {
-    struct submit_req *r = calloc(1, sizeof *r);
-    if (!r)
-        return -ENOMEM;
     r->c = c;
-    r->buf = malloc(len ? len : 1);
-    if (!r->buf) {
-        free(r);
-        return -ENOMEM;
-    }
-    memcpy(r->buf, buf, len);
-    r->len = len;
-
     pthread_mutex_lock(&c->mu);
     if (c->stopping) {
         pthread_mutex_unlock(&c->mu);
@@ -586,12 +791,42 @@ static int submit_local(struct cluster *c, const void *buf, size_t len, unsigned
         }
     }
     int rc = r->rc;
-    if (rc == 0)
+    if (rc == 0 && reply)
         *reply = r->reply;
     pthread_mutex_unlock(&c->mu);
     free(r->buf);
     free(r);
     return rc;
+}
+
+static int submit_local(struct cluster *c, const void *buf, size_t len, unsigned timeout_ms,
+                        struct cluster_reply *reply)
+{
+    struct submit_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->kind = REQ_PROPOSE;
+    r->buf = malloc(len ? len : 1);
+    if (!r->buf) {
+        free(r);
+        return -ENOMEM;
+    }
+    memcpy(r->buf, buf, len);
+    r->len = len;
+    return queue_and_wait(c, r, timeout_ms, reply);
+}
+
+static int membership_local(struct cluster *c, enum req_kind kind, uint64_t id, const char *caddr,
+                            unsigned timeout_ms)
+{
+    struct submit_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->kind = kind;
+    r->node_id = id;
+    if (caddr)
+        snprintf(r->caddr, sizeof r->caddr, "%s", caddr);
+    return queue_and_wait(c, r, timeout_ms, NULL);
 }
 
 int cluster_submit_encoded(struct cluster *c, const void *buf, size_t len, unsigned timeout_ms,
@@ -758,4 +993,99 @@ static void *renew_main(void *arg)
     }
     pthread_mutex_unlock(&c->renew_mu);
     return NULL;
+}
+
+int cluster_add_node(struct cluster *c, uint64_t id, const char *caddr, const char *faddr,
+                     unsigned timeout_ms)
+{
+    uint64_t deadline = mono_ms() + timeout_ms;
+    int rc = membership_local(c, REQ_ADD, id, caddr, timeout_ms);
+    if (rc < 0)
+        return rc;
+    uint64_t now = mono_ms();
+    struct fsm_cmd cmd = {.op = FSM_OP_JOIN, .node = id, .caddr = caddr, .faddr = faddr};
+    struct cluster_reply rep;
+    rc = cluster_submit(c, &cmd, now < deadline ? (unsigned)(deadline - now) : 1, &rep);
+    if (rc == 0)
+        log_info("cluster: node %016" PRIx64 " (%s, files at %s) joined", id, caddr, faddr);
+    return rc;
+}
+
+int cluster_remove_node(struct cluster *c, uint64_t id, unsigned timeout_ms)
+{
+    uint64_t deadline = mono_ms() + timeout_ms;
+    struct fsm_cmd cmd = {.op = FSM_OP_LEAVE, .node = id};
+    struct cluster_reply rep;
+    int rc = cluster_submit(c, &cmd, timeout_ms, &rep);
+    if (rc < 0)
+        return rc;
+    uint64_t now = mono_ms();
+    rc = membership_local(c, REQ_REMOVE, id, NULL, now < deadline ? (unsigned)(deadline - now) : 1);
+    if (rc == 0)
+        log_info("cluster: node %016" PRIx64 " left", id);
+    return rc;
+}
+
+int cluster_leave(struct cluster *c, unsigned timeout_ms)
+{
+    uint64_t deadline = mono_ms() + timeout_ms;
+    uint64_t seen = 0;
+    struct cluster_status st;
+    cluster_get_status(c, &st);
+    if (st.voters <= 1 && st.state == RAFT_LEADER)
+        return -EALREADY;
+    /* A leader cannot vote on its own removal gracefully: hand over first,
+     * so the remaining nodes elect nobody and lose no time. */
+    while (st.state == RAFT_LEADER && mono_ms() < deadline) {
+        if (membership_local(c, REQ_TRANSFER, 0, NULL, 2000) < 0)
+            break;
+        cluster_wait_change(c, &seen, 100);
+        cluster_get_status(c, &st);
+    }
+    int rc = -EROFS;
+    unsigned backoff = 20;
+    while (mono_ms() < deadline) {
+        unsigned left = (unsigned)(deadline - mono_ms());
+        cluster_get_status(c, &st);
+        if (st.state == RAFT_LEADER) {
+            rc = cluster_remove_node(c, c->ns->self_id, left);
+        } else if (st.leader_id) {
+            char faddr[NSYNC_ADDR_MAX];
+            rc = leader_faddr(c, st.leader_id, faddr, sizeof faddr);
+            if (rc == 0)
+                rc = xfer_client_membership(c->ns->client, faddr, false, c->ns->self_id, NULL, NULL, left);
+        }
+        if (rc == 0)
+            return 0;
+        cluster_wait_change(c, &seen, backoff);
+        if (backoff < 500)
+            backoff *= 2;
+    }
+    log_warn("cluster: could not leave cleanly (%s); the others keep counting on this node",
+             strerror(-rc));
+    return rc;
+}
+
+int cluster_wipe_state(const char *raft_dir, int data_fd)
+{
+    int mark = openat(data_fd, NSYNC_LEFT_MARK, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (mark < 0)
+        return -errno; /* without the mark a wipe could lead to a split cluster */
+    fsync(mark);
+    close(mark);
+    DIR *d = opendir(raft_dir);
+    if (!d)
+        return -errno;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT) {
+            rc = -errno;
+            log_error("cluster: cannot remove %s/%s: %s", raft_dir, de->d_name, strerror(errno));
+        }
+    }
+    closedir(d);
+    return rc;
 }

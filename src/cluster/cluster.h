@@ -62,8 +62,32 @@ struct cluster_status {
     uint64_t term;
     uint64_t last_applied;   /* raft index */
     uint64_t commit_index;
+    unsigned voters;         /* voters in the raft configuration */
 };
 void cluster_get_status(struct cluster *c, struct cluster_status *st);
+
+/* Leader side of POST /v1/join: add node id (raft address caddr) as a voter
+ * and record it as a member (JOIN), which makes every entry pending for it:
+ * the newcomer's fetch worker then brings the whole tree. Blocks up to
+ * timeout_ms. 0; -ENOTCONN not the leader; -EBUSY another configuration
+ * change is under way (retry); -EROFS timed out. Any thread but the loop. */
+int cluster_add_node(struct cluster *c, uint64_t id, const char *caddr, const char *faddr,
+                     unsigned timeout_ms);
+
+/* Leader side of POST /v1/leave: LEAVE (nobody waits for the node any more,
+ * its locks go) then remove it from the raft configuration. Same returns. */
+int cluster_remove_node(struct cluster *c, uint64_t id, unsigned timeout_ms);
+
+/* This node leaves the cluster cleanly: hands leadership over if it leads,
+ * then has the leader remove it. 0 when removed; -EALREADY when it is the
+ * only voter (nothing to leave: its state is kept); -EROFS no quorum in time.
+ * Call before cluster_stop, after the FUSE loop ended. */
+int cluster_leave(struct cluster *c, unsigned timeout_ms);
+
+/* After a successful leave and cluster_stop: mark the node as having left
+ * (in data_fd, the .nsyncfs dir) and delete the raft log and snapshots, so
+ * the next mount joins as a newcomer and never bootstraps. 0 or -errno. */
+int cluster_wipe_state(const char *raft_dir, int data_fd);
 
 /* Tell the cluster whether this node holds cluster locks; while it does, a
  * RENEW is proposed about once a second. Any thread. */

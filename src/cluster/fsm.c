@@ -960,6 +960,50 @@ static int fsm_apply_lock(struct fsm *f, const struct fsm_cmd *c, uint64_t now)
     return 0;
 }
 
+/* A node that joins a cluster with members lacks everything until it says
+ * otherwise: every settled live entry becomes pending again, held by the
+ * members it had. That is the whole initial sync (and a rejoin's catch-up):
+ * the newcomer's fetch worker walks the pending entries like any others.
+ * All allocations come first, so ENOMEM changes nothing. */
+static int fsm_unsettle_for_newcomer(struct fsm *f)
+{
+    size_t n = 0;
+    for (size_t s = 0; s < f->cap; s++)
+        if (f->slots[s] && !f->slots[s]->e.pending && f->slots[s]->e.kind != FSM_TOMBSTONE)
+            n++;
+    if (n == 0)
+        return 0;
+    if (fsm_pending_reserve(f, f->n_pending + n) < 0)
+        return -ENOMEM;
+    size_t cap = fsm_synced_cap((uint32_t)f->n_members);
+    uint64_t **arrays = malloc(n * sizeof *arrays);
+    if (!arrays)
+        return -ENOMEM;
+    for (size_t k = 0; k < n; k++) {
+        if (!(arrays[k] = malloc(cap * sizeof **arrays))) {
+            while (k-- > 0)
+                free(arrays[k]);
+            free(arrays);
+            return -ENOMEM;
+        }
+    }
+    size_t k = 0;
+    for (size_t s = 0; s < f->cap; s++) {
+        struct fsm_rec *r = f->slots[s];
+        if (!r || r->e.pending || r->e.kind == FSM_TOMBSTONE)
+            continue;
+        uint64_t *syn = arrays[k++];
+        for (size_t m = 0; m < f->n_members; m++)
+            syn[m] = f->members[m].id;
+        free(fsm_synced_mut(r));
+        r->e.synced = syn;
+        r->e.n_synced = (uint32_t)f->n_members;
+        fsm_pending_add(f, r);
+    }
+    free(arrays);
+    return 0;
+}
+
 static int fsm_apply_join(struct fsm *f, const struct fsm_cmd *c)
 {
     bool found;
@@ -973,6 +1017,8 @@ static int fsm_apply_join(struct fsm *f, const struct fsm_cmd *c)
             f->members = m;
             f->members_cap = cap;
         }
+        if (f->n_members > 0 && fsm_unsettle_for_newcomer(f) < 0)
+            return -ENOMEM;
         memmove(&f->members[i + 1], &f->members[i], (f->n_members - i) * sizeof *f->members);
         f->n_members++;
     }

@@ -25,6 +25,7 @@ struct xfer_client {
     CURL *pool[XFER_POOL_MAX];   /* idle handles (their connections stay open) */
     size_t n_pool;
     struct curl_slist *headers;  /* read-only once built: shared by every handle */
+    struct curl_slist *json_headers;
 };
 
 struct xfer_buf {
@@ -52,6 +53,16 @@ int xfer_client_new(struct nsync *ns, struct xfer_client **out)
         return -ENOMEM;
     }
     c->headers = h2;
+    struct curl_slist *j = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *j2 = j ? curl_slist_append(j, "Expect:") : NULL;
+    if (!j2) {
+        curl_slist_free_all(j);
+        curl_slist_free_all(h2);
+        pthread_mutex_destroy(&c->mu);
+        free(c);
+        return -ENOMEM;
+    }
+    c->json_headers = j2;
     *out = c;
     return 0;
 }
@@ -63,6 +74,7 @@ void xfer_client_free(struct xfer_client *c)
     for (size_t i = 0; i < c->n_pool; i++)
         curl_easy_cleanup(c->pool[i]);
     curl_slist_free_all(c->headers);
+    curl_slist_free_all(c->json_headers);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -153,20 +165,20 @@ static int xfer_parse_reply(const char *txt, size_t len, struct cluster_reply *r
     return rc;
 }
 
-int xfer_client_propose(struct xfer_client *c, const char *faddr, const void *buf, size_t len,
-                        unsigned timeout_ms, struct cluster_reply *reply)
+/* One HTTP request on a pooled handle. body NULL means GET. On 0, *code is
+ * the HTTP status and b holds the answer; else -ETIMEDOUT, -EHOSTUNREACH,
+ * -EPROTO (answer too big) or -ENOMEM. */
+static int xfer_client_call(struct xfer_client *c, const char *faddr, const char *path,
+                            const void *body, size_t len, bool json, unsigned timeout_ms,
+                            struct xfer_buf *b, long *code)
 {
-    char url[NSYNC_ADDR_MAX + 32];
+    char url[NSYNC_ADDR_MAX + 64];
     if (!faddr || !*faddr || strlen(faddr) >= NSYNC_ADDR_MAX)
         return -EHOSTUNREACH;
-    snprintf(url, sizeof url, "http://%s/v1/propose", faddr);
-
-    struct xfer_buf *b = malloc(sizeof *b);
-    CURL *h = b ? xfer_client_get(c) : NULL;
-    if (!h) {
-        free(b);
+    snprintf(url, sizeof url, "http://%s%s", faddr, path);
+    CURL *h = xfer_client_get(c);
+    if (!h)
         return -ENOMEM;
-    }
     b->len = 0;
     b->overflow = false;
 
@@ -179,33 +191,38 @@ int xfer_client_propose(struct xfer_client *c, const char *faddr, const void *bu
     curl_easy_setopt(h, CURLOPT_PROXY, "");
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, tmo);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, tmo < 1000 ? tmo : 1000L);
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, buf);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->headers);
+    if (body) {
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, json ? c->json_headers : c->headers);
+    }
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, xfer_client_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
 
     CURLcode cc = curl_easy_perform(h);
-    long code = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    *code = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, code);
     xfer_client_put(c, h);
+    if (cc == CURLE_OK)
+        return 0;
+    log_debug("request %s: %s", url, curl_easy_strerror(cc));
+    if (cc == CURLE_OPERATION_TIMEDOUT)
+        return -ETIMEDOUT;
+    if (cc == CURLE_WRITE_ERROR && b->overflow)
+        return -EPROTO;
+    return -EHOSTUNREACH;
+}
 
-    int rc;
-    if (cc != CURLE_OK) {
-        switch (cc) {
-        case CURLE_OPERATION_TIMEDOUT:
-            rc = -ETIMEDOUT;
-            break;
-        case CURLE_WRITE_ERROR:
-            rc = b->overflow ? -EPROTO : -EHOSTUNREACH;
-            break;
-        default:
-            rc = -EHOSTUNREACH;
-            break;
-        }
-        log_debug("propose to %s: %s", faddr, curl_easy_strerror(cc));
-    } else {
+int xfer_client_propose(struct xfer_client *c, const char *faddr, const void *buf, size_t len,
+                        unsigned timeout_ms, struct cluster_reply *reply)
+{
+    struct xfer_buf *b = malloc(sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    long code;
+    int rc = xfer_client_call(c, faddr, "/v1/propose", buf, len, false, timeout_ms, b, &code);
+    if (rc == 0) {
         switch (code) {
         case 200: rc = xfer_parse_reply(b->data, b->len, reply); break;
         case 421: rc = -ENOTCONN; break;
@@ -215,9 +232,66 @@ int xfer_client_propose(struct xfer_client *c, const char *faddr, const void *bu
         default: rc = -EPROTO; break;
         }
         if (rc == -EPROTO)
-            log_warn("propose to %s: unexpected answer (HTTP %ld, %zu bytes)", faddr, code,
-                     b->len);
+            log_warn("propose to %s: unexpected answer (HTTP %ld, %zu bytes)", faddr, code, b->len);
     }
     free(b);
+    return rc;
+}
+
+int xfer_client_status(struct xfer_client *c, const char *faddr, unsigned timeout_ms, struct cJSON **json)
+{
+    struct xfer_buf *b = malloc(sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    long code;
+    int rc = xfer_client_call(c, faddr, "/v1/status", NULL, 0, false, timeout_ms, b, &code);
+    if (rc == 0 && code != 200)
+        rc = -EPROTO;
+    if (rc == 0) {
+        *json = cJSON_ParseWithLength(b->data, b->len);
+        if (!*json || !cJSON_IsObject(*json)) {
+            cJSON_Delete(*json);
+            *json = NULL;
+            rc = -EPROTO;
+        }
+    }
+    free(b);
+    return rc;
+}
+
+int xfer_client_membership(struct xfer_client *c, const char *faddr, bool join, uint64_t id,
+                           const char *caddr, const char *my_faddr, unsigned timeout_ms)
+{
+    char idbuf[24];
+    snprintf(idbuf, sizeof idbuf, "%" PRIu64, id);
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "id", idbuf) ||
+        (join && (!cJSON_AddStringToObject(o, "caddr", caddr) ||
+                  !cJSON_AddStringToObject(o, "faddr", my_faddr)))) {
+        cJSON_Delete(o);
+        return -ENOMEM;
+    }
+    char *body = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    struct xfer_buf *b = body ? malloc(sizeof *b) : NULL;
+    if (!b) {
+        free(body);
+        return -ENOMEM;
+    }
+    long code;
+    int rc = xfer_client_call(c, faddr, join ? "/v1/join" : "/v1/leave", body, strlen(body), true,
+                              timeout_ms, b, &code);
+    if (rc == 0) {
+        switch (code) {
+        case 200: rc = 0; break;
+        case 421: rc = -ENOTCONN; break;
+        case 409: rc = -EBUSY; break;
+        case 503: rc = -EROFS; break;
+        case 400: rc = -EINVAL; break;
+        default: rc = -EPROTO; break;
+        }
+    }
+    free(b);
+    free(body);
     return rc;
 }

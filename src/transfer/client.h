@@ -4,11 +4,14 @@
 #ifndef NSYNC_XFER_CLIENT_H
 #define NSYNC_XFER_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct nsync;
 struct xfer_client;
 struct cluster_reply;
+struct cJSON;
 
 /* 0 or -ENOMEM. Call after curl_global_init (main does it). */
 int xfer_client_new(struct nsync *ns, struct xfer_client **out);
@@ -24,5 +27,15 @@ void xfer_client_free(struct xfer_client *c);
  *   -EPROTO     an answer we cannot parse */
 int xfer_client_propose(struct xfer_client *c, const char *faddr, const void *buf, size_t len,
                         unsigned timeout_ms, struct cluster_reply *reply);
+
+/* GET http://faddr/v1/status. On 0, *json is the parsed object (caller
+ * frees it with cJSON_Delete). -EHOSTUNREACH / -ETIMEDOUT / -EPROTO. */
+int xfer_client_status(struct xfer_client *c, const char *faddr, unsigned timeout_ms, struct cJSON **json);
+
+/* Ask the leader at faddr to add (join) or remove (leave) node id.
+ * 0 done; -ENOTCONN not the leader; -EBUSY a configuration change is under
+ * way (retry); -EROFS no quorum; -EINVAL refused; or a connection error. */
+int xfer_client_membership(struct xfer_client *c, const char *faddr, bool join, uint64_t id,
+                           const char *caddr, const char *my_faddr, unsigned timeout_ms);
 
 #endif

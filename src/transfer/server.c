@@ -332,6 +332,58 @@ static enum MHD_Result xfer_handle_propose(struct nsync *ns, struct MHD_Connecti
     return xfer_reply_json(conn, o);
 }
 
+static bool xfer_is_post_url(const char *url)
+{
+    return strcmp(url, "/v1/propose") == 0 || strcmp(url, "/v1/join") == 0 ||
+           strcmp(url, "/v1/leave") == 0;
+}
+
+/* POST /v1/join {"id","caddr","faddr"} and /v1/leave {"id"}: leader only. */
+static enum MHD_Result xfer_handle_membership(struct nsync *ns, struct MHD_Connection *conn,
+                                              struct xfer_req *rq, bool join)
+{
+    if (rq->too_big)
+        return xfer_reply_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "request too large\n");
+    if (!ns->cluster)
+        return xfer_reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "cluster not running\n");
+    cJSON *o = rq->len ? cJSON_ParseWithLength(rq->body, rq->len) : NULL;
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+    const cJSON *ca = cJSON_GetObjectItemCaseSensitive(o, "caddr");
+    const cJSON *fa = cJSON_GetObjectItemCaseSensitive(o, "faddr");
+    uint64_t node = 0;
+    bool ok = cJSON_IsString(id) && xfer_parse_u64(id->valuestring, &node) == 0 && node != 0;
+    if (join)
+        ok = ok && cJSON_IsString(ca) && cJSON_IsString(fa) && ca->valuestring[0] &&
+             fa->valuestring[0] && strlen(ca->valuestring) < FSM_ADDR_MAX &&
+             strlen(fa->valuestring) < FSM_ADDR_MAX && strchr(ca->valuestring, ':') &&
+             strchr(fa->valuestring, ':');
+    if (!ok) {
+        cJSON_Delete(o);
+        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "expected {\"id\":\"N\"...}\n");
+    }
+    struct cluster_status cs;
+    cluster_get_status(ns->cluster, &cs);
+    int rc;
+    if (cs.state != RAFT_LEADER)
+        rc = -ENOTCONN;
+    else if (join)
+        rc = cluster_add_node(ns->cluster, node, ca->valuestring, fa->valuestring, 60000);
+    else
+        rc = cluster_remove_node(ns->cluster, node, ns->cfg.submit_timeout_ms);
+    cJSON_Delete(o);
+    switch (rc) {
+    case 0: return xfer_reply_text(conn, MHD_HTTP_OK, "ok\n");
+    case -ENOTCONN: return xfer_reply_text(conn, MHD_HTTP_MISDIRECTED_REQUEST, "not the leader\n");
+    case -EBUSY: return xfer_reply_text(conn, MHD_HTTP_CONFLICT, "configuration change under way\n");
+    case -EROFS: return xfer_reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no quorum\n");
+    case -EINVAL: return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "refused\n");
+    default:
+        log_warn("%s of node %" PRIu64 " failed: %s", join ? "join" : "leave", node,
+                 strerror(rc < 0 ? -rc : EIO));
+        return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "failed\n");
+    }
+}
+
 /* Accumulate a POST body, bounded; past the bound keep draining (so the
  * client reads our 413 instead of a reset) but store nothing. */
 static void xfer_take_body(struct xfer_req *rq, const char *data, size_t n)
@@ -382,7 +434,7 @@ static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const
             return MHD_NO;
         rq->is_post = is_post;
         *con_cls = rq;
-        if (is_post && strcmp(url, "/v1/propose") == 0) {
+        if (is_post && xfer_is_post_url(url)) {
             /* Refuse an announced oversized body before it is sent. */
             const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                          MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -403,7 +455,7 @@ static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const
             return xfer_reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET\n");
         return url[4] == 'f' ? xfer_handle_file(ns, conn) : xfer_handle_status(ns, conn);
     }
-    if (strcmp(url, "/v1/propose") == 0) {
+    if (xfer_is_post_url(url)) {
         if (!is_post) {
             if (*upload_data_size) {
                 *upload_data_size = 0;
@@ -416,7 +468,9 @@ static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const
             *upload_data_size = 0;
             return MHD_YES;
         }
-        return xfer_handle_propose(ns, conn, rq);
+        if (url[4] == 'p')
+            return xfer_handle_propose(ns, conn, rq);
+        return xfer_handle_membership(ns, conn, rq, url[4] == 'j');
     }
     if (*upload_data_size) {
         *upload_data_size = 0;

@@ -738,9 +738,15 @@ static void test_join(void **state)
     assert_false(fsm_get(f, "p")->pending); /* N1 alone */
     assert_int_equal(announce(f, N1, "q", FSM_DIR), 0);
     assert_int_equal(join(f, N2), 0);
-    /* Settled stay settled; the requirement applies to what is pending and
-     * to what comes next. */
+    /* The newcomer lacks everything: settled entries are pending again,
+     * held by the members that were there; it settles them as it reports. */
+    assert_true(fsm_get(f, "p")->pending);
+    assert_true(fsm_get(f, "q")->pending);
+    assert_true(fsm_node_has(f, "p", N1));
+    assert_false(fsm_node_has(f, "p", N2));
+    assert_int_equal(synced_now(f, N2, "p"), 0);
     assert_false(fsm_get(f, "p")->pending);
+    assert_int_equal(synced_now(f, N2, "q"), 0);
     assert_false(fsm_get(f, "q")->pending);
     assert_true(fsm_get(f, "other")->pending);
     assert_false(fsm_node_has(f, "other", N1));

@@ -1,0 +1,255 @@
+/* Applies, after a rejoin, the deletes a node missed while it was out of the
+ * cluster: settled tombstones leave the catalog, so only the node's own list
+ * of what it held when it left (the manifest) can tell them. */
+#include "fs/reconcile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cluster/cluster.h"
+#include "cluster/fsm.h"
+#include "common/log.h"
+#include "common/path.h"
+#include "fs/fs.h"
+#include "nsync.h"
+#include "transfer/fetch.h"
+
+#define MANIFEST "known"
+#define MANIFEST_TMP "known.tmp"
+
+struct reconcile {
+    struct nsync *ns;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    bool stop;
+};
+
+/* One record: u8 kind, u64 size, i64 mtime_ns, u32 len, path bytes. */
+struct rec_hdr {
+    uint8_t kind;
+    uint64_t size;
+    int64_t mtime_ns;
+    uint32_t len;
+} __attribute__((packed));
+
+struct save_ctx {
+    FILE *f;
+    int err;
+};
+
+static int save_one(const struct fsm_entry *e, void *arg)
+{
+    struct save_ctx *s = arg;
+    if (e->kind == FSM_TOMBSTONE)
+        return 0;
+    struct rec_hdr h = {.kind = e->kind, .size = e->size, .mtime_ns = e->mtime_ns,
+                        .len = (uint32_t)strlen(e->path)};
+    if (fwrite(&h, sizeof h, 1, s->f) != 1 || fwrite(e->path, 1, h.len, s->f) != h.len) {
+        s->err = -EIO;
+        return 1;
+    }
+    return 0;
+}
+
+int reconcile_save(struct nsync *ns)
+{
+    int fd = openat(ns->data_fd, MANIFEST_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        return -ENOMEM;
+    }
+    struct save_ctx s = {.f = f};
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    fsm_foreach(ns->fsm, save_one, &s);
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0)
+        s.err = -errno;
+    fclose(f);
+    if (s.err == 0 && renameat(ns->data_fd, MANIFEST_TMP, ns->data_fd, MANIFEST) < 0)
+        s.err = -errno;
+    if (s.err < 0) {
+        unlinkat(ns->data_fd, MANIFEST_TMP, 0);
+        log_error("cannot save the list of held paths in %s/%s/%s: %s", ns->cfg.backing,
+                  NSYNC_DATA_DIR, MANIFEST, strerror(-s.err));
+    }
+    return s.err;
+}
+
+static bool should_stop(struct reconcile *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool s = r->stop;
+    pthread_mutex_unlock(&r->mu);
+    return s;
+}
+
+static int first_pending(const struct fsm_entry *e, void *arg)
+{
+    return 1;
+}
+
+/* Caught up: a member again, and nothing pending that this node lacks. */
+static bool caught_up(struct nsync *ns)
+{
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    bool member = fsm_member_get(ns->fsm, ns->self_id) != NULL;
+    bool lacking = fsm_foreach_pending(ns->fsm, ns->self_id, first_pending, NULL) != 0;
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    return member && !lacking;
+}
+
+struct item {
+    struct rec_hdr h;
+    char *path;
+};
+
+static int depth_desc(const void *a, const void *b)
+{
+    const struct item *x = a, *y = b;
+    /* files before directories; deeper directories before their parents */
+    if ((x->h.kind == FSM_DIR) != (y->h.kind == FSM_DIR))
+        return x->h.kind == FSM_DIR ? 1 : -1;
+    return (int)y->h.len - (int)x->h.len;
+}
+
+static void apply_manifest(struct reconcile *r)
+{
+    struct nsync *ns = r->ns;
+    int fd = openat(ns->data_fd, MANIFEST, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    FILE *f = fdopen(fd, "r");
+    if (!f) {
+        close(fd);
+        return;
+    }
+    struct item *items = NULL;
+    size_t n = 0, cap = 0;
+    struct rec_hdr h;
+    while (fread(&h, sizeof h, 1, f) == 1) {
+        if (h.len == 0 || h.len >= 4096)
+            break;
+        char *p = malloc(h.len + 1);
+        if (!p || fread(p, 1, h.len, f) != h.len) {
+            free(p);
+            break;
+        }
+        p[h.len] = '\0';
+        if (path_check(p) < 0 || path_is_internal(p)) {
+            free(p);
+            continue;
+        }
+        if (n == cap) {
+            size_t nc = cap ? 2 * cap : 256;
+            struct item *ni = realloc(items, nc * sizeof *ni);
+            if (!ni) {
+                free(p);
+                break;
+            }
+            items = ni;
+            cap = nc;
+        }
+        items[n].h = h;
+        items[n++].path = p;
+    }
+    fclose(f);
+    qsort(items, n, sizeof *items, depth_desc);
+    size_t deleted = 0, kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = items[i].path;
+        pthread_rwlock_rdlock(&ns->fsm_lock);
+        const struct fsm_entry *e = fsm_get(ns->fsm, p);
+        bool live = e && e->kind != FSM_TOMBSTONE;
+        pthread_rwlock_unlock(&ns->fsm_lock);
+        if (live)
+            continue;
+        struct stat st;
+        if (fstatat(ns->backing_fd, p, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        bool unchanged;
+        if (items[i].h.kind == FSM_DIR)
+            unchanged = S_ISDIR(st.st_mode);
+        else if (items[i].h.kind == FSM_SYMLINK)
+            unchanged = S_ISLNK(st.st_mode);
+        else
+            unchanged = S_ISREG(st.st_mode) && (uint64_t)st.st_size == items[i].h.size &&
+                        mt == items[i].h.mtime_ns;
+        if (!unchanged) {
+            /* Changed here while the node was out: never silently deleted. */
+            log_warn("rejoin: %s was deleted in the cluster but changed here; keeping it", p);
+            kept++;
+            continue;
+        }
+        int rc = unlinkat(ns->backing_fd, p, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
+        if (rc < 0) {
+            log_warn("rejoin: cannot delete %s: %s", p, strerror(errno));
+            kept++;
+            continue;
+        }
+        deleted++;
+        fs_invalidate(ns->fs, p);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(items[i].path);
+    free(items);
+    unlinkat(ns->data_fd, MANIFEST, 0);
+    log_info("rejoin: applied %zu deletes made while this node was away (%zu kept)", deleted, kept);
+}
+
+static void *reconcile_main(void *arg)
+{
+    struct reconcile *r = arg;
+    uint64_t seen = 0;
+    while (!should_stop(r)) {
+        if (caught_up(r->ns)) {
+            apply_manifest(r);
+            break;
+        }
+        cluster_wait_change(r->ns->cluster, &seen, 500);
+    }
+    return NULL;
+}
+
+int reconcile_start(struct nsync *ns, struct reconcile **out)
+{
+    *out = NULL;
+    if (faccessat(ns->data_fd, MANIFEST, F_OK, 0) < 0)
+        return 0;
+    struct reconcile *r = calloc(1, sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    r->ns = ns;
+    pthread_mutex_init(&r->mu, NULL);
+    if (pthread_create(&r->thread, NULL, reconcile_main, r) != 0) {
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        return -EAGAIN;
+    }
+    *out = r;
+    return 0;
+}
+
+void reconcile_stop(struct reconcile *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->stop = true;
+    pthread_mutex_unlock(&r->mu);
+    cluster_kick(r->ns->cluster);
+    pthread_join(r->thread, NULL);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}

@@ -1,0 +1,22 @@
+/* Deletes that happened while this node was out of the cluster. A clean
+ * leave saves the list of paths the node held (the manifest); after the node
+ * rejoins and has fetched everything the cluster lists, the paths of that
+ * list that the cluster no longer has, and that nobody changed locally since,
+ * are deleted here too. */
+#ifndef NSYNC_RECONCILE_H
+#define NSYNC_RECONCILE_H
+
+struct nsync;
+struct reconcile;
+
+/* Write the manifest (BACKING/.nsyncfs/known) from the catalog. Call after a
+ * successful leave, before the FSM is freed. 0 or -errno. Any thread. */
+int reconcile_save(struct nsync *ns);
+
+/* If a manifest exists, start the thread that applies it once this node has
+ * caught up; *out is NULL when there is nothing to do. 0 or -errno.
+ * ns->cluster, ns->fetcher and ns->fs must exist. */
+int reconcile_start(struct nsync *ns, struct reconcile **out);
+void reconcile_stop(struct reconcile *r);
+
+#endif
