@@ -56,6 +56,8 @@ enum {
 
 /* A private copy of one pending catalog entry: the catalog may change as soon
  * as the read lock is dropped. */
+#define XFER_PROGRESS_MIN 64 /* fewer pending entries is normal traffic, not a catch-up */
+
 struct xfer_item {
     char *path, *target, *renamed_from;
     uint8_t kind;
@@ -122,6 +124,10 @@ struct xfer_fetcher {
     size_t n_jobs, next_job, done_jobs;
 
     struct xfer_worker mgr_w;  /* the manager's own context (fallback with no pool) */
+
+    /* Catch-up progress in the log (manager thread only). */
+    uint64_t progress_ms;
+    bool catching_up;
     struct xfer_worker workers[XFER_WORKERS];
     size_t n_workers;
 };
@@ -1096,6 +1102,27 @@ static void xfer_run_and_account(struct xfer_fetcher *f, struct xfer_batch *b,
         xfer_account(f, b, run[k], wake);
 }
 
+/* A node that joins or returns may lack thousands of entries: say how many
+ * and how many bytes, every few seconds, and when it is done. */
+static void xfer_log_progress(struct xfer_fetcher *f, const struct xfer_list *l)
+{
+    uint64_t now = xfer_mono_ms();
+    if (l->n >= XFER_PROGRESS_MIN) {
+        if (!f->catching_up || now - f->progress_ms >= 5000) {
+            uint64_t bytes = 0;
+            for (size_t i = 0; i < l->n; i++)
+                if (l->v[i]->kind == FSM_FILE)
+                    bytes += l->v[i]->size;
+            log_info("catch-up: %zu entries, %" PRIu64 " bytes of files still to fetch", l->n, bytes);
+            f->progress_ms = now;
+            f->catching_up = true;
+        }
+    } else if (f->catching_up && l->n == 0) {
+        log_info("catch-up: done");
+        f->catching_up = false;
+    }
+}
+
 /* One scan of the catalog and one attempt at everything due. Returns the
  * monotonic time at which a deferred item wants another try (UINT64_MAX if
  * none). */
@@ -1114,6 +1141,7 @@ static uint64_t xfer_pass(struct xfer_fetcher *f)
     }
     f->gen++;
     qsort(l.v, l.n, sizeof *l.v, xfer_item_cmp);
+    xfer_log_progress(f, &l);
 
     struct xfer_batch *b = calloc(1, sizeof *b);
     struct xfer_item **run = malloc(XFER_RUN_MAX * sizeof *run);

@@ -246,6 +246,19 @@ static void xfer_json_u64(cJSON *obj, const char *key, uint64_t v)
     cJSON_AddStringToObject(obj, key, buf);
 }
 
+struct xfer_lack {
+    uint64_t self, entries, bytes;
+};
+
+static int xfer_count_lack(const struct fsm_entry *e, void *arg)
+{
+    struct xfer_lack *l = arg;
+    l->entries++;
+    if (e->kind == FSM_FILE)
+        l->bytes += e->size;
+    return 0;
+}
+
 static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connection *conn)
 {
     struct cluster_status cs = { .state = RAFT_UNAVAILABLE };
@@ -264,6 +277,7 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
     xfer_json_u64(o, "applied", cs.last_applied);
     xfer_json_u64(o, "commit", cs.commit_index);
 
+    struct xfer_lack lack = {.self = ns->self_id};
     cJSON *members = cJSON_AddArrayToObject(o, "members");
     pthread_rwlock_rdlock(&ns->fsm_lock);
     xfer_json_u64(o, "fsm_version", fsm_version(ns->fsm));
@@ -282,7 +296,15 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
         cJSON_AddStringToObject(jm, "faddr", m->faddr);
         cJSON_AddItemToArray(members, jm);
     }
+    fsm_foreach_pending(ns->fsm, ns->self_id, xfer_count_lack, &lack);
     pthread_rwlock_unlock(&ns->fsm_lock);
+    /* Catch-up progress (a joining or returning node): what this node still
+     * lacks of the catalog, in entries and in bytes of file content. */
+    cJSON *jc = cJSON_AddObjectToObject(o, "catchup");
+    if (jc) {
+        cJSON_AddNumberToObject(jc, "entries", (double)lack.entries);
+        cJSON_AddNumberToObject(jc, "bytes", (double)lack.bytes);
+    }
 
     if (ns->fetcher) {
         struct xfer_fetch_status fst;
