@@ -81,6 +81,7 @@ struct cluster {
     /* Loop-thread only. */
     bool barrier_inflight;
     bool nudge_again;
+    bool joined;            /* set once at start */
     struct raft_barrier barrier;
     int last_state;
     uint64_t joins_proposed_term;
@@ -713,6 +714,7 @@ start:
             return -EHOSTUNREACH;
         }
         unlinkat(ns->data_fd, NSYNC_LEFT_MARK, 0);
+        c->joined = true;
     }
     *out = c;
     log_info("cluster: node %016" PRIx64 " at %s, %zu configured nodes", ns->self_id, c->address,
@@ -1088,4 +1090,9 @@ int cluster_wipe_state(const char *raft_dir, int data_fd)
     }
     closedir(d);
     return rc;
+}
+
+bool cluster_joined(const struct cluster *c)
+{
+    return c->joined;
 }

@@ -89,6 +89,10 @@ int cluster_leave(struct cluster *c, unsigned timeout_ms);
  * the next mount joins as a newcomer and never bootstraps. 0 or -errno. */
 int cluster_wipe_state(const char *raft_dir, int data_fd);
 
+/* True if this start joined a running cluster (a new node, or one that had
+ * left) instead of restarting a member. */
+bool cluster_joined(const struct cluster *c);
+
 /* Tell the cluster whether this node holds cluster locks; while it does, a
  * RENEW is proposed about once a second. Any thread. */
 void cluster_hold_locks(struct cluster *c, int delta);

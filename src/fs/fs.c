@@ -40,6 +40,8 @@ struct lock_ent {
     bool held;                 /* granted and local copy current: writers may go */
     bool acquiring;            /* one thread is running LOCK + version wait */
     bool releasing;            /* the last holder is unlocking: new holders wait */
+    bool announcing;           /* a holder is between reading the path and its
+                                * announce being committed (announce_begin) */
     unsigned attempts;         /* finished acquisitions, to pass a failure to waiters */
     int last_err;
 };
@@ -89,6 +91,14 @@ static uint64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* For the debug log's timings of the write path (lock, hash, commit). */
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 static unsigned lock_timeout(const struct nsync *ns)
@@ -234,7 +244,7 @@ static struct lock_ent *lock_find(struct fs *fs, const char *path)
 /* Caller holds fs->mu. Frees e once nobody needs it. */
 static void lock_maybe_free(struct fs *fs, struct lock_ent *e)
 {
-    if (e->refs || e->waiters || e->held || e->acquiring || e->releasing)
+    if (e->refs || e->waiters || e->held || e->acquiring || e->releasing || e->announcing)
         return;
     struct lock_ent **pp = &fs->buckets[bucket_of(e->path)];
     while (*pp != e)
@@ -343,6 +353,31 @@ static void unlock_now(struct fs *fs, struct held *h)
 {
     unlock_begin(fs, h);
     unlock_end(fs, h);
+}
+
+/* Holders on this node share a path's lock, so several of them may announce
+ * it at once. Raft commits their announces in the order they reach the
+ * leader, not the order they read the file: a hash taken before another
+ * handle's append could commit after that handle's announce, and the
+ * catalog would end on a stale size and hash (an update lost, and a version
+ * no peer can fetch). So one holder at a time goes from changing or reading
+ * the path to the commit of its announce; the last committed announce then
+ * describes the file as it is. Caller holds a ref on e. */
+static void announce_begin(struct fs *fs, struct lock_ent *e)
+{
+    pthread_mutex_lock(&fs->mu);
+    while (e->announcing)
+        pthread_cond_wait(&fs->cv, &fs->mu);
+    e->announcing = true;
+    pthread_mutex_unlock(&fs->mu);
+}
+
+static void announce_end(struct fs *fs, struct lock_ent *e)
+{
+    pthread_mutex_lock(&fs->mu);
+    e->announcing = false;
+    pthread_cond_broadcast(&fs->cv);
+    pthread_mutex_unlock(&fs->mu);
 }
 
 /* Propose cmd (ANNOUNCE or RENAME); it carries unlock=true when every lock
@@ -460,6 +495,7 @@ static int mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum a
     int rc = lock_path(fs, rel, &h);
     if (rc < 0)
         return rc;
+    announce_begin(fs, h.e);
     rc = fn(fs, rel, arg);
     unlock_begin(fs, &h);
     if (rc == 0) {
@@ -478,6 +514,7 @@ static int mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum a
             rc = mrc;
         }
     }
+    announce_end(fs, h.e);
     unlock_end(fs, &h);
     return rc;
 }
@@ -634,19 +671,26 @@ static int handle_write_begin(struct fs *fs, struct handle *h, const char *path)
 static int handle_announce(struct fs *fs, struct handle *h, const char *rel)
 {
     struct held hd = {.e = h->lk};
+    announce_begin(fs, hd.e);
     unlock_begin(fs, &hd);
     struct stat st;
     int rc = fstat(h->fd, &st) < 0 ? -errno : 0;
     if (rc == 0 && st.st_nlink > 0) {
         struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = rel};
+        uint64_t t0 = mono_us();
         rc = meta_of_fd(h->fd, &cmd.meta);
         if (rc == 0) {
             struct held *cover[] = {&hd};
+            uint64_t t1 = mono_us();
             rc = announce(fs, &cmd, cover, 1);
+            log_debug("announce %s: %llu bytes, hash %llu us, commit %llu us%s", rel,
+                      (unsigned long long)cmd.meta.size, (unsigned long long)(t1 - t0),
+                      (unsigned long long)(mono_us() - t1), cmd.unlock ? " (unlock)" : "");
         } else {
             log_error("cannot hash %s to announce it: %s", rel, strerror(-rc));
         }
     }
+    announce_end(fs, hd.e);
     if (hd.last) {
         h->lk = NULL;
         unlock_end(fs, &hd);
@@ -697,6 +741,7 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
         free(h);
         return -ENOMEM;
     }
+    uint64_t t_lock = mono_us();
     if (writable) {
         struct held hd;
         int rc = lock_path(fs, rel, &hd);
@@ -706,6 +751,7 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
         }
         h->lk = hd.e;
     }
+    t_lock = mono_us() - t_lock;
     int bfd = fs->ns->backing_fd;
     int oflags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC;
     /* Read access too, so that flush can hash through the same fd. */
@@ -755,7 +801,8 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
     /* keep_cache stays 0: each open drops cached pages, so bytes a peer
      * installed since are seen even without an invalidation. */
     fi->keep_cache = 0;
-    log_debug("open %s flags %#x%s", rel, (unsigned)flags, create ? " (create)" : "");
+    log_debug("open %s flags %#x%s, lock %llu us", rel, (unsigned)flags, create ? " (create)" : "",
+              (unsigned long long)t_lock);
     return 0;
 }
 
@@ -930,6 +977,10 @@ static int op_rename(const char *from_path, const char *to_path, unsigned int fl
         unlock_now(fs, first);
         return rc;
     }
+    /* In the lock order too: nobody takes a second announce slot while
+     * waiting for one. */
+    announce_begin(fs, first->e);
+    announce_begin(fs, second->e);
     int bfd = ns->backing_fd;
     rc = (flags ? renameat2(bfd, from, bfd, to, flags) : renameat(bfd, from, bfd, to)) < 0 ? -errno : 0;
     unlock_begin(fs, &hf);
@@ -941,6 +992,8 @@ static int op_rename(const char *from_path, const char *to_path, unsigned int fl
         if (rc == -ENOENT)
             rc = rename_fallback(fs, from, to, &hf, &ht);
     }
+    announce_end(fs, second->e);
+    announce_end(fs, first->e);
     unlock_end(fs, &hf);
     unlock_end(fs, &ht);
     return rc;
@@ -1327,4 +1380,14 @@ bool fs_path_busy(struct fs *fs, const char *rel)
     bool busy = e && (e->held || e->refs > 0);
     pthread_mutex_unlock(&fs->mu);
     return busy;
+}
+
+static int do_nothing(struct fs *fs, const char *rel, void *arg)
+{
+    return 0;
+}
+
+int fs_announce_local(struct fs *fs, const char *rel)
+{
+    return mutate(fs, rel, do_nothing, NULL, AFTER_STATE);
 }

@@ -30,4 +30,9 @@ void fs_invalidate(struct fs *fs, const char *rel);
  * its cluster lock): the fetch worker must not install over it. Any thread. */
 bool fs_path_busy(struct fs *fs, const char *rel);
 
+/* Announce rel as it is in BACKING now (a file, directory or symlink that
+ * appeared there while the node was out of the cluster), under its cluster
+ * lock. 0 or -errno. Any thread but a FUSE handler's. */
+int fs_announce_local(struct fs *fs, const char *rel);
+
 #endif

@@ -1,6 +1,7 @@
-/* Applies, after a rejoin, the deletes a node missed while it was out of the
- * cluster: settled tombstones leave the catalog, so only the node's own list
- * of what it held when it left (the manifest) can tell them. */
+/* After a node joins (new, or back from a leave): applies the deletes it
+ * missed while out of the cluster (settled tombstones leave the catalog, so
+ * only the node's own list of what it held when it left, the manifest, can
+ * tell them), then announces what exists only here, never deleting it. */
 #include "fs/reconcile.h"
 
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include "cluster/cluster.h"
@@ -208,6 +210,71 @@ static void apply_manifest(struct reconcile *r)
     log_info("rejoin: applied %zu deletes made while this node was away (%zu kept)", deleted, kept);
 }
 
+
+/* Everything in BACKING that the catalog does not list is local-only (made
+ * while the node was out): announce it, parents before children. */
+static void announce_local_only(struct reconcile *r)
+{
+    struct nsync *ns = r->ns;
+    size_t cap = 64, n = 0, announced = 0;
+    char **stack = malloc(cap * sizeof *stack);
+    if (!stack)
+        return;
+    stack[n++] = strdup(".");
+    while (n > 0 && !should_stop(r)) {
+        char *dir = stack[--n];
+        if (!dir)
+            continue;
+        int dfd = openat(ns->backing_fd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+        if (!d) {
+            if (dfd >= 0)
+                close(dfd);
+            free(dir);
+            continue;
+        }
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+                continue;
+            char rel[4096];
+            int len = strcmp(dir, ".") ? snprintf(rel, sizeof rel, "%s/%s", dir, de->d_name)
+                                       : snprintf(rel, sizeof rel, "%s", de->d_name);
+            if (len < 0 || (size_t)len >= sizeof rel || path_check(rel) < 0 || path_is_internal(rel))
+                continue;
+            pthread_rwlock_rdlock(&ns->fsm_lock);
+            const struct fsm_entry *e = fsm_get(ns->fsm, rel);
+            bool live = e && e->kind != FSM_TOMBSTONE;
+            pthread_rwlock_unlock(&ns->fsm_lock);
+            if (!live) {
+                int rc = fs_announce_local(ns->fs, rel);
+                if (rc == 0)
+                    announced++;
+                else
+                    log_warn("rejoin: cannot announce local-only %s: %s", rel, strerror(-rc));
+            }
+            struct stat st;
+            if (fstatat(ns->backing_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+                if (n == cap) {
+                    char **ns2 = realloc(stack, 2 * cap * sizeof *stack);
+                    if (!ns2)
+                        continue;
+                    stack = ns2;
+                    cap *= 2;
+                }
+                stack[n++] = strdup(rel);
+            }
+        }
+        closedir(d);
+        free(dir);
+    }
+    while (n > 0)
+        free(stack[--n]);
+    free(stack);
+    if (announced)
+        log_info("rejoin: announced %zu local-only paths", announced);
+}
+
 static void *reconcile_main(void *arg)
 {
     struct reconcile *r = arg;
@@ -215,6 +282,7 @@ static void *reconcile_main(void *arg)
     while (!should_stop(r)) {
         if (caught_up(r->ns)) {
             apply_manifest(r);
+            announce_local_only(r);
             break;
         }
         cluster_wait_change(r->ns->cluster, &seen, 500);
@@ -225,7 +293,7 @@ static void *reconcile_main(void *arg)
 int reconcile_start(struct nsync *ns, struct reconcile **out)
 {
     *out = NULL;
-    if (faccessat(ns->data_fd, MANIFEST, F_OK, 0) < 0)
+    if (faccessat(ns->data_fd, MANIFEST, F_OK, 0) < 0 && !cluster_joined(ns->cluster))
         return 0;
     struct reconcile *r = calloc(1, sizeof *r);
     if (!r)

@@ -2,7 +2,7 @@
  * leave saves the list of paths the node held (the manifest); after the node
  * rejoins and has fetched everything the cluster lists, the paths of that
  * list that the cluster no longer has, and that nobody changed locally since,
- * are deleted here too. */
+ * are deleted here too; what exists only here is announced. */
 #ifndef NSYNC_RECONCILE_H
 #define NSYNC_RECONCILE_H
 
@@ -13,8 +13,9 @@ struct reconcile;
  * successful leave, before the FSM is freed. 0 or -errno. Any thread. */
 int reconcile_save(struct nsync *ns);
 
-/* If a manifest exists, start the thread that applies it once this node has
- * caught up; *out is NULL when there is nothing to do. 0 or -errno.
+/* If this node joined (cluster_joined) or a manifest exists, start the
+ * thread that, once the node has caught up, applies the manifest and
+ * announces local-only paths; *out is NULL when there is nothing to do. 0 or -errno.
  * ns->cluster, ns->fetcher and ns->fs must exist. */
 int reconcile_start(struct nsync *ns, struct reconcile **out);
 void reconcile_stop(struct reconcile *r);

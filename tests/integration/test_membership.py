@@ -79,8 +79,13 @@ def test_rejoin_after_leave_gets_writes_changes_and_deletes(cluster):
     os.rmdir(m("dir/sub"))
     c.wait_trees_equal([i for i in range(3) if i != v])
     assert read_bytes(c.node(v).bpath("delete.txt")) == b"doomed"
+    # Written straight into BACKING while the node was out: never deleted,
+    # announced to the cluster when it comes back.
+    os.makedirs(c.node(v).bpath("local-only"))
+    write_file(c.node(v).bpath("local-only/made-while-away.txt"), b"local bytes")
 
     c.start(v)
+    c.wait_file("local-only/made-while-away.txt", b"local bytes")
     c.wait_trees_equal()
     nd = c.node(v)
     assert read_bytes(nd.path("change.txt")) == b"new content"
