@@ -1,49 +1,203 @@
 #!/usr/bin/env bash
-# Benchmark (first version): build, start a 3-node cluster in a temp folder,
-# run the shared yardstick (../shared/bench/syncbench.py) writing on node 1
-# and checking nodes 2 and 3, save its JSON under bench-results/, stop the
-# cluster. Needs root (FUSE).
-#   scripts/bench.sh [extra syncbench arguments, e.g. --latency-files 100]
-#   WORKLOADS=latency,small,large,delete scripts/bench.sh
+# Benchmark nsyncfs side by side with the disk it runs on and with a plain FUSE
+# pass-through, in one go on this machine (needs root: FUSE mounts, drop_caches).
+#
+#   scripts/bench.sh
+#   RUNS=1 SIZE_MIB=64 scripts/bench.sh        # a quick run
+#
+# Targets, all on the same filesystem (one temp folder under $BENCH_TMP, /tmp):
+#   native          a plain directory
+#   passthrough_ll  libfuse's example, compiled now from the installed
+#                   libfuse3-dev examples into build/bench/, default options
+#   nsyncfs-1       a single-node nsyncfs (--cluster lists only itself)
+#   nsyncfs-3       node 1 of a 3-node nsyncfs cluster on 127.0.0.1
+# Workloads (scripts/bench_workloads.py, the same code for every target),
+# medians of RUNS runs: FILES x 4 KiB creates (files/s); SIZE_MIB sequential
+# write + fsync (MiB/s); cold sequential read of it (MiB/s). Before each timed
+# step the clusters are left to finish replicating, and the page cache is synced.
+# Then, on the 3-node cluster: ../shared/bench/syncbench.py (latency, small,
+# large = SIZE_MIB, delete), each node's peak RSS during it (VmHWM), and the
+# idle CPU of every process over IDLE_S seconds.
+# Output: a table on stdout; JSON (and the table) in bench-results/.
+#
+# Environment: RUNS (3), SIZE_MIB (1024), FILES (2000), IDLE_S (20),
+#   SYNC_TIMEOUT (300, seconds each syncbench workload may wait),
+#   WORKLOADS (latency,small,large,delete: the syncbench ones), BENCH_TMP (/tmp).
+# Everything is unmounted, stopped and removed on exit, also on failure or Ctrl-C.
 # shellcheck disable=SC2317  # cleanup runs from the EXIT trap
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/cluster-lib.sh
 source "$REPO/scripts/cluster-lib.sh"
-N=3
-BASE_PORT=47300
-WORKLOADS=${WORKLOADS:-latency,small,delete}
-SYNCBENCH="$REPO/../shared/bench/syncbench.py"
 
-if [[ ! -f "$SYNCBENCH" ]]; then
-  echo "bench: $SYNCBENCH is missing (the shared/ folder beside the repo): skipping"
-  exit 0
-fi
+RUNS=${RUNS:-3}
+SIZE_MIB=${SIZE_MIB:-1024}
+FILES=${FILES:-2000}
+IDLE_S=${IDLE_S:-20}
+SYNC_TIMEOUT=${SYNC_TIMEOUT:-300}
+WORKLOADS=${WORKLOADS:-latency,small,large,delete}
+BENCH_TMP=${BENCH_TMP:-/tmp}
+PORTS_1=47500  # single node: cluster port 47501, file server 47601
+PORTS_3=47300  # 3 nodes: cluster ports 47301-47303, file servers 47401-47403
+SYNCBENCH="$REPO/../shared/bench/syncbench.py"
+DRIVER="$REPO/scripts/bench_workloads.py"
+PT_SRC=/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c
+
+for v in RUNS SIZE_MIB FILES IDLE_S SYNC_TIMEOUT; do
+  if ! [[ "${!v}" =~ ^[0-9]+$ ]] || ((${!v} < 1)); then
+    echo "bench: $v='${!v}' must be a positive integer" >&2
+    exit 2
+  fi
+done
 if [[ "$(id -u)" -ne 0 ]]; then
-  echo "bench: mounting FUSE filesystems needs root" >&2
+  echo "bench: mounting FUSE filesystems (and dropping caches) needs root" >&2
   exit 1
 fi
 
 "$REPO/scripts/deps.sh"
 nsync_build "$REPO"
 
-DIR=$(mktemp -d /tmp/nsyncfs-bench.XXXX)
-cleanup() { nsync_cluster_stop "$DIR" >/dev/null || echo "bench: could not clean $DIR" >&2; }
-trap cleanup EXIT
+echo "== building passthrough_ll from $PT_SRC into build/bench/"
+if [[ ! -f "$PT_SRC" ]]; then
+  echo "bench: $PT_SRC is missing (package libfuse3-dev)" >&2
+  exit 1
+fi
+mkdir -p "$REPO/build/bench"
+PT_BIN="$REPO/build/bench/passthrough_ll"
+# shellcheck disable=SC2046  # pkg-config prints several words on purpose
+if ! cc -Wall -O2 $(pkg-config --cflags fuse3) "$PT_SRC" -o "$PT_BIN" \
+  $(pkg-config --libs fuse3) 2>"$REPO/build/bench/passthrough_ll.build.log"; then
+  cat "$REPO/build/bench/passthrough_ll.build.log" >&2
+  echo "bench: could not compile passthrough_ll" >&2
+  exit 1
+fi
 
-echo "== starting $N nodes in $DIR"
-nsync_cluster_start "$REPO" "$DIR" "$N" "$BASE_PORT"
+# Disk: the bench file on 3 targets + 3 cluster nodes at most at once, syncbench's
+# large file on 3 nodes, plus the creates and Raft logs.
+need_mib=$((SIZE_MIB * 6 + 2048))
+free_mib=$(df -Pm "$BENCH_TMP" | awk 'NR == 2 { print $4 }')
+if ((free_mib < need_mib)); then
+  echo "bench: $BENCH_TMP has $free_mib MiB free, the bench needs about $need_mib MiB (lower SIZE_MIB)" >&2
+  exit 1
+fi
+
+DIR=$(mktemp -d "$BENCH_TMP/nsyncfs-bench.XXXX")
+PT_PID=""
+NODE_PIDS=()    # every nsyncfs process this script started
+MOUNTS=()       # every mountpoint this script mounted
+
+# True if process $1 runs (a zombie waiting to be reaped does not count).
+alive() {
+  local st
+  st=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n "$st" && "$st" != Z && "$st" != X ]]
+}
+
+cleanup() {
+  local rc=$? pid m i
+  trap '' INT TERM
+  set +e
+  echo "== cleaning up $DIR"
+  if [[ -n "$PT_PID" ]]; then
+    fusermount3 -u "$DIR/pt/mnt" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do alive "$PT_PID" || break; sleep 0.1; done
+    alive "$PT_PID" && kill "$PT_PID"
+  fi
+  for d in "$DIR/nsyncfs-3" "$DIR/nsyncfs-1"; do
+    [[ -d "$d" ]] && nsync_cluster_stop "$d" >/dev/null
+  done
+  # anything still alive or mounted (a daemon that hung): kill it, by its pid
+  for pid in "${NODE_PIDS[@]}"; do
+    [[ -n "$pid" ]] && alive "$pid" && { echo "   killing nsyncfs $pid"; kill -9 "$pid"; }
+  done
+  for m in "${MOUNTS[@]}"; do
+    if grep -q " $m fuse" /proc/mounts; then
+      fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m"
+    fi
+  done
+  if grep -q " $DIR/" /proc/mounts; then
+    echo "bench: something is still mounted under $DIR: not removing it" >&2
+  else
+    rm -rf --one-file-system -- "$DIR"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+wait_mounted() { nsync_wait "${2:-10}" "the mount $1" mountpoint -q "$1"; }
+
+echo "== targets in $DIR"
+mkdir -p "$DIR/native" "$DIR/pt/src" "$DIR/pt/mnt" "$DIR/nsyncfs-1" "$DIR/nsyncfs-3" "$DIR/out"
+
+echo "   passthrough_ll: $PT_BIN -f -o source=$DIR/pt/src $DIR/pt/mnt"
+MOUNTS+=("$DIR/pt/mnt")
+"$PT_BIN" -f -o source="$DIR/pt/src" "$DIR/pt/mnt" >"$DIR/pt.log" 2>&1 &
+PT_PID=$!
+wait_mounted "$DIR/pt/mnt"
+
+echo "   nsyncfs, 1 node:"
+MOUNTS+=("$DIR/nsyncfs-1/m1")
+nsync_cluster_start "$REPO" "$DIR/nsyncfs-1" 1 "$PORTS_1"
+NODE_PIDS+=("$(nsync_node_pid "$DIR/nsyncfs-1" 1)")
+URLS_1=("$(nsync_status_url 1)")
+echo "   nsyncfs, 3 nodes:"
+MOUNTS+=("$DIR/nsyncfs-3/m1" "$DIR/nsyncfs-3/m2" "$DIR/nsyncfs-3/m3")
+nsync_cluster_start "$REPO" "$DIR/nsyncfs-3" 3 "$PORTS_3"
+URLS_3=()
+for i in 1 2 3; do
+  NODE_PIDS+=("$(nsync_node_pid "$DIR/nsyncfs-3" "$i")")
+  URLS_3+=("$(nsync_status_url "$i")")
+done
+echo "   pids: passthrough_ll $PT_PID, nsyncfs-1 ${NODE_PIDS[0]}, nsyncfs-3 ${NODE_PIDS[*]:1}"
+URL_LIST=$(IFS=,; echo "${URLS_1[*]},${URLS_3[*]}")
+
+t_start=$(date +%s)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "== workloads: RUNS=$RUNS SIZE_MIB=$SIZE_MIB FILES=$FILES"
+"$NSYNC_PY" "$DRIVER" run --runs "$RUNS" --size-mib "$SIZE_MIB" --files "$FILES" \
+  --target native="$DIR/native" --target passthrough_ll="$DIR/pt/mnt" \
+  --target nsyncfs-1="$DIR/nsyncfs-1/m1" --target nsyncfs-3="$DIR/nsyncfs-3/m1" \
+  --settle all="$URL_LIST" --json "$DIR/out/workloads.json"
+
+PROCS=(--proc "passthrough_ll=$PT_PID" --proc "nsyncfs-1=${NODE_PIDS[0]}")
+for i in 1 2 3; do PROCS+=(--proc "nsyncfs-3 node $i=${NODE_PIDS[$i]}"); done
+
+SB_ARGS=()
+if [[ -f "$SYNCBENCH" ]]; then
+  echo "== peak RSS so far, then reset it (clear_refs)"
+  "$NSYNC_PY" "$DRIVER" procs "${PROCS[@]}" --reset-hwm --json "$DIR/out/procs-before.json"
+  echo "== syncbench on the 3-node cluster: $WORKLOADS, large $SIZE_MIB MiB; write m1, check m2 m3"
+  "$NSYNC_PY" "$SYNCBENCH" --write "$DIR/nsyncfs-3/m1" --check "$DIR/nsyncfs-3/m2" \
+    --check "$DIR/nsyncfs-3/m3" --workloads "$WORKLOADS" --large-mib "$SIZE_MIB" \
+    --timeout "$SYNC_TIMEOUT" --json "$DIR/out/syncbench.json" >/dev/null
+  SB_ARGS=(--syncbench "$DIR/out/syncbench.json" --procs-before "$DIR/out/procs-before.json")
+else
+  echo "== $SYNCBENCH is missing (the shared/ folder beside the repo): no syncbench"
+fi
+
+echo "== waiting for the clusters to settle, then idle CPU over $IDLE_S s"
+"$NSYNC_PY" "$DRIVER" settle --url "${URLS_1[0]}" --url "${URLS_3[0]}" --url "${URLS_3[1]}" \
+  --url "${URLS_3[2]}" || true
+sleep 1
+"$NSYNC_PY" "$DRIVER" procs "${PROCS[@]}" --idle-seconds "$IDLE_S" --json "$DIR/out/procs-after.json"
+t_took=$(($(date +%s) - t_start))
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 mkdir -p "$REPO/bench-results"
-OUT="$REPO/bench-results/syncbench-$(date +%Y%m%d-%H%M%S).json"
-echo "== syncbench: workloads $WORKLOADS, write on m1, check m2 m3"
-rc=0
-"$NSYNC_PY" "$SYNCBENCH" --write "$DIR/m1" --check "$DIR/m2" --check "$DIR/m3" \
-  --workloads "$WORKLOADS" --json "$OUT" "$@" >/dev/null || rc=$?
-if ((rc == 0)); then
-  echo "== results: $OUT"
-else
-  echo "bench: syncbench failed (exit $rc)" >&2
-fi
-exit "$rc"
+stamp=$(date +%Y%m%d-%H%M%S)
+OUT="$REPO/bench-results/bench-$stamp.json"
+commit=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown)
+echo
+"$NSYNC_PY" "$DRIVER" report --workloads "$DIR/out/workloads.json" "${SB_ARGS[@]}" \
+  --procs-after "$DIR/out/procs-after.json" --json "$OUT" \
+  --meta "date=$(date '+%Y-%m-%d %H:%M %Z')" \
+  --meta "machine=$(nproc) cores, $(uname -r), $(findmnt -n -o FSTYPE -T "$DIR") on $(findmnt -n -o SOURCE -T "$DIR"), loopback" \
+  --meta "load=$load_start at the start, $load_end at the end" \
+  --meta "commit=$commit" --meta "measuring_s=$t_took" \
+  --meta "command=RUNS=$RUNS SIZE_MIB=$SIZE_MIB FILES=$FILES scripts/bench.sh" |
+  tee "${OUT%.json}.txt"
+echo
+echo "== $OUT (measuring took $t_took s)"

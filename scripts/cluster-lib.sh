@@ -17,11 +17,13 @@ nsync_build() {
   fi
 }
 
-# True if TCP port $1 can be bound on 127.0.0.1 now.
+# True if TCP port $1 can be bound on 127.0.0.1 now. SO_REUSEADDR as nsyncfs
+# does, so a port left in TIME_WAIT by a cluster that just stopped counts as free.
 nsync_port_free() {
   "$NSYNC_PY" - "$1" <<'EOF'
 import socket, sys
 s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:
@@ -96,6 +98,7 @@ nsync_cluster_start() {
   local repo=$1 d=$2 n=$3 base=$4 i list="" cport fport
   local bin="$repo/build/nsyncfs"
   nsync_pick_ports "$n" "$base"
+  NSYNC_N=$n
   for ((i = 1; i <= n; i++)); do
     list+="${list:+,}$NSYNC_HOST:${NSYNC_PORTS[$((i - 1))]}:${NSYNC_PORTS[$((n + i - 1))]}"
   done
@@ -118,13 +121,30 @@ nsync_cluster_start() {
     nsync_wait 30 "a leader agreed by all nodes (GET /v1/status)" nsync_leader_agreed "$d" "$n"
 }
 
+# nsync_node_pid DIR I: the pid of node I's nsyncfs process (daemonized, so
+# found by its command line: BACKING DIR/b<I> and mount DIR/m<I>).
+nsync_node_pid() {
+  pgrep -f -- "nsyncfs $1/b$2 $1/m$2( |\$)" | head -n 1
+}
+
+# nsync_status_url I: node I's GET /v1/status URL (after nsync_cluster_start,
+# whose NSYNC_PORTS it reads; NSYNC_N is that cluster's size).
+nsync_status_url() {
+  echo "http://$NSYNC_HOST:${NSYNC_PORTS[$((NSYNC_N + $1 - 1))]}/v1/status"
+}
+
 # No nsyncfs process serves a BACKING under DIR (read-only check).
 nsync_none_running() { ! pgrep -f -- "nsyncfs $1/b" >/dev/null; }
 
-# nsync_cluster_stop DIR: unmount every node (each daemon then leaves the
-# cluster and exits), wait for the daemons, remove DIR.
+# No nsyncfs process serves node I of DIR (read-only check).
+nsync_node_gone() { [[ -z "$(nsync_node_pid "$1" "$2")" ]]; }
+
+# nsync_cluster_stop DIR: unmount the nodes one at a time (each daemon then
+# leaves the cluster and exits; waiting for it before unmounting the next keeps
+# a quorum for every leave, which is much faster than unmounting all at once),
+# wait for the daemons, remove DIR.
 nsync_cluster_stop() {
-  local d=$1 m left=0
+  local d=$1 m i left=0
   [[ -d "$d" ]] || { echo "no such folder: $d" >&2; return 1; }
   for m in "$d"/m*; do
     [[ -d "$m" ]] || continue
@@ -132,6 +152,10 @@ nsync_cluster_stop() {
       fusermount3 -u "$m" 2>/dev/null ||
         { sleep 0.5; fusermount3 -u "$m" 2>/dev/null; } ||
         fusermount3 -u -z "$m" 2>/dev/null || true
+      i=${m##*/m}
+      if [[ "$i" =~ ^[0-9]+$ ]]; then
+        nsync_wait 10 "node $i of $d to exit" nsync_node_gone "$d" "$i" || true
+      fi
     fi
   done
   # the daemons exit once unmounted; wait (bounded) until none runs on DIR

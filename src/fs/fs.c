@@ -826,13 +826,22 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
      * is visible at once. Each open also drops the page cache (no
      * kernel_cache). */
     cfg->entry_timeout = 1.0;
-    cfg->attr_timeout = 1.0;
+    /* Attributes are not cached: the fetch worker replaces a file by a
+     * rename, and a reader that opens the new file between that rename and
+     * the invalidation would otherwise read it cut at the old cached size.
+     * With AUTO_INVAL_DATA below, the kernel asks for the size (through the
+     * open handle) before it reads. */
+    cfg->attr_timeout = 0.0;
     cfg->negative_timeout = 0.0;
     cfg->kernel_cache = 0;
     cfg->auto_cache = 0;
     /* O_APPEND is passed through to BACKING, which is only right without
      * the kernel's writeback cache. */
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+    /* A read after fs_invalidate must ask for the size again, or it stops
+     * at the size of the version the fetch worker just replaced. */
+    if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
+        conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
     return fuse_get_context()->private_data;
 }
 

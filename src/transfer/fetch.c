@@ -560,9 +560,9 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
                 xfer_mkparents(ns->backing_fd, it->path) == 0 &&
                 renameat(ns->backing_fd, it->renamed_from, ns->backing_fd, it->path) == 0) {
                 close(fd);
-                xfer_sync_parent(ns->backing_fd, it->path);
                 xfer_invalidate(f, it->renamed_from);
                 xfer_invalidate(f, it->path);
+                xfer_sync_parent(ns->backing_fd, it->path);
                 return XFER_DONE;
             }
             close(fd);
@@ -610,8 +610,8 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
         unlinkat(ns->staging_fd, tmp, 0);
         return rc;
     }
+    xfer_invalidate(f, it->path); /* first: shrink the window of a stale cached size */
     xfer_sync_parent(ns->backing_fd, it->path);
-    xfer_invalidate(f, it->path);
     return XFER_DONE;
 }
 
@@ -665,8 +665,8 @@ static int xfer_dir(struct xfer_fetcher *f, struct xfer_item *it)
         xfer_fail(it, rc, "setting mode/mtime: %s", strerror(-rc));
         return rc;
     }
+    xfer_invalidate(f, it->path); /* first: shrink the window of a stale cached size */
     xfer_sync_parent(bfd, it->path);
-    xfer_invalidate(f, it->path);
     return XFER_DONE;
 }
 
@@ -714,8 +714,8 @@ static int xfer_symlink(struct xfer_fetcher *f, struct xfer_item *it)
         xfer_fail(it, rc, "installing symlink: %s", strerror(-rc));
         return rc;
     }
+    xfer_invalidate(f, it->path); /* first: shrink the window of a stale cached size */
     xfer_sync_parent(ns->backing_fd, it->path);
-    xfer_invalidate(f, it->path);
     return XFER_DONE;
 }
 
@@ -738,8 +738,8 @@ static int xfer_tombstone(struct xfer_fetcher *f, struct xfer_item *it)
             return rc;
         }
     }
+    xfer_invalidate(f, it->path); /* first: shrink the window of a stale cached size */
     xfer_sync_parent(ns->backing_fd, it->path);
-    xfer_invalidate(f, it->path);
     return XFER_DONE;
 }
 

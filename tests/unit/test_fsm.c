@@ -941,6 +941,45 @@ static void test_now_monotonic(void **state)
     assert_int_equal(exp, 1151);
 }
 
+/* The whole life of a crashed holder's lock (issue 4): it blocks others
+ * while live, frees itself at the lease's end without any command from the
+ * holder, and the holder's late RENEW, ANNOUNCE or UNLOCK (a node that was
+ * only partitioned) cannot take it back or overwrite the new holder's
+ * change. */
+static void test_lock_holder_crash(void **state)
+{
+    struct fsm *f = *state;
+    assert_int_equal(join(f, N1), 0);
+    assert_int_equal(join(f, N2), 0);
+    assert_int_equal(announce(f, N1, "f", FSM_FILE), 0);
+    assert_int_equal(lock(f, N1, "f", 1000, 2000), 0);
+    assert_int_equal(renew(f, N1, 2000, 2000), 0);   /* live until 4000 */
+    /* N1 dies: no more RENEW. N2 waits out the lease. */
+    assert_int_equal(lock(f, N2, "f", 3000, 2000), -EBUSY);
+    assert_int_equal(lock(f, N2, "f", 4000, 2000), -EBUSY);
+    assert_int_equal(lock(f, N2, "f", 4001, 2000), 0);
+    uint64_t holder, exp;
+    assert_int_equal(fsm_lock_get(f, "f", &holder, &exp), 1);
+    assert_int_equal(holder, N2);
+    assert_int_equal(exp, 6001);
+    /* N1's late commands change nothing of N2's. */
+    assert_int_equal(renew(f, N1, 4100, 2000), 0);
+    assert_int_equal(fsm_lock_get(f, "f", &holder, &exp), 1);
+    assert_int_equal(holder, N2);
+    assert_int_equal(exp, 6001);
+    assert_int_equal(fsm_locks_of(f, N1), 0);
+    assert_int_equal(announce_meta(f, N1, "f", file_meta(1, 1), true, 4200), -EBUSY);
+    assert_int_equal(unlock(f, N1, "f"), 0);
+    assert_int_equal(fsm_lock_get(f, "f", &holder, NULL), 1);
+    assert_int_equal(holder, N2);
+    /* The new holder's announce with unlock lands and frees the path. */
+    assert_int_equal(announce_meta(f, N2, "f", file_meta(5, 5), true, 4300), 0);
+    assert_int_equal(fsm_get(f, "f")->size, 5);
+    assert_int_equal(fsm_get(f, "f")->origin, N2);
+    assert_int_equal(fsm_lock_get(f, "f", NULL, NULL), 0);
+    assert_int_equal(lock(f, N1, "f", 4400, 2000), 0);
+}
+
 /* ---------------- rename ---------------- */
 
 static void test_rename_file(void **state)
@@ -1634,6 +1673,7 @@ int main(void)
         T(test_locks),
         T(test_announce_locked),
         T(test_now_monotonic),
+        T(test_lock_holder_crash),
         T(test_rename_file),
         T(test_rename_dir),
         T(test_rename_locked),

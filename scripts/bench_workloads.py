@@ -1,0 +1,436 @@
+#!/usr/bin/python3
+"""Workload driver for scripts/bench.sh (stdlib only; the same code for every target).
+
+    bench_workloads.py run --target NAME=DIR [--target ...] [--settle NAME=URL[,URL...]]
+                           [--runs 3] [--size-mib 1024] [--files 2000] --json OUT
+        Per round and per target (the order rotates each round): 4 KiB creates
+        (open/write/close each, one process) in files/s; SIZE_MIB sequential write
+        with fsync before close in MiB/s; cold sequential read of that file (page
+        cache dropped first) in MiB/s. Before every timed step: the nsyncfs
+        targets given with --settle are waited on until no node reports pending
+        work (GET URL -> pending_entries == 0 and pending == 0), then sync().
+    bench_workloads.py procs --proc NAME=PID [...] [--reset-hwm] [--idle-seconds S] --json OUT
+        Resident memory (VmRSS, VmHWM) of each process; --reset-hwm then resets
+        the peak (echo 5 > /proc/PID/clear_refs); --idle-seconds measures the CPU
+        (utime+stime from /proc/PID/stat) each uses over S seconds.
+    bench_workloads.py settle --url URL [...]
+        Wait until those nodes report no pending work.
+    bench_workloads.py report --workloads J [--syncbench J] [--procs-before J]
+                              [--procs-after J] [--meta K=V ...] --json OUT
+        Print the table (medians, ratios) and write the combined JSON.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import urllib.request
+
+MIB = 1 << 20
+CHUNK = MIB
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pairs(values, what):
+    out = []
+    for v in values or []:
+        name, sep, rest = v.partition("=")
+        if not sep or not name or not rest:
+            sys.exit(f"bench_workloads: {what} '{v}' is not NAME=VALUE")
+        out.append((name, rest))
+    return out
+
+
+# ---------------------------------------------------------------- settle / sync
+
+def node_pending(url):
+    """Pending work a node reports, or None when it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            st = json.load(r)
+    except Exception:
+        return None
+    return int(st.get("pending_entries") or 0) + int(st.get("pending") or 0)
+
+
+def settle(urls, timeout=600.0):
+    """Wait until every URL reports nothing pending. Returns the seconds waited,
+    or None on timeout (the caller notes it and goes on)."""
+    if not urls:
+        return 0.0
+    t0 = time.monotonic()
+    while True:
+        if all(node_pending(u) == 0 for u in urls):
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            return None
+        time.sleep(0.05)
+
+
+def drop_caches():
+    """True if the page cache (and dentries/inodes) were dropped."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError as e:
+        log(f"   cannot drop caches ({e}): the 'cold' read is not cold")
+        return False
+
+
+# ---------------------------------------------------------------- workloads
+
+def w_creates(d, n):
+    """n files of 4 KiB, each open/write/close, in a fresh folder. files/s."""
+    os.mkdir(d)
+    base = bytearray(os.urandom(4096))
+    blobs = []
+    for i in range(n):
+        base[:8] = i.to_bytes(8, "little")
+        blobs.append(bytes(base))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    t0 = time.perf_counter()
+    for i in range(n):
+        fd = os.open(os.path.join(d, f"f{i:05d}"), flags, 0o644)
+        try:
+            if os.write(fd, blobs[i]) != 4096:
+                raise OSError("short write")
+        finally:
+            os.close(fd)
+    dt = time.perf_counter() - t0
+    return n / dt, dt
+
+
+def w_write(path, mib):
+    """mib MiB written sequentially in 1 MiB writes, fsync, close. MiB/s
+    (the time includes open, fsync and close: close is when nsyncfs commits)."""
+    buf = bytearray(os.urandom(CHUNK))
+    mv = memoryview(buf)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    t0 = time.perf_counter()
+    fd = os.open(path, flags, 0o644)
+    try:
+        for i in range(mib):
+            buf[:8] = i.to_bytes(8, "little")
+            off = 0
+            while off < CHUNK:
+                off += os.write(fd, mv[off:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    dt = time.perf_counter() - t0
+    return mib / dt, dt
+
+
+def w_read(path, mib):
+    """Sequential read in 1 MiB reads until EOF. MiB/s."""
+    buf = bytearray(CHUNK)
+    total = 0
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        while True:
+            n = os.readv(fd, [buf])
+            if n == 0:
+                break
+            total += n
+    finally:
+        os.close(fd)
+    dt = time.perf_counter() - t0
+    if total != mib * MIB:
+        raise RuntimeError(f"read {total} bytes of {path}, expected {mib * MIB}")
+    return mib / dt, dt
+
+
+def summary(values):
+    if not values:
+        return {"median": None, "runs": []}
+    return {"median": statistics.median(values), "min": min(values),
+            "max": max(values), "runs": values}
+
+
+def cmd_run(a):
+    targets = pairs(a.target, "--target")
+    settle_urls = [u for _, v in pairs(a.settle, "--settle") for u in v.split(",") if u]
+    names = [n for n, _ in targets]
+    res = {n: {"creates_files_per_s": [], "write_mib_per_s": [], "read_mib_per_s": []}
+           for n in names}
+    notes = []
+    cold = True
+    tag = f"{os.getpid()}"
+
+    def prepare(what):
+        waited = settle(settle_urls, a.settle_timeout)
+        if waited is None:
+            notes.append(f"{what}: cluster not settled after {a.settle_timeout:.0f} s")
+            log(f"   warning: {notes[-1]}")
+        os.sync()
+
+    for r in range(a.runs):
+        k = r % len(targets)
+        order = targets[k:] + targets[:k]   # rotate: no target always goes first
+        log(f"== round {r + 1}/{a.runs}: {', '.join(n for n, _ in order)}")
+        for name, d in order:
+            prepare(f"{name} creates round {r + 1}")
+            rate, dt = w_creates(os.path.join(d, f"bench-creates-{tag}-{r}"), a.files)
+            res[name]["creates_files_per_s"].append(rate)
+            log(f"   {name:16s} creates  {rate:10.0f} files/s ({dt:.2f} s)")
+        for name, d in order:
+            path = os.path.join(d, f"bench-seq-{tag}-{r}.bin")
+            prepare(f"{name} write round {r + 1}")
+            rate, dt = w_write(path, a.size_mib)
+            res[name]["write_mib_per_s"].append(rate)
+            log(f"   {name:16s} write    {rate:10.1f} MiB/s ({dt:.2f} s)")
+            prepare(f"{name} read round {r + 1}")
+            if a.drop_caches:
+                cold = drop_caches() and cold
+            rate, dt = w_read(path, a.size_mib)
+            res[name]["read_mib_per_s"].append(rate)
+            log(f"   {name:16s} read     {rate:10.1f} MiB/s ({dt:.2f} s)")
+            os.unlink(path)   # untimed; frees the disk (and replicates the delete)
+    settle(settle_urls, a.settle_timeout)
+    out = {
+        "runs": a.runs, "size_mib": a.size_mib, "files": a.files,
+        "cold_read": bool(a.drop_caches and cold),
+        "targets": {n: {k: summary(v) for k, v in res[n].items()} for n in names},
+        "dirs": dict(targets), "notes": notes,
+    }
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=2)
+        f.write("\n")
+
+
+# ---------------------------------------------------------------- processes
+
+def proc_status(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM", "Threads"):
+                out[k] = int(v.split()[0])
+    return {"rss_kib": out.get("VmRSS"), "hwm_kib": out.get("VmHWM"),
+            "threads": out.get("Threads")}
+
+
+def proc_cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # after the ')' field 3 (state) is index 0, so utime (14) is 11 and stime (15) is 12
+    return int(fields[11]) + int(fields[12])
+
+
+def cmd_procs(a):
+    procs = pairs(a.proc, "--proc")
+    out = {}
+    for name, pid in procs:
+        out[name] = {"pid": int(pid), **proc_status(pid)}
+    if a.reset_hwm:
+        for name, pid in procs:
+            try:
+                with open(f"/proc/{pid}/clear_refs", "w") as f:
+                    f.write("5\n")
+                out[name]["hwm_reset"] = True
+            except OSError as e:
+                out[name]["hwm_reset"] = False
+                log(f"   cannot reset the peak RSS of {name} ({e})")
+    if a.idle_seconds > 0:
+        hz = os.sysconf("SC_CLK_TCK")
+        t0 = time.monotonic()
+        before = {n: proc_cpu_ticks(p) for n, p in procs}
+        time.sleep(a.idle_seconds)
+        after = {n: proc_cpu_ticks(p) for n, p in procs}
+        dt = time.monotonic() - t0
+        for name, _ in procs:
+            secs = (after[name] - before[name]) / hz
+            out[name]["idle_cpu_s"] = secs
+            out[name]["idle_cpu_pct"] = 100.0 * secs / dt
+            out[name]["idle_window_s"] = dt
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=2)
+        f.write("\n")
+
+
+def cmd_settle(a):
+    w = settle(a.url, a.timeout)
+    if w is None:
+        log(f"   warning: not settled after {a.timeout:.0f} s")
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------- report
+
+def load(path):
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def fmt(v, nd=0):
+    if v is None:
+        return "-"
+    return f"{v:,.{nd}f}"
+
+
+def ratio(a, b):
+    if a is None or not b:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def table(rows, header, left=1):
+    """Columns padded to width; the first `left` columns left-aligned, the others right."""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    out = [line(header), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def cmd_report(a):
+    wl = load(a.workloads) or {}
+    sb = load(a.syncbench)
+    before = load(a.procs_before) or {}
+    after = load(a.procs_after) or {}
+    meta = dict(pairs(a.meta, "--meta"))
+    T = wl.get("targets", {})
+    cols = [c for c in ("native", "passthrough_ll", "nsyncfs-1", "nsyncfs-3") if c in T]
+    med = lambda t, k: ((T.get(t) or {}).get(k) or {}).get("median")
+    lines = []
+    p = lines.append
+    p(f"nsyncfs bench  {meta.get('date', '')}  {meta.get('machine', '')}")
+    p(f"medians of {wl.get('runs')} runs; {wl.get('files')} x 4 KiB creates; "
+      f"{wl.get('size_mib')} MiB sequential write (+fsync) and "
+      f"{'cold' if wl.get('cold_read') else 'NOT cold (caches not dropped)'} read")
+    if meta.get("load"):
+        p(f"load average (1, 5, 15 min) {meta['load']}")
+    p("")
+    header = ["workload"] + cols
+    ratios = [("nsyncfs-1", "passthrough_ll", "1n/pt"), ("nsyncfs-3", "passthrough_ll", "3n/pt"),
+              ("nsyncfs-1", "native", "1n/native"), ("nsyncfs-3", "native", "3n/native"),
+              ("passthrough_ll", "native", "pt/native")]
+    ratios = [r for r in ratios if r[0] in T and r[1] in T]
+    header += [r[2] for r in ratios]
+    rows = []
+    for key, label, nd in (("creates_files_per_s", "4 KiB creates (files/s)", 0),
+                           ("write_mib_per_s", "seq write+fsync (MiB/s)", 1),
+                           ("read_mib_per_s", "cold seq read (MiB/s)", 1)):
+        rows.append([label] + [fmt(med(c, key), nd) for c in cols] +
+                    [ratio(med(x, key), med(y, key)) for x, y, _ in ratios])
+    p(table(rows, header))
+    rng = lambda t, k, nd: (f"{fmt((T.get(t) or {}).get(k, {}).get('min'), nd)}-"
+                            f"{fmt((T.get(t) or {}).get(k, {}).get('max'), nd)}")
+    rows = [[label] + [rng(c, key, nd) for c in cols]
+            for key, label, nd in (("creates_files_per_s", "4 KiB creates (files/s)", 0),
+                                   ("write_mib_per_s", "seq write+fsync (MiB/s)", 0),
+                                   ("read_mib_per_s", "cold seq read (MiB/s)", 0))]
+    p("")
+    p("range over the runs (min-max), to judge the noise:")
+    p(table(rows, ["workload"] + cols))
+    for n in wl.get("notes", []):
+        p(f"note: {n}")
+
+    if sb:
+        w = sb.get("workloads", {})
+        p("")
+        p("3-node cluster, syncbench (write on node 1, check nodes 2 and 3):")
+        rows = []
+        if "latency" in w:
+            x = w["latency"]
+            rows.append(["replication latency 4 KiB",
+                         f"p50 {fmt(x.get('p50_ms'), 1)} ms, p95 {fmt(x.get('p95_ms'), 1)} ms, "
+                         f"max {fmt(x.get('max_ms'), 1)} ms ({x.get('files')} files, "
+                         f"{x.get('missed')} missed)"])
+        if "small" in w:
+            x = w["small"]
+            rows.append([f"burst of {x.get('files')} x 4 KiB",
+                         f"{fmt(x.get('local_files_per_s'))} files/s on node 1; on all nodes "
+                         f"after {fmt(x.get('replicated_s'), 2)} s "
+                         f"({fmt(x.get('replicated_files_per_s'))} files/s, {x.get('missing')} missing)"])
+        if "large" in w:
+            x = w["large"]
+            nat = med("native", "write_mib_per_s")
+            rows.append([f"large file {x.get('mib')} MiB",
+                         f"written at {fmt(x.get('local_write_mib_per_s'), 1)} MiB/s; identical on "
+                         f"nodes 2 and 3 after {fmt(x.get('replicated_s'), 2)} s = "
+                         f"{fmt(x.get('replicated_mib_per_s'), 1)} MiB/s "
+                         f"({ratio(x.get('replicated_mib_per_s'), nat)} native write)"])
+        if "delete" in w:
+            x = w["delete"]
+            rows.append([f"delete {x.get('files')} files",
+                         f"gone everywhere after {fmt(x.get('gone_s'), 2)} s "
+                         f"({x.get('remaining')} remaining)"])
+        p(table(rows, ["workload", "result"], left=2))
+    if after:
+        p("")
+        p("processes (peak RSS = VmHWM since reset just before syncbench; "
+          "lifetime = VmHWM before that reset):")
+        rows = []
+        for name, x in after.items():
+            b = before.get(name, {})
+            rows.append([name, fmt((x.get("hwm_kib") or 0) / 1024, 1),
+                         fmt((b.get("hwm_kib") or 0) / 1024, 1) if b else "-",
+                         fmt((x.get("rss_kib") or 0) / 1024, 1),
+                         fmt(x.get("idle_cpu_pct"), 2)])
+        win = next((x.get("idle_window_s") for x in after.values()), None)
+        p(table(rows, ["process", "peak RSS MiB", "lifetime peak MiB", "RSS now MiB",
+                       f"idle CPU % ({fmt(win, 0)} s)"]))
+    text = "\n".join(lines)
+    print(text)
+    out = {"meta": meta, "workloads": wl, "syncbench": sb,
+           "procs_before_syncbench": before, "procs_after": after, "table": text}
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=2)
+        f.write("\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--target", action="append", required=True)
+    r.add_argument("--settle", action="append")
+    r.add_argument("--settle-timeout", type=float, default=600.0)
+    r.add_argument("--runs", type=int, default=3)
+    r.add_argument("--size-mib", type=int, default=1024)
+    r.add_argument("--files", type=int, default=2000)
+    r.add_argument("--no-drop-caches", dest="drop_caches", action="store_false")
+    r.add_argument("--json", required=True)
+    r.set_defaults(fn=cmd_run)
+    q = sub.add_parser("procs")
+    q.add_argument("--proc", action="append", required=True)
+    q.add_argument("--reset-hwm", action="store_true")
+    q.add_argument("--idle-seconds", type=float, default=0.0)
+    q.add_argument("--json", required=True)
+    q.set_defaults(fn=cmd_procs)
+    s = sub.add_parser("settle")
+    s.add_argument("--url", action="append", required=True)
+    s.add_argument("--timeout", type=float, default=600.0)
+    s.set_defaults(fn=cmd_settle)
+    t = sub.add_parser("report")
+    t.add_argument("--workloads", required=True)
+    t.add_argument("--syncbench")
+    t.add_argument("--procs-before")
+    t.add_argument("--procs-after")
+    t.add_argument("--meta", action="append")
+    t.add_argument("--json", required=True)
+    t.set_defaults(fn=cmd_report)
+    a = ap.parse_args()
+    if getattr(a, "runs", 1) < 1 or getattr(a, "size_mib", 1) < 1:
+        sys.exit("bench_workloads: --runs and --size-mib must be >= 1")
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()
