@@ -15,7 +15,7 @@ cd "$REPO" || exit 1
 PY=/usr/bin/python3
 
 declare -A RESULT=()
-ORDER=(deps build unit integration)
+ORDER=(deps build unit integration chaos)
 fail=0
 
 step() { # name, command...
@@ -58,6 +58,9 @@ integration() {
   "$PY" -m pytest -v -rfE ${PYTEST_ARGS:-} tests/integration
 }
 step integration integration
+
+# A short fault campaign: kill -9 random nodes under load (scripts/chaos.sh).
+step chaos "$REPO/scripts/chaos.sh" 3 --max-seconds 80
 
 summary
 exit "$fail"

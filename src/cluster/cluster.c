@@ -646,6 +646,11 @@ int cluster_start(struct nsync *ns, struct cluster **out)
         return -EIO;
     }
     raft_uv_set_connect_retry_delay(&c->io, 200);
+    /* raft preallocates a few log segments ahead; at the 8 MiB default that
+     * is 24 MiB, and a node whose disk cannot give it stops applying (a
+     * leader even crashes inside libraft). Our commands are small: 1 MiB
+     * segments hold thousands and keep the reservation at 3 MiB. */
+    raft_uv_set_segment_size(&c->io, 1024 * 1024);
     c->fsm_iface.version = 1;
     c->fsm_iface.data = c;
     c->fsm_iface.apply = fsm_iface_apply;
