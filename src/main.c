@@ -418,11 +418,11 @@ int main(int argc, char **argv)
         rc = xfer_server_start(&ns, &ns.server);
     if (rc == 0) {
         fs_set_fuse(ns.fs, fuse);
-        rc = xfer_fetcher_start(&ns, &ns.fetcher);
+        /* before the fetch worker: it asks reconcile about local edits */
+        rc = reconcile_start(&ns, &ns.reconcile);
     }
-    struct reconcile *recon = NULL;
     if (rc == 0)
-        rc = reconcile_start(&ns, &recon);
+        rc = xfer_fetcher_start(&ns, &ns.fetcher);
     if (rc == 0 && fuse_set_signal_handlers(fuse_get_session(fuse)) == 0) {
         log_info("mounted %s (backing %s), node %016llx", ns.cfg.mountpoint, ns.cfg.backing,
                  (unsigned long long)ns.self_id);
@@ -441,10 +441,12 @@ int main(int argc, char **argv)
      * An unmount or SIGTERM/SIGINT is a clean leave: in-flight announces are
      * done (the FUSE loop has returned), so the node leaves the cluster
      * before the server that the leader may still call goes away. */
-    reconcile_stop(recon);
     struct xfer_fetcher *fetcher = ns.fetcher;
     ns.fetcher = NULL; /* the server's status page stops asking it */
     xfer_fetcher_stop(fetcher);
+    struct reconcile *recon = ns.reconcile;
+    ns.reconcile = NULL;
+    reconcile_stop(recon);
     bool left = false;
     if (ns.cluster && exit_code == 0) {
         int lrc = cluster_leave(ns.cluster, ns.cfg.submit_timeout_ms + 2000);

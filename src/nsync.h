@@ -19,6 +19,7 @@ struct xfer_server;
 struct xfer_fetcher;
 struct xfer_client;
 struct fs;
+struct reconcile;
 
 /* One node of the cluster as named on the command line. */
 struct nsync_peer {
@@ -62,6 +63,7 @@ struct nsync {
     struct xfer_server *server;
     struct xfer_fetcher *fetcher;
     struct fs *fs;
+    struct reconcile *reconcile;   /* only while a join's catch-up runs; else NULL */
 };
 
 /* Stable, non-zero id of a node: XXH3-64 of "host:cport". The same on every

@@ -913,19 +913,28 @@ int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeou
     {
         struct cluster_status st;
         cluster_get_status(c, &st);
+        /* Name the peers that do not answer: that is what an operator has
+         * to bring back. A short status probe each, off the loop thread. */
         char peers[1024] = "";
         size_t off = 0;
         for (size_t i = 0; i < c->ns->cfg.n_peers; i++) {
             const struct nsync_peer *p = &c->ns->cfg.peers[i];
             if (p->id == c->ns->self_id)
                 continue;
+            char faddr[NSYNC_ADDR_MAX];
+            snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
+            cJSON *js = NULL;
+            if (xfer_client_status(c->ns->client, faddr, 300, &js) == 0) {
+                cJSON_Delete(js);
+                continue;
+            }
             int n = snprintf(peers + off, sizeof peers - off, "%s%s:%u", off ? ", " : "", p->host, p->cport);
             if (n > 0 && (size_t)n < sizeof peers - off)
                 off += (size_t)n;
         }
         log_warn("cluster: no quorum: change not committed within %u ms (role %d, leader %016" PRIx64
-                 "); peers: %s",
-                 timeout_ms, st.state, st.leader_id, peers);
+                 "); unreachable peers: %s",
+                 timeout_ms, st.state, st.leader_id, off ? peers : "none (a vote or a leader change is under way)");
     }
     rc = -EROFS;
 out:

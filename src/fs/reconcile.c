@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <dirent.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cluster/cluster.h"
@@ -27,11 +28,16 @@
 #define MANIFEST "known"
 #define MANIFEST_TMP "known.tmp"
 
+struct item;
+
 struct reconcile {
     struct nsync *ns;
     pthread_t thread;
     pthread_mutex_t mu;
     bool stop;
+    bool done;              /* catch-up over: no more conflict copies */
+    struct item *items;     /* the manifest, sorted by path; read-only once loaded */
+    size_t n_items;
 };
 
 /* One record: u8 kind, u64 size, i64 mtime_ns, u32 len, path bytes. */
@@ -125,7 +131,13 @@ static int depth_desc(const void *a, const void *b)
     return (int)y->h.len - (int)x->h.len;
 }
 
-static void apply_manifest(struct reconcile *r)
+static int path_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct item *)a)->path, ((const struct item *)b)->path);
+}
+
+/* Read the manifest written at leave into r->items (sorted by path). */
+static void load_manifest(struct reconcile *r)
 {
     struct nsync *ns = r->ns;
     int fd = openat(ns->data_fd, MANIFEST, O_RDONLY | O_CLOEXEC);
@@ -166,6 +178,63 @@ static void apply_manifest(struct reconcile *r)
         items[n++].path = p;
     }
     fclose(f);
+    if (n)
+        qsort(items, n, sizeof *items, path_cmp);
+    r->items = items;
+    r->n_items = n;
+}
+
+static const struct item *manifest_find(const struct reconcile *r, const char *rel)
+{
+    struct item key = {.path = (char *)rel};
+    return r->n_items ? bsearch(&key, r->items, r->n_items, sizeof key, path_cmp) : NULL;
+}
+
+void reconcile_before_install(struct reconcile *r, const char *rel)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    bool done = r->done;
+    pthread_mutex_unlock(&r->mu);
+    if (done)
+        return;
+    struct nsync *ns = r->ns;
+    struct stat st;
+    if (fstatat(ns->backing_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+        return;
+    const struct item *it = manifest_find(r, rel);
+    int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    if (it && it->h.kind == FSM_FILE && it->h.size == (uint64_t)st.st_size && it->h.mtime_ns == mt)
+        return; /* as the cluster left it: nothing local to keep */
+    char stamp[32], conflict[4200];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    int len = snprintf(conflict, sizeof conflict, "%s.nsync-conflict-%08" PRIx32 "-%s", rel,
+                       (uint32_t)(ns->self_id >> 32), stamp);
+    if (len < 0 || (size_t)len >= sizeof conflict || path_check(conflict) < 0) {
+        log_error("rejoin: %s changed here and in the cluster, and no conflict name fits: "
+                  "the cluster's version replaces it", rel);
+        return;
+    }
+    if (renameat(ns->backing_fd, rel, ns->backing_fd, conflict) < 0) {
+        log_error("rejoin: cannot keep the local edit of %s as %s: %s", rel, conflict, strerror(errno));
+        return;
+    }
+    log_warn("rejoin: %s changed here while away and differs from the cluster's; the local "
+             "version is kept as %s", rel, conflict);
+}
+
+static void apply_manifest(struct reconcile *r)
+{
+    struct nsync *ns = r->ns;
+    size_t n = r->n_items;
+    struct item *items = malloc((n ? n : 1) * sizeof *items);
+    if (!items)
+        return;
+    memcpy(items, r->items, n * sizeof *items); /* same strings: owned by r->items */
     qsort(items, n, sizeof *items, depth_desc);
     size_t deleted = 0, kept = 0;
     for (size_t i = 0; i < n; i++) {
@@ -203,8 +272,6 @@ static void apply_manifest(struct reconcile *r)
         deleted++;
         fs_invalidate(ns->fs, p);
     }
-    for (size_t i = 0; i < n; i++)
-        free(items[i].path);
     free(items);
     unlinkat(ns->data_fd, MANIFEST, 0);
     log_info("rejoin: applied %zu deletes made while this node was away (%zu kept)", deleted, kept);
@@ -287,6 +354,9 @@ static void *reconcile_main(void *arg)
         }
         cluster_wait_change(r->ns->cluster, &seen, 500);
     }
+    pthread_mutex_lock(&r->mu);
+    r->done = true;
+    pthread_mutex_unlock(&r->mu);
     return NULL;
 }
 
@@ -300,6 +370,7 @@ int reconcile_start(struct nsync *ns, struct reconcile **out)
         return -ENOMEM;
     r->ns = ns;
     pthread_mutex_init(&r->mu, NULL);
+    load_manifest(r); /* before the fetch worker may replace anything */
     if (pthread_create(&r->thread, NULL, reconcile_main, r) != 0) {
         pthread_mutex_destroy(&r->mu);
         free(r);
@@ -319,5 +390,8 @@ void reconcile_stop(struct reconcile *r)
     cluster_kick(r->ns->cluster);
     pthread_join(r->thread, NULL);
     pthread_mutex_destroy(&r->mu);
+    for (size_t i = 0; i < r->n_items; i++)
+        free(r->items[i].path);
+    free(r->items);
     free(r);
 }

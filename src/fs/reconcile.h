@@ -13,11 +13,19 @@ struct reconcile;
  * successful leave, before the FSM is freed. 0 or -errno. Any thread. */
 int reconcile_save(struct nsync *ns);
 
-/* If this node joined (cluster_joined) or a manifest exists, start the
- * thread that, once the node has caught up, applies the manifest and
+/* If this node joined (cluster_joined) or a manifest exists, load the
+ * manifest and start the thread that, once the node has caught up, applies the manifest and
  * announces local-only paths; *out is NULL when there is nothing to do. 0 or -errno.
  * ns->cluster, ns->fetcher and ns->fs must exist. */
 int reconcile_start(struct nsync *ns, struct reconcile **out);
 void reconcile_stop(struct reconcile *r);
+
+/* The fetch worker is about to replace rel with the cluster's version. If
+ * this node changed rel while it was out of the cluster (it differs from the
+ * manifest, or the manifest never had it), the local file is first renamed
+ * to "rel.nsync-conflict-NODE-TIMESTAMP" (announced later as local-only):
+ * the cluster's version wins, the local edit is kept beside it. No-op once
+ * the catch-up is over or r is NULL. Any thread. */
+void reconcile_before_install(struct reconcile *r, const char *rel);
 
 #endif

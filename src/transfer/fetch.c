@@ -31,6 +31,7 @@
 #include "common/log.h"
 #include "common/path.h"
 #include "fs/fs.h"
+#include "fs/reconcile.h"
 #include "nsync.h"
 
 #define XFER_WORKERS 4            /* parallel file transfers */
@@ -602,6 +603,8 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
         if (rc < 0)
             xfer_fail(it, rc, "creating parent directories: %s", strerror(-rc));
     }
+    if (rc == 0)
+        reconcile_before_install(ns->reconcile, it->path); /* keeps a local edit beside */
     if (rc == 0 && renameat(ns->staging_fd, tmp, ns->backing_fd, it->path) < 0) {
         rc = -errno;
         xfer_fail(it, rc, "renaming into place: %s", strerror(-rc));

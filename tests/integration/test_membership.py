@@ -83,9 +83,18 @@ def test_rejoin_after_leave_gets_writes_changes_and_deletes(cluster):
     # announced to the cluster when it comes back.
     os.makedirs(c.node(v).bpath("local-only"))
     write_file(c.node(v).bpath("local-only/made-while-away.txt"), b"local bytes")
+    # Changed here while away, and (change.txt) in the cluster too: the
+    # cluster's version wins, the local edit is kept beside it.
+    write_file(c.node(v).bpath("change.txt"), b"edited locally while away")
 
     c.start(v)
     c.wait_file("local-only/made-while-away.txt", b"local bytes")
+
+    def conflict_copies():
+        names = [n for n in os.listdir(c.node(w).mnt) if n.startswith("change.txt.nsync-conflict-")]
+        return names if len(names) == 1 else None
+    name = wait_for(conflict_copies, SYNC_TIMEOUT, "one conflict copy of change.txt")[0]
+    c.wait_file(name, b"edited locally while away")
     c.wait_trees_equal()
     nd = c.node(v)
     assert read_bytes(nd.path("change.txt")) == b"new content"
