@@ -77,4 +77,7 @@ const struct nsync_peer *nsync_peer_by_id(const struct nsync *ns, uint64_t id);
  * FSM never reads a clock. */
 uint64_t nsync_now_ms(void);
 
+/* Monotonic milliseconds, for timeouts and back-off. */
+uint64_t nsync_mono_ms(void);
+
 #endif

@@ -93,12 +93,6 @@ struct cluster {
     pthread_cond_t renew_cv;
 };
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void abs_deadline(struct timespec *ts, unsigned ms)
 {
@@ -584,17 +578,17 @@ static bool should_join(struct nsync *ns)
 static int join_cluster(struct cluster *c, unsigned timeout_ms)
 {
     struct nsync *ns = c->ns;
-    uint64_t deadline = mono_ms() + timeout_ms;
+    uint64_t deadline = nsync_mono_ms() + timeout_ms;
     char my_faddr[NSYNC_ADDR_MAX];
     snprintf(my_faddr, sizeof my_faddr, "%s:%u", ns->cfg.host, ns->cfg.fport);
     int rc = -EHOSTUNREACH;
-    while (mono_ms() < deadline) {
+    while (nsync_mono_ms() < deadline) {
         for (size_t i = 0; i < ns->cfg.n_peers; i++) {
             const struct nsync_peer *p = &ns->cfg.peers[i];
             char lf[NSYNC_ADDR_MAX] = "";
             if (p->id == ns->self_id || probe_peer(ns, p, lf, sizeof lf) < 0 || !lf[0])
                 continue;
-            uint64_t now = mono_ms();
+            uint64_t now = nsync_mono_ms();
             if (now >= deadline)
                 break;
             rc = xfer_client_membership(ns->client, lf, true, ns->self_id, c->address, my_faddr,
@@ -872,12 +866,12 @@ int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeou
     size_t len;
     if (fsm_cmd_encode(cmd, &buf, &len) < 0)
         return -EINVAL;
-    uint64_t start = mono_ms(), deadline = start + timeout_ms;
+    uint64_t start = nsync_mono_ms(), deadline = start + timeout_ms;
     unsigned backoff = 5;
     int rc = -EROFS, last_err = 0;
     uint64_t seen = 0;
     for (;;) {
-        uint64_t now = mono_ms();
+        uint64_t now = nsync_mono_ms();
         if (now >= deadline)
             break;
         unsigned left = (unsigned)(deadline - now);
@@ -1014,11 +1008,11 @@ static void *renew_main(void *arg)
 int cluster_add_node(struct cluster *c, uint64_t id, const char *caddr, const char *faddr,
                      unsigned timeout_ms)
 {
-    uint64_t deadline = mono_ms() + timeout_ms;
+    uint64_t deadline = nsync_mono_ms() + timeout_ms;
     int rc = membership_local(c, REQ_ADD, id, caddr, timeout_ms);
     if (rc < 0)
         return rc;
-    uint64_t now = mono_ms();
+    uint64_t now = nsync_mono_ms();
     struct fsm_cmd cmd = {.op = FSM_OP_JOIN, .node = id, .caddr = caddr, .faddr = faddr};
     struct cluster_reply rep;
     rc = cluster_submit(c, &cmd, now < deadline ? (unsigned)(deadline - now) : 1, &rep);
@@ -1029,13 +1023,13 @@ int cluster_add_node(struct cluster *c, uint64_t id, const char *caddr, const ch
 
 int cluster_remove_node(struct cluster *c, uint64_t id, unsigned timeout_ms)
 {
-    uint64_t deadline = mono_ms() + timeout_ms;
+    uint64_t deadline = nsync_mono_ms() + timeout_ms;
     struct fsm_cmd cmd = {.op = FSM_OP_LEAVE, .node = id};
     struct cluster_reply rep;
     int rc = cluster_submit(c, &cmd, timeout_ms, &rep);
     if (rc < 0)
         return rc;
-    uint64_t now = mono_ms();
+    uint64_t now = nsync_mono_ms();
     rc = membership_local(c, REQ_REMOVE, id, NULL, now < deadline ? (unsigned)(deadline - now) : 1);
     if (rc == 0)
         log_info("cluster: node %016" PRIx64 " left", id);
@@ -1044,7 +1038,7 @@ int cluster_remove_node(struct cluster *c, uint64_t id, unsigned timeout_ms)
 
 int cluster_leave(struct cluster *c, unsigned timeout_ms)
 {
-    uint64_t deadline = mono_ms() + timeout_ms;
+    uint64_t deadline = nsync_mono_ms() + timeout_ms;
     uint64_t seen = 0;
     struct cluster_status st;
     cluster_get_status(c, &st);
@@ -1052,7 +1046,7 @@ int cluster_leave(struct cluster *c, unsigned timeout_ms)
         return -EALREADY;
     /* A leader cannot vote on its own removal gracefully: hand over first,
      * so the remaining nodes elect nobody and lose no time. */
-    while (st.state == RAFT_LEADER && mono_ms() < deadline) {
+    while (st.state == RAFT_LEADER && nsync_mono_ms() < deadline) {
         if (membership_local(c, REQ_TRANSFER, 0, NULL, 2000) < 0)
             break;
         cluster_wait_change(c, &seen, 100);
@@ -1060,8 +1054,8 @@ int cluster_leave(struct cluster *c, unsigned timeout_ms)
     }
     int rc = -EROFS;
     unsigned backoff = 20;
-    while (mono_ms() < deadline) {
-        unsigned left = (unsigned)(deadline - mono_ms());
+    while (nsync_mono_ms() < deadline) {
+        unsigned left = (unsigned)(deadline - nsync_mono_ms());
         cluster_get_status(c, &st);
         if (st.state == RAFT_LEADER) {
             rc = cluster_remove_node(c, c->ns->self_id, left);

@@ -3,8 +3,12 @@
 #include "common/path.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "nsync.h"
 
@@ -67,4 +71,16 @@ bool path_is_under(const char *child, const char *dir)
 {
     size_t n = strlen(dir);
     return strncmp(child, dir, n) == 0 && (child[n] == '\0' || child[n] == '/');
+}
+
+int path_open_beneath(int dirfd, const char *rel, int flags)
+{
+    struct open_how how = {
+        .flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
+        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
+    if (fd < 0 && errno == ENOSYS)
+        fd = openat(dirfd, rel, flags | O_NOFOLLOW | O_CLOEXEC);
+    return (int)fd;
 }

@@ -23,4 +23,11 @@ int path_from_fuse(const char *fuse_path, char *out, size_t outsz);
 /* True if child equals dir or lies below it ("a" covers "a/b", not "ab"). */
 bool path_is_under(const char *child, const char *dir);
 
+/* Open rel below dirfd without following a symlink anywhere on the way
+ * (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), so a symlink inside
+ * BACKING can never lead outside it. On kernels without openat2 it falls
+ * back to openat with O_NOFOLLOW (last component only). O_CLOEXEC is added.
+ * Returns the fd, or -1 with errno set. */
+int path_open_beneath(int dirfd, const char *rel, int flags);
+
 #endif

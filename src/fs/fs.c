@@ -86,12 +86,6 @@ static struct nsync *ctx_ns(void)
     return fuse_get_context()->private_data;
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* For the debug log's timings of the write path (lock, hash, commit). */
 static uint64_t mono_us(void)
@@ -174,7 +168,7 @@ static void send_unlock(struct fs *fs, const char *rel)
 static int cluster_lock(struct fs *fs, const char *rel)
 {
     struct nsync *ns = fs->ns;
-    uint64_t deadline = mono_ms() + lock_timeout(ns);
+    uint64_t deadline = nsync_mono_ms() + lock_timeout(ns);
     unsigned backoff = BACKOFF_FIRST_MS;
     uint64_t seen = 0;
     struct cluster_reply r;
@@ -189,7 +183,7 @@ static int cluster_lock(struct fs *fs, const char *rel)
             log_error("lock %s: unexpected answer %s", rel, strerror(-r.status));
             return r.status < 0 ? r.status : -EIO;
         }
-        uint64_t now = mono_ms();
+        uint64_t now = nsync_mono_ms();
         if (now >= deadline) {
             log_warn("lock %s: still held by node %016llx after %u ms, giving up", rel,
                      (unsigned long long)r.lock_holder, lock_timeout(ns));
@@ -198,16 +192,16 @@ static int cluster_lock(struct fs *fs, const char *rel)
         /* Sleep the backoff, but retry at once when the local FSM shows the
          * holder let go (an UNLOCK is applied here too). */
         uint64_t until = now + backoff < deadline ? now + backoff : deadline;
-        while ((now = mono_ms()) < until && lock_taken_elsewhere(fs, rel))
+        while ((now = nsync_mono_ms()) < until && lock_taken_elsewhere(fs, rel))
             cluster_wait_change(ns->cluster, &seen, (unsigned)(until - now));
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
     /* Renew from the grant on: the version wait may outlast a lease. */
     cluster_hold_locks(ns->cluster, +1);
     if (r.path_version > 0) {
-        uint64_t vdeadline = mono_ms() + lock_timeout(ns);
+        uint64_t vdeadline = nsync_mono_ms() + lock_timeout(ns);
         while (!local_current(fs, rel, r.path_version)) {
-            uint64_t now = mono_ms();
+            uint64_t now = nsync_mono_ms();
             if (now >= vdeadline) {
                 log_warn("lock %s: version %llu not installed here within %u ms", rel,
                          (unsigned long long)r.path_version, lock_timeout(ns));

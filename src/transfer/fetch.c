@@ -135,12 +135,6 @@ struct xfer_fetcher {
 
 /* ---------------------------------------------------------------- helpers */
 
-static uint64_t xfer_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static bool xfer_stopping(struct xfer_fetcher *f)
 {
@@ -158,19 +152,6 @@ static void xfer_invalidate(struct xfer_fetcher *f, const char *rel)
         fs_invalidate(f->ns->fs, rel);
 }
 
-/* Open below BACKING without following a symlink anywhere on the way: a
- * symlink in the tree must never make us read or write outside it. */
-static int xfer_open_beneath(int dirfd, const char *rel, int flags)
-{
-    struct open_how how = {
-        .flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
-        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    };
-    long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
-    if (fd < 0 && errno == ENOSYS)
-        fd = openat(dirfd, rel, flags | O_NOFOLLOW | O_CLOEXEC);
-    return (int)fd;
-}
 
 static void xfer_times(int64_t mtime_ns, struct timespec ts[2])
 {
@@ -222,7 +203,7 @@ static void xfer_sync_parent(int dirfd, const char *rel)
             return;
         memcpy(buf, rel, n);
         buf[n] = '\0';
-        fd = xfer_open_beneath(dirfd, buf, O_RDONLY | O_DIRECTORY);
+        fd = path_open_beneath(dirfd, buf, O_RDONLY | O_DIRECTORY);
     }
     if (fd >= 0) {
         fsync(fd);
@@ -331,7 +312,7 @@ static void xfer_peer_result(struct xfer_fetcher *f, uint64_t id, bool ok)
         } else {
             unsigned shift = p->fails < 6 ? p->fails : 6;
             p->fails++;
-            p->until_ms = xfer_mono_ms() + (250u << shift); /* 250 ms .. 16 s */
+            p->until_ms = nsync_mono_ms() + (250u << shift); /* 250 ms .. 16 s */
         }
     }
     pthread_mutex_unlock(&f->peer_mu);
@@ -507,7 +488,7 @@ static int xfer_download(struct xfer_worker *w, struct xfer_item *it, int fd)
         if (id != self && id != it->origin)
             order[n++] = id;
     }
-    uint64_t now = xfer_mono_ms();
+    uint64_t now = nsync_mono_ms();
     bool tried = false;
     int rc = -EAGAIN;
     for (size_t i = 0; i < n && rc == -EAGAIN; i++) {
@@ -538,7 +519,7 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
         return rc;
 
     /* Already here (catch-up after restart, or a rename that kept the bytes)? */
-    int fd = xfer_open_beneath(ns->backing_fd, it->path, O_RDONLY | O_NONBLOCK);
+    int fd = path_open_beneath(ns->backing_fd, it->path, O_RDONLY | O_NONBLOCK);
     if (fd >= 0) {
         bool same = xfer_fd_matches(fd, it);
         rc = same ? xfer_fix_meta_fd(fd, it) : 0;
@@ -554,7 +535,7 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
 
     /* Renamed: the bytes may still sit at the old path. */
     if (it->renamed_from && xfer_move_allowed(f, it->renamed_from)) {
-        fd = xfer_open_beneath(ns->backing_fd, it->renamed_from, O_RDONLY | O_NONBLOCK);
+        fd = path_open_beneath(ns->backing_fd, it->renamed_from, O_RDONLY | O_NONBLOCK);
         if (fd >= 0) {
             bool same = xfer_fd_matches(fd, it);
             if (same && xfer_fix_meta_fd(fd, it) == 0 &&
@@ -656,7 +637,7 @@ static int xfer_dir(struct xfer_fetcher *f, struct xfer_item *it)
             return rc;
         }
     }
-    int fd = xfer_open_beneath(bfd, it->path, O_RDONLY | O_DIRECTORY);
+    int fd = path_open_beneath(bfd, it->path, O_RDONLY | O_DIRECTORY);
     if (fd < 0) {
         rc = -errno;
         xfer_fail(it, rc, "opening directory: %s", strerror(-rc));
@@ -1049,7 +1030,7 @@ static void xfer_batch_add(struct xfer_fetcher *f, struct xfer_batch *b,
                            const struct xfer_item *it)
 {
     if (b->n == 0)
-        b->first_ms = xfer_mono_ms();
+        b->first_ms = nsync_mono_ms();
     b->items[b->n].path = it->path;
     b->items[b->n].version = it->version;
     if (++b->n == XFER_BATCH_MAX)
@@ -1060,7 +1041,7 @@ static void xfer_batch_add(struct xfer_fetcher *f, struct xfer_batch *b,
 static void xfer_account(struct xfer_fetcher *f, struct xfer_batch *b, struct xfer_item *it,
                          uint64_t *wake_ms)
 {
-    uint64_t now = xfer_mono_ms();
+    uint64_t now = nsync_mono_ms();
     if (it->result == XFER_DONE) {
         xfer_batch_add(f, b, it);
         return;
@@ -1109,7 +1090,7 @@ static void xfer_run_and_account(struct xfer_fetcher *f, struct xfer_batch *b,
  * and how many bytes, every few seconds, and when it is done. */
 static void xfer_log_progress(struct xfer_fetcher *f, const struct xfer_list *l)
 {
-    uint64_t now = xfer_mono_ms();
+    uint64_t now = nsync_mono_ms();
     if (l->n >= XFER_PROGRESS_MIN) {
         if (!f->catching_up || now - f->progress_ms >= 5000) {
             uint64_t bytes = 0;
@@ -1140,7 +1121,7 @@ static uint64_t xfer_pass(struct xfer_fetcher *f)
     uint64_t wake = UINT64_MAX;
     if (l.err) {
         log_error("fetch: out of memory copying %zu pending entries", l.n);
-        wake = xfer_mono_ms() + 1000;
+        wake = nsync_mono_ms() + 1000;
     }
     f->gen++;
     qsort(l.v, l.n, sizeof *l.v, xfer_item_cmp);
@@ -1150,11 +1131,11 @@ static uint64_t xfer_pass(struct xfer_fetcher *f)
     struct xfer_item **run = malloc(XFER_RUN_MAX * sizeof *run);
     if (l.err || !b || !run) {
         /* A partial copy is not in version order with what it misses. */
-        wake = xfer_mono_ms() + 1000;
+        wake = nsync_mono_ms() + 1000;
         goto out;
     }
     size_t nrun = 0;
-    uint64_t now = xfer_mono_ms();
+    uint64_t now = nsync_mono_ms();
     for (size_t i = 0; i < l.n && !xfer_stopping(f); i++) {
         struct xfer_item *it = l.v[i];
         struct xfer_retry *r = xfer_retry_find(f, it->path);
@@ -1186,7 +1167,7 @@ static uint64_t xfer_pass(struct xfer_fetcher *f)
             xfer_process(&f->mgr_w, it);
             xfer_account(f, b, it, &wake);
         }
-        now = xfer_mono_ms();
+        now = nsync_mono_ms();
         if (b->n && now - b->first_ms >= XFER_BATCH_AGE_MS)
             xfer_flush(f, b);
     }
@@ -1211,7 +1192,7 @@ static void *xfer_manager_main(void *arg)
         uint64_t wake = xfer_pass(f);
         if (xfer_stopping(f))
             break;
-        uint64_t now = xfer_mono_ms();
+        uint64_t now = nsync_mono_ms();
         unsigned tmo = 1000;
         if (wake != UINT64_MAX)
             tmo = wake <= now ? 10 : (wake - now < 1000 ? (unsigned)(wake - now) : 1000);

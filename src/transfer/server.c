@@ -62,12 +62,6 @@ static void xfer_mhd_log(void *cls, const char *fmt, va_list ap)
     log_warn("http server: %s", buf);
 }
 
-static uint64_t xfer_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static enum MHD_Result xfer_reply_text(struct MHD_Connection *conn, unsigned code, const char *msg)
 {
@@ -138,20 +132,6 @@ static int xfer_parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
-/* Open rel below dirfd without following any symlink on the way, so that a
- * symlink inside BACKING can never make us serve a file from outside it. Falls
- * back to a plain openat (last component only) on kernels without openat2. */
-static int xfer_open_beneath(int dirfd, const char *rel, int flags)
-{
-    struct open_how how = {
-        .flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
-        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    };
-    long fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
-    if (fd < 0 && errno == ENOSYS)
-        fd = openat(dirfd, rel, flags | O_NOFOLLOW | O_CLOEXEC);
-    return (int)fd;
-}
 
 static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection *conn)
 {
@@ -169,7 +149,7 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
     /* The asker may have applied version V before this node did (the origin
      * of a change is often a follower): wait a moment for our own catalog to
      * reach V rather than send the asker into a retry. */
-    uint64_t seen = 0, waited_from = xfer_mono_ms();
+    uint64_t seen = 0, waited_from = nsync_mono_ms();
     for (;;) {
         bool behind = false;
         pthread_rwlock_rdlock(&ns->fsm_lock);
@@ -186,7 +166,7 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
             size = e->size;
         }
         pthread_rwlock_unlock(&ns->fsm_lock);
-        uint64_t spent = xfer_mono_ms() - waited_from;
+        uint64_t spent = nsync_mono_ms() - waited_from;
         if (verdict == 0 || !behind || !ns->cluster || spent >= XFER_CATCH_UP_WAIT_MS)
             break;
         cluster_wait_change(ns->cluster, &seen, (unsigned)(XFER_CATCH_UP_WAIT_MS - spent));
@@ -199,7 +179,7 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
      * announce the writer's handle is still closing, and refusing then costs
      * every peer a retry. Bytes that moved on fail the fetcher's hash check. */
 
-    int fd = xfer_open_beneath(ns->backing_fd, path, O_RDONLY);
+    int fd = path_open_beneath(ns->backing_fd, path, O_RDONLY);
     if (fd < 0) {
         int err = errno;
         if (err == ENOENT || err == ENOTDIR || err == ELOOP || err == EXDEV)

@@ -6,7 +6,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -121,12 +126,45 @@ static void test_is_under(void **state)
     assert_false(path_is_under("a/bc", "a/b"));
 }
 
+/* A symlink inside the tree, even to a place inside it, never leads an open
+ * anywhere: the served and installed paths are real files and directories. */
+static void test_open_beneath(void **state)
+{
+    char dir[] = "/tmp/nsync-test-path-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    assert_true(dfd >= 0);
+    assert_int_equal(mkdirat(dfd, "sub", 0700), 0);
+    int f = openat(dfd, "sub/file", O_WRONLY | O_CREAT, 0600);
+    assert_true(f >= 0);
+    close(f);
+    assert_int_equal(symlinkat("/etc", dfd, "out"), 0);
+    assert_int_equal(symlinkat("sub", dfd, "in"), 0);
+
+    int fd = path_open_beneath(dfd, "sub/file", O_RDONLY);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(path_open_beneath(dfd, "out/passwd", O_RDONLY), -1);
+    assert_int_equal(path_open_beneath(dfd, "in/file", O_RDONLY), -1);
+    assert_int_equal(path_open_beneath(dfd, "../etc/passwd", O_RDONLY), -1);
+    assert_int_equal(path_open_beneath(dfd, "absent", O_RDONLY), -1);
+    assert_int_equal(errno, ENOENT);
+
+    unlinkat(dfd, "in", 0);
+    unlinkat(dfd, "out", 0);
+    unlinkat(dfd, "sub/file", 0);
+    unlinkat(dfd, "sub", AT_REMOVEDIR);
+    close(dfd);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_check_valid), cmocka_unit_test(test_check_invalid),
         cmocka_unit_test(test_check_lengths), cmocka_unit_test(test_is_internal),
         cmocka_unit_test(test_from_fuse), cmocka_unit_test(test_is_under),
+        cmocka_unit_test(test_open_beneath),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
