@@ -431,7 +431,9 @@ int main(int argc, char **argv)
         rc = fuse_loop_mt(fuse, lc);
         fuse_loop_cfg_destroy(lc);
         fuse_remove_signal_handlers(fuse_get_session(fuse));
-        exit_code = rc == 0 ? 0 : 1;
+        /* The loop returns the number of the signal that ended it: SIGTERM,
+         * SIGINT and SIGHUP ask for a clean leave, like an unmount. */
+        exit_code = (rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP) ? 0 : 1;
         log_info("unmounting %s", ns.cfg.mountpoint);
     } else {
         log_error("start-up failed on %s: %s", ns.cfg.mountpoint, strerror(rc < 0 ? -rc : EIO));

@@ -343,11 +343,16 @@ static void propose_missing_members(struct cluster *c)
     if (raft_state(&c->raft) != RAFT_LEADER || c->joins_proposed_term == c->raft.current_term)
         return;
     c->joins_proposed_term = c->raft.current_term;
-    const struct nsync_config *cfg = &c->ns->cfg;
-    for (size_t i = 0; i < cfg->n_peers; i++) {
-        const struct nsync_peer *p = &cfg->peers[i];
-        if (fsm_member_get(c->ns->fsm, p->id))
+    /* Only voters of the current configuration: a node that left is still
+     * on the command line, and recording it again would make every entry
+     * wait for it. */
+    for (unsigned k = 0; k < c->raft.configuration.n; k++) {
+        const struct raft_server *srv = &c->raft.configuration.servers[k];
+        if (srv->role != RAFT_VOTER || fsm_member_get(c->ns->fsm, srv->id))
             continue;
+        const struct nsync_peer *p = nsync_peer_by_id(c->ns, srv->id);
+        if (!p)
+            continue; /* joined through /v1/join: JOIN carried its addresses */
         char caddr[NSYNC_ADDR_MAX], faddr[NSYNC_ADDR_MAX];
         snprintf(caddr, sizeof caddr, "%s:%u", p->host, p->cport);
         snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
@@ -363,6 +368,30 @@ static void propose_missing_members(struct cluster *c)
             return;
         }
         log_info("cluster: recording member %016" PRIx64 " (%s, files at %s)", p->id, caddr, faddr);
+    }
+    /* And the other way round: a member that is no longer in the
+     * configuration (its leave was cut short between the two steps) would
+     * keep every entry pending. */
+    for (size_t i = 0; i < fsm_member_count(c->ns->fsm); i++) {
+        uint64_t id = fsm_member_at(c->ns->fsm, i)->id;
+        bool in_conf = false;
+        for (unsigned k = 0; k < c->raft.configuration.n; k++)
+            if (c->raft.configuration.servers[k].id == id)
+                in_conf = true;
+        if (in_conf)
+            continue;
+        struct fsm_cmd cmd = {.op = FSM_OP_LEAVE, .node = id};
+        struct raft_buffer rb;
+        if (encode_for_log(&cmd, &rb) < 0)
+            continue;
+        struct raft_apply *areq = calloc(1, sizeof *areq);
+        if (!areq || raft_apply(&c->raft, areq, &rb, 1, join_cb) != 0) {
+            free(areq);
+            free(rb.base);
+            c->joins_proposed_term = 0;
+            return;
+        }
+        log_info("cluster: dropping member %016" PRIx64 ", no longer in the configuration", id);
     }
 }
 
@@ -1023,14 +1052,17 @@ int cluster_add_node(struct cluster *c, uint64_t id, const char *caddr, const ch
 
 int cluster_remove_node(struct cluster *c, uint64_t id, unsigned timeout_ms)
 {
+    /* Configuration first, member table second: a new leader re-records
+     * every voter missing from the table, so the other order could bring a
+     * half-gone node back as a member that every entry waits for. */
     uint64_t deadline = nsync_mono_ms() + timeout_ms;
-    struct fsm_cmd cmd = {.op = FSM_OP_LEAVE, .node = id};
-    struct cluster_reply rep;
-    int rc = cluster_submit(c, &cmd, timeout_ms, &rep);
+    int rc = membership_local(c, REQ_REMOVE, id, NULL, timeout_ms);
     if (rc < 0)
         return rc;
     uint64_t now = nsync_mono_ms();
-    rc = membership_local(c, REQ_REMOVE, id, NULL, now < deadline ? (unsigned)(deadline - now) : 1);
+    struct fsm_cmd cmd = {.op = FSM_OP_LEAVE, .node = id};
+    struct cluster_reply rep;
+    rc = cluster_submit(c, &cmd, now < deadline ? (unsigned)(deadline - now) : 1, &rep);
     if (rc == 0)
         log_info("cluster: node %016" PRIx64 " left", id);
     return rc;

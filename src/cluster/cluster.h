@@ -74,8 +74,9 @@ void cluster_get_status(struct cluster *c, struct cluster_status *st);
 int cluster_add_node(struct cluster *c, uint64_t id, const char *caddr, const char *faddr,
                      unsigned timeout_ms);
 
-/* Leader side of POST /v1/leave: LEAVE (nobody waits for the node any more,
- * its locks go) then remove it from the raft configuration. Same returns. */
+/* Leader side of POST /v1/leave: remove the node from the raft
+ * configuration, then LEAVE (nobody waits for it any more, its locks go).
+ * Same returns. */
 int cluster_remove_node(struct cluster *c, uint64_t id, unsigned timeout_ms);
 
 /* This node leaves the cluster cleanly: hands leadership over if it leads,
