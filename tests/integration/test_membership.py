@@ -101,3 +101,24 @@ def test_rejoin_after_leave_gets_writes_changes_and_deletes(cluster):
     assert read_bytes(nd.path("added.txt")) == b"added while away"
     assert not os.path.exists(nd.bpath("delete.txt"))
     assert not os.path.exists(nd.bpath("dir/sub"))
+
+
+def test_sigterm_is_a_clean_leave(cluster):
+    """SIGTERM leaves like an unmount: the process exits 0 with its mount
+    gone, and the two others go on as a cluster of two whose entries settle
+    without waiting for it."""
+    import signal
+    c = cluster
+    v = c.leader()  # the leader, so the hand-over is exercised too
+    nd = c.node(v)
+    nd.proc.send_signal(signal.SIGTERM)
+    assert nd.proc.wait(timeout=SYNC_TIMEOUT) == 0
+    wait_for(lambda: not nd.mounted(), 5, f"node {v}'s mount to go away")
+    rest = [i for i in range(3) if i != v]
+    c.wait_ready(rest)
+    write_file(c.node(rest[0]).path("after-sigterm.txt"), b"two nodes")
+    c.wait_file("after-sigterm.txt", b"two nodes", idxs=rest)
+    for i in rest:
+        wait_for(lambda i=i: len(c.node(i).status()["members"]) == 2 and
+                 c.node(i).status()["pending_entries"] == 0, SYNC_TIMEOUT,
+                 f"node {i}: two members and nothing pending")
