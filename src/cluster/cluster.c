@@ -331,9 +331,25 @@ static void publish_status(struct cluster *c)
     }
 }
 
-static void join_cb(struct raft_apply *areq, int status, void *result)
+static void unattended_cb(struct raft_apply *areq, int status, void *result)
 {
     free(areq);
+}
+
+/* Propose a command nobody waits for (loop thread, leader). 0, or -1 if raft
+ * refused it: the caller retries on a later tick. */
+static int apply_unattended(struct cluster *c, const struct fsm_cmd *cmd)
+{
+    struct raft_buffer rb;
+    if (encode_for_log(cmd, &rb) < 0)
+        return 0; /* cannot encode: retrying will not help */
+    struct raft_apply *areq = calloc(1, sizeof *areq);
+    if (!areq || raft_apply(&c->raft, areq, &rb, 1, unattended_cb) != 0) {
+        free(areq);
+        free(rb.base);
+        return -1;
+    }
+    return 0;
 }
 
 /* The member table lives in the FSM (raft addresses carry no file-server
@@ -357,13 +373,7 @@ static void propose_missing_members(struct cluster *c)
         snprintf(caddr, sizeof caddr, "%s:%u", p->host, p->cport);
         snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
         struct fsm_cmd cmd = {.op = FSM_OP_JOIN, .node = p->id, .caddr = caddr, .faddr = faddr};
-        struct raft_buffer rb;
-        if (encode_for_log(&cmd, &rb) < 0)
-            continue;
-        struct raft_apply *areq = calloc(1, sizeof *areq);
-        if (!areq || raft_apply(&c->raft, areq, &rb, 1, join_cb) != 0) {
-            free(areq);
-            free(rb.base);
+        if (apply_unattended(c, &cmd) < 0) {
             c->joins_proposed_term = 0; /* try again on the next tick */
             return;
         }
@@ -381,13 +391,7 @@ static void propose_missing_members(struct cluster *c)
         if (in_conf)
             continue;
         struct fsm_cmd cmd = {.op = FSM_OP_LEAVE, .node = id};
-        struct raft_buffer rb;
-        if (encode_for_log(&cmd, &rb) < 0)
-            continue;
-        struct raft_apply *areq = calloc(1, sizeof *areq);
-        if (!areq || raft_apply(&c->raft, areq, &rb, 1, join_cb) != 0) {
-            free(areq);
-            free(rb.base);
+        if (apply_unattended(c, &cmd) < 0) {
             c->joins_proposed_term = 0;
             return;
         }

@@ -510,6 +510,16 @@ static int xfer_download(struct xfer_worker *w, struct xfer_item *it, int fd)
     return rc;
 }
 
+/* A path was just changed in BACKING: drop the kernel's cache of it first
+ * (a reader must not combine the new file with the old cached size), then
+ * make the directory entry durable. */
+static int xfer_installed(struct xfer_fetcher *f, const char *rel)
+{
+    xfer_invalidate(f, rel);
+    xfer_sync_parent(f->ns->backing_fd, rel);
+    return XFER_DONE;
+}
+
 static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
 {
     struct xfer_fetcher *f = w->f;
@@ -543,9 +553,7 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
                 renameat(ns->backing_fd, it->renamed_from, ns->backing_fd, it->path) == 0) {
                 close(fd);
                 xfer_invalidate(f, it->renamed_from);
-                xfer_invalidate(f, it->path);
-                xfer_sync_parent(ns->backing_fd, it->path);
-                return XFER_DONE;
+                return xfer_installed(f, it->path);
             }
             close(fd);
         }
@@ -594,9 +602,7 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
         unlinkat(ns->staging_fd, tmp, 0);
         return rc;
     }
-    xfer_invalidate(f, it->path); /* first: shrink the window of a stale cached size */
-    xfer_sync_parent(ns->backing_fd, it->path);
-    return XFER_DONE;
+    return xfer_installed(f, it->path);
 }
 
 /* ------------------------------------------------------ local-only changes */
@@ -649,9 +655,7 @@ static int xfer_dir(struct xfer_fetcher *f, struct xfer_item *it)
         xfer_fail(it, rc, "setting mode/mtime: %s", strerror(-rc));
         return rc;
     }
-    xfer_invalidate(f, it->path); /* first: shrink the window of a stale cached size */
-    xfer_sync_parent(bfd, it->path);
-    return XFER_DONE;
+    return xfer_installed(f, it->path);
 }
 
 static int xfer_symlink(struct xfer_fetcher *f, struct xfer_item *it)
@@ -698,9 +702,7 @@ static int xfer_symlink(struct xfer_fetcher *f, struct xfer_item *it)
         xfer_fail(it, rc, "installing symlink: %s", strerror(-rc));
         return rc;
     }
-    xfer_invalidate(f, it->path); /* first: shrink the window of a stale cached size */
-    xfer_sync_parent(ns->backing_fd, it->path);
-    return XFER_DONE;
+    return xfer_installed(f, it->path);
 }
 
 static int xfer_tombstone(struct xfer_fetcher *f, struct xfer_item *it)
@@ -722,9 +724,7 @@ static int xfer_tombstone(struct xfer_fetcher *f, struct xfer_item *it)
             return rc;
         }
     }
-    xfer_invalidate(f, it->path); /* first: shrink the window of a stale cached size */
-    xfer_sync_parent(ns->backing_fd, it->path);
-    return XFER_DONE;
+    return xfer_installed(f, it->path);
 }
 
 /* 0 if every existing ancestor of rel is a real directory (a missing one is
