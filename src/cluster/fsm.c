@@ -13,6 +13,7 @@
 
 #define FSM_CMD_FORMAT 1
 #define FSM_FLAG_UNLOCK 0x01u
+#define FSM_FLAG_FRESH 0x02u  /* ANNOUNCE, RENAME: only over nothing, a tombstone, or our own entry */
 
 #define FSM_SNAP_MAGIC "NSFM"
 #define FSM_SNAP_FORMAT 1u
@@ -262,7 +263,11 @@ static bool fsm_op_has_unlock(uint8_t op)
  * fields. now_ms travels with every op so the leader can stamp any of them. */
 static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
 {
-    uint8_t flags = (fsm_op_has_unlock(c->op) && c->unlock) ? FSM_FLAG_UNLOCK : 0;
+    uint8_t flags = 0;
+    if (fsm_op_has_unlock(c->op)) {
+        flags |= c->unlock ? FSM_FLAG_UNLOCK : 0;
+        flags |= c->fresh ? FSM_FLAG_FRESH : 0;
+    }
     fsm_put_u8(w, FSM_CMD_FORMAT);
     fsm_put_u8(w, c->op);
     fsm_put_u8(w, flags);
@@ -358,9 +363,11 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
     uint8_t flags = fsm_get_u8(&r);
     c->node = fsm_get_u64(&r);
     c->now_ms = fsm_get_u64(&r);
-    if (r.bad || (flags & ~FSM_FLAG_UNLOCK) != 0 || (flags && !fsm_op_has_unlock(c->op)))
+    if (r.bad || (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH)) != 0 ||
+        (flags && !fsm_op_has_unlock(c->op)))
         return -EINVAL;
     c->unlock = (flags & FSM_FLAG_UNLOCK) != 0;
+    c->fresh = (flags & FSM_FLAG_FRESH) != 0;
     switch (c->op) {
     case FSM_OP_ANNOUNCE:
         c->path = fsm_get_path(&r);
@@ -729,6 +736,17 @@ static uint64_t fsm_expiry(uint64_t now, uint32_t lease_ms)
 
 /* ---------------- apply ---------------- */
 
+/* A fresh change was made without waiting for the path's lock, on the
+ * belief that nobody had the path: it may not replace a live entry that
+ * another node made meanwhile. */
+static bool fsm_fresh_conflict(const struct fsm *f, const struct fsm_cmd *c)
+{
+    if (!c->fresh)
+        return false;
+    const struct fsm_rec *r = fsm_lookup(f, c->path);
+    return r && r->e.kind != FSM_TOMBSTONE && r->e.origin != c->node;
+}
+
 /* Each apply allocates everything it needs first and mutates after, so on
  * ENOMEM the state is as it was: a half-applied command would be a state no
  * other node has. */
@@ -737,6 +755,8 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
 {
     if (fsm_lock_busy(f, c->path, c->node, now))
         return -EBUSY;
+    if (fsm_fresh_conflict(f, c))
+        return -EEXIST;
     struct fsm_rec *r = fsm_lookup(f, c->path);
     struct fsm_rec *fresh = NULL;
     char *target = NULL;
@@ -818,6 +838,8 @@ static int fsm_apply_rename(struct fsm *f, const struct fsm_cmd *c, uint64_t v, 
 {
     if (fsm_lock_busy(f, c->path, c->node, now) || fsm_lock_busy(f, c->path2, c->node, now))
         return -EBUSY;
+    if (fsm_fresh_conflict(f, c))
+        return -EEXIST;
     struct fsm_rec *top = fsm_lookup(f, c->path);
     if (!top || top->e.kind == FSM_TOMBSTONE)
         return -ENOENT;

@@ -56,6 +56,8 @@ struct fsm_cmd {
     uint64_t now_ms;         /* stamped by the leader (LOCK, RENEW, ANNOUNCE, RENAME) */
     uint32_t lease_ms;       /* LOCK, RENEW */
     bool unlock;             /* ANNOUNCE, RENAME: release path's (and path2's) lock of node */
+    bool fresh;              /* ANNOUNCE, RENAME: made without the lock (an optimistic
+                              * create): refused if path has a live entry of another node */
     const char *path;        /* ANNOUNCE, RENAME (source), LOCK, UNLOCK */
     const char *path2;       /* RENAME target */
     struct fsm_meta meta;    /* ANNOUNCE */
@@ -114,6 +116,8 @@ void fsm_free(struct fsm *f);
  *   -EINVAL  malformed (state and version untouched)
  *   -EBUSY   LOCK refused, or ANNOUNCE/RENAME on a path whose live lock is
  *            another node's (nothing changed but the version)
+ *   -EEXIST  fresh ANNOUNCE/RENAME whose path has a live (not tombstone)
+ *            entry made by another node (nothing changed but the version)
  *   -ENOENT  RENAME of a path the catalog does not have (nothing changed)
  *   -ENOMEM
  * Semantics:

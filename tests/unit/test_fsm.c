@@ -455,12 +455,17 @@ static void test_malformed(void **state)
         memset(p + 3, 0, 8);
         assert_malformed(f, buf, len);
         memcpy(p + 3, node, 8);
-        /* Unknown flag bits; unlock where the op has none. */
+        /* Unknown flag bits; unlock or fresh where the op has none. */
         p[2] |= 0x80;
         assert_malformed(f, buf, len);
         p[2] &= 0x7f;
+        p[2] |= 0x04;
+        assert_malformed(f, buf, len);
+        p[2] &= (uint8_t)~0x04;
         if (valid[i].op != FSM_OP_ANNOUNCE && valid[i].op != FSM_OP_RENAME) {
             p[2] = 1;
+            assert_malformed(f, buf, len);
+            p[2] = 2;
             assert_malformed(f, buf, len);
             p[2] = 0;
         }
@@ -918,6 +923,66 @@ static void test_announce_locked(void **state)
     uint64_t holder;
     assert_int_equal(fsm_lock_get(f, "f", &holder, NULL), 1);
     assert_int_equal(holder, N1);
+}
+
+static int announce_fresh(struct fsm *f, uint64_t node, const char *path, uint8_t fill, bool unlock)
+{
+    struct fsm_cmd c = {.op = FSM_OP_ANNOUNCE, .node = node, .path = path, .meta = file_meta(fill, fill),
+                        .unlock = unlock, .fresh = true};
+    return apply_cmd(f, &c);
+}
+
+/* An optimistic create (fresh) goes over nothing, a tombstone or the node's
+ * own entry, never over a live entry that another node made meanwhile. */
+static void test_fresh(void **state)
+{
+    struct fsm *f = *state;
+    assert_int_equal(join(f, N1), 0);
+    assert_int_equal(join(f, N2), 0);
+
+    /* Over nothing, then over its own entry (a second close of the file). */
+    assert_int_equal(announce_fresh(f, N1, "a", 1, false), 0);
+    assert_int_equal(announce_fresh(f, N1, "a", 2, false), 0);
+    assert_int_equal(fsm_get(f, "a")->size, 2);
+
+    /* Over another node's live entry: refused, only the version moves. */
+    assert_int_equal(announce(f, N2, "b", FSM_FILE), 0);
+    uint64_t old = fsm_get(f, "b")->version, v = fsm_version(f);
+    assert_int_equal(announce_fresh(f, N1, "b", 3, true), -EEXIST);
+    assert_int_equal(fsm_version(f), v + 1);
+    assert_int_equal(fsm_get(f, "b")->version, old);
+    assert_int_equal(fsm_get(f, "b")->origin, N2);
+    /* A refused fresh announce keeps the sender's lock: it unlocks itself. */
+    assert_int_equal(announce(f, N2, "c", FSM_FILE), 0);
+    assert_int_equal(lock(f, N1, "c", 0, 100), 0);
+    assert_int_equal(announce_fresh(f, N1, "c", 4, true), -EEXIST);
+    assert_int_equal(fsm_lock_get(f, "c", NULL, NULL), 1);
+
+    /* Over a tombstone, whoever deleted it. */
+    struct fsm_meta t = {.kind = FSM_TOMBSTONE};
+    assert_int_equal(announce_meta(f, N2, "b", t, false, 0), 0);
+    assert_int_equal(announce_fresh(f, N1, "b", 5, false), 0);
+    assert_int_equal(fsm_get(f, "b")->origin, N1);
+
+    /* A fresh rename moves only a source this node made. */
+    struct fsm_cmd r = {.op = FSM_OP_RENAME, .node = N1, .path = "c", .path2 = "d", .fresh = true};
+    assert_int_equal(apply_cmd(f, &r), -EEXIST);
+    assert_non_null(fsm_get(f, "c"));
+    r.path = "a";
+    assert_int_equal(apply_cmd(f, &r), 0);
+    assert_int_equal(fsm_get(f, "d")->origin, N1);
+
+    /* The flag survives encoding, and only ANNOUNCE/RENAME may carry it. */
+    void *buf;
+    size_t len;
+    struct fsm_cmd out;
+    struct fsm_cmd a = {.op = FSM_OP_ANNOUNCE, .node = N1, .path = "x", .meta = file_meta(1, 1), .fresh = true};
+    assert_int_equal(fsm_cmd_encode(&a, &buf, &len), 0);
+    assert_int_equal(fsm_cmd_decode(buf, len, &out), 0);
+    assert_true(out.fresh);
+    assert_false(out.unlock);
+    fsm_cmd_release(&out);
+    free(buf);
 }
 
 static void test_now_monotonic(void **state)
@@ -1672,6 +1737,7 @@ int main(void)
         T(test_leave),
         T(test_locks),
         T(test_announce_locked),
+        T(test_fresh),
         T(test_now_monotonic),
         T(test_lock_holder_crash),
         T(test_rename_file),
