@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "cluster/outbox.h"
 #include "common/log.h"
 #include "nsync.h"
 #include "transfer/client.h"
@@ -85,6 +86,8 @@ struct cluster {
     struct raft_barrier barrier;
     int last_state;
     uint64_t joins_proposed_term;
+
+    struct outbox *outbox;  /* every proposal of this node, in order */
 
     atomic_int held_locks;
     pthread_t renew_thread;
@@ -738,6 +741,12 @@ start:
         goto fail_raft;
     }
     c->thread_started = true;
+    int orc = outbox_start(c, ns->cfg.submit_timeout_ms ? ns->cfg.submit_timeout_ms : 8000, &c->outbox);
+    if (orc < 0) {
+        log_error("cluster: cannot start the outbox thread: %s", strerror(-orc));
+        cluster_stop(c);
+        return orc;
+    }
     if (pthread_create(&c->renew_thread, NULL, renew_main, c) == 0)
         c->renew_started = true;
     if (joining) {
@@ -777,15 +786,19 @@ void cluster_stop(struct cluster *c)
     pthread_mutex_lock(&c->mu);
     c->stopping = true;
     pthread_mutex_unlock(&c->mu);
+    if (c->thread_started)
+        uv_async_send(&c->async); /* answers queued proposals, closes raft */
+    /* The outbox before the loop thread: a delivery in progress is answered
+     * by the loop (-ESHUTDOWN), and the renew thread may be waiting on it. */
+    outbox_stop(c->outbox);
+    c->outbox = NULL;
     pthread_mutex_lock(&c->renew_mu);
     pthread_cond_broadcast(&c->renew_cv);
     pthread_mutex_unlock(&c->renew_mu);
     if (c->renew_started)
         pthread_join(c->renew_thread, NULL);
-    if (c->thread_started) {
-        uv_async_send(&c->async);
+    if (c->thread_started)
         pthread_join(c->thread, NULL);
-    }
     uv_loop_close(&c->loop);
     cluster_kick(c);
     /* Submitters that were waiting have been answered (-ESHUTDOWN) or will
@@ -850,6 +863,79 @@ static int submit_local(struct cluster *c, const void *buf, size_t len, unsigned
     return queue_and_wait(c, r, timeout_ms, reply);
 }
 
+/* Queue every item to the loop thread at once (one wake-up, consecutive
+ * log entries) and wait for all of them until timeout_ms. 0 with each
+ * item's rc (-EROFS for those not done in time: abandoned to the loop
+ * thread), -ENOMEM, or -ESHUTDOWN. */
+static int submit_local_batch(struct cluster *c, struct cluster_item *items, size_t n,
+                              unsigned timeout_ms)
+{
+    struct submit_req **reqs = calloc(n ? n : 1, sizeof *reqs);
+    if (!reqs)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        struct submit_req *r = calloc(1, sizeof *r);
+        void *b = r ? malloc(items[i].len ? items[i].len : 1) : NULL;
+        if (!b) {
+            free(r);
+            for (size_t j = 0; j < i; j++) {
+                free(reqs[j]->buf);
+                free(reqs[j]);
+            }
+            free(reqs);
+            return -ENOMEM;
+        }
+        memcpy(b, items[i].buf, items[i].len);
+        r->c = c;
+        r->kind = REQ_PROPOSE;
+        r->buf = b;
+        r->len = items[i].len;
+        reqs[i] = r;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (c->stopping) {
+        pthread_mutex_unlock(&c->mu);
+        for (size_t i = 0; i < n; i++) {
+            free(reqs[i]->buf);
+            free(reqs[i]);
+        }
+        free(reqs);
+        return -ESHUTDOWN;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (c->queue_tail)
+            c->queue_tail->next = reqs[i];
+        else
+            c->queue_head = reqs[i];
+        c->queue_tail = reqs[i];
+    }
+    pthread_mutex_unlock(&c->mu);
+    uv_async_send(&c->async);
+
+    struct timespec dl;
+    abs_deadline(&dl, timeout_ms);
+    pthread_mutex_lock(&c->mu);
+    bool late = false;
+    for (size_t i = 0; i < n; i++) {
+        struct submit_req *r = reqs[i];
+        while (!r->done && !late)
+            late = pthread_cond_timedwait(&c->done_cv, &c->mu, &dl) == ETIMEDOUT;
+        if (!r->done) {
+            r->abandoned = true; /* the loop thread frees it on completion */
+            items[i].rc = -EROFS;
+            continue;
+        }
+        items[i].rc = r->rc;
+        if (r->rc == 0)
+            items[i].reply = r->reply;
+        free(r->buf);
+        free(r);
+    }
+    pthread_mutex_unlock(&c->mu);
+    free(reqs);
+    return 0;
+}
+
 static int membership_local(struct cluster *c, enum req_kind kind, uint64_t id, const char *caddr,
                             unsigned timeout_ms)
 {
@@ -892,6 +978,34 @@ static int leader_faddr(struct cluster *c, uint64_t id, char *out, size_t outsz)
     return 0;
 }
 
+/* Name the peers that do not answer: that is what an operator has to bring
+ * back. A short status probe each, from the caller's thread. */
+static void warn_no_quorum(struct cluster *c, unsigned timeout_ms)
+{
+    struct cluster_status st;
+    cluster_get_status(c, &st);
+    char peers[1024] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < c->ns->cfg.n_peers; i++) {
+        const struct nsync_peer *p = &c->ns->cfg.peers[i];
+        if (p->id == c->ns->self_id)
+            continue;
+        char faddr[NSYNC_ADDR_MAX];
+        snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
+        cJSON *js = NULL;
+        if (xfer_client_status(c->ns->client, faddr, 300, &js) == 0) {
+            cJSON_Delete(js);
+            continue;
+        }
+        int n = snprintf(peers + off, sizeof peers - off, "%s%s:%u", off ? ", " : "", p->host, p->cport);
+        if (n > 0 && (size_t)n < sizeof peers - off)
+            off += (size_t)n;
+    }
+    log_warn("cluster: no quorum: change not committed within %u ms (role %d, leader %016" PRIx64
+             "); unreachable peers: %s",
+             timeout_ms, st.state, st.leader_id, off ? peers : "none (a vote or a leader change is under way)");
+}
+
 int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
                    struct cluster_reply *reply)
 {
@@ -899,74 +1013,57 @@ int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeou
     size_t len;
     if (fsm_cmd_encode(cmd, &buf, &len) < 0)
         return -EINVAL;
-    uint64_t start = nsync_mono_ms(), deadline = start + timeout_ms;
-    unsigned backoff = 5;
-    int rc = -EROFS, last_err = 0;
-    uint64_t seen = 0;
-    for (;;) {
-        uint64_t now = nsync_mono_ms();
-        if (now >= deadline)
-            break;
-        unsigned left = (unsigned)(deadline - now);
-        struct cluster_status st;
-        cluster_get_status(c, &st);
-        if (st.state == RAFT_LEADER) {
-            rc = submit_local(c, buf, len, left, reply);
-            if (rc != -ENOTCONN)
-                goto out;
-        } else if (st.leader_id != 0 && st.leader_id != c->ns->self_id) {
-            char faddr[NSYNC_ADDR_MAX];
-            if (leader_faddr(c, st.leader_id, faddr, sizeof faddr) == 0) {
-                rc = xfer_client_propose(c->ns->client, faddr, buf, len, left, reply);
-                if (rc == 0 || rc == -EINVAL || rc == -ENOMEM)
-                    goto out;
-                if (rc != last_err)
-                    log_debug("cluster: forwarding to leader %s failed: %s", faddr, strerror(-rc));
-                last_err = rc;
-            }
-        }
-        pthread_mutex_lock(&c->mu);
-        bool stopping = c->stopping;
-        pthread_mutex_unlock(&c->mu);
-        if (stopping) {
-            rc = -ESHUTDOWN;
-            goto out;
-        }
-        /* Wait for a leader to show up, or back off after a failed forward. */
-        cluster_wait_change(c, &seen, backoff);
-        if (backoff < 200)
-            backoff *= 2;
-    }
-    {
-        struct cluster_status st;
-        cluster_get_status(c, &st);
-        /* Name the peers that do not answer: that is what an operator has
-         * to bring back. A short status probe each, off the loop thread. */
-        char peers[1024] = "";
-        size_t off = 0;
-        for (size_t i = 0; i < c->ns->cfg.n_peers; i++) {
-            const struct nsync_peer *p = &c->ns->cfg.peers[i];
-            if (p->id == c->ns->self_id)
-                continue;
-            char faddr[NSYNC_ADDR_MAX];
-            snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
-            cJSON *js = NULL;
-            if (xfer_client_status(c->ns->client, faddr, 300, &js) == 0) {
-                cJSON_Delete(js);
-                continue;
-            }
-            int n = snprintf(peers + off, sizeof peers - off, "%s%s:%u", off ? ", " : "", p->host, p->cport);
-            if (n > 0 && (size_t)n < sizeof peers - off)
-                off += (size_t)n;
-        }
-        log_warn("cluster: no quorum: change not committed within %u ms (role %d, leader %016" PRIx64
-                 "); unreachable peers: %s",
-                 timeout_ms, st.state, st.leader_id, off ? peers : "none (a vote or a leader change is under way)");
-    }
-    rc = -EROFS;
-out:
-    free(buf);
+    int rc = outbox_submit(c->outbox, buf, len, timeout_ms, reply);
+    if (rc == -EROFS)
+        warn_no_quorum(c, timeout_ms);
     return rc;
+}
+
+int cluster_send(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
+                 cluster_done_fn done, void *arg)
+{
+    void *buf;
+    size_t len;
+    if (fsm_cmd_encode(cmd, &buf, &len) < 0)
+        return -EINVAL;
+    return outbox_send(c->outbox, buf, len, timeout_ms, done, arg);
+}
+
+int cluster_drain(struct cluster *c, unsigned timeout_ms)
+{
+    return outbox_drain(c->outbox, timeout_ms);
+}
+
+int cluster_deliver(struct cluster *c, struct cluster_item *items, size_t n, unsigned timeout_ms)
+{
+    pthread_mutex_lock(&c->mu);
+    bool stopping = c->stopping;
+    pthread_mutex_unlock(&c->mu);
+    if (stopping)
+        return -ESHUTDOWN;
+    struct cluster_status st;
+    cluster_get_status(c, &st);
+    if (st.state == RAFT_LEADER)
+        return submit_local_batch(c, items, n, timeout_ms);
+    if (st.leader_id == 0 || st.leader_id == c->ns->self_id)
+        return -ENOTCONN;
+    char faddr[NSYNC_ADDR_MAX];
+    if (leader_faddr(c, st.leader_id, faddr, sizeof faddr) < 0)
+        return -ENOTCONN;
+    int rc = xfer_client_propose_batch(c->ns->client, faddr, items, n, timeout_ms);
+    if (rc < 0)
+        log_debug("cluster: forwarding %zu commands to leader %s failed: %s", n, faddr, strerror(-rc));
+    return rc;
+}
+
+int cluster_submit_batch_encoded(struct cluster *c, struct cluster_item *items, size_t n,
+                                 unsigned timeout_ms)
+{
+    struct cluster_status st;
+    cluster_get_status(c, &st);
+    if (st.state != RAFT_LEADER)
+        return -ENOTCONN;
+    return submit_local_batch(c, items, n, timeout_ms);
 }
 
 bool cluster_wait_change(struct cluster *c, uint64_t *seen, unsigned timeout_ms)

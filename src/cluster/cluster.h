@@ -31,15 +31,52 @@ int cluster_start(struct nsync *ns, struct cluster **out);
 void cluster_stop(struct cluster *c);
 
 /* Propose cmd and wait until it is committed and applied by the leader, or
- * timeout_ms passes. On this node's leader it goes straight to raft; on a
- * follower it is forwarded to the leader (POST /v1/propose) by the calling
- * thread. now_ms is stamped by the leader. Any thread but the loop thread.
+ * timeout_ms passes. Every command of this node goes through one FIFO (the
+ * outbox, see outbox.h), so commands commit in the order they were
+ * submitted or sent, whichever thread sent them. now_ms is stamped by the
+ * leader. Any thread but the loop thread and the outbox's own thread.
  * Returns 0 with *reply filled (reply->status may still be negative), or
  *   -EROFS     no leader / no quorum within timeout_ms
  *   -EINVAL    cmd does not encode
  *   -ESHUTDOWN the cluster is stopping */
 int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
                    struct cluster_reply *reply);
+
+/* The asynchronous form: queue cmd behind everything this node sent before
+ * and return at once (0, -EINVAL, -ENOMEM or -ESHUTDOWN). done(arg, rc,
+ * reply) is called exactly once, on the outbox thread, when the command was
+ * applied (rc 0, reply->status its verdict) or given up (-EROFS after
+ * timeout_ms, 0 = keep trying until the cluster stops; -ESHUTDOWN). done
+ * must not block or submit. */
+typedef void (*cluster_done_fn)(void *arg, int rc, const struct cluster_reply *reply);
+int cluster_send(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
+                 cluster_done_fn done, void *arg);
+
+/* Wait until everything sent so far has been applied or given up, at most
+ * timeout_ms. 0, or -ETIMEDOUT. */
+int cluster_drain(struct cluster *c, unsigned timeout_ms);
+
+/* One encoded command of a batch and what became of it: rc 0 applied
+ * (reply valid), -EINVAL malformed, anything else not applied as far as we
+ * know (-ENOTCONN no leader, -EROFS timed out, -ESHUTDOWN). */
+struct cluster_item {
+    const void *buf;     /* borrowed */
+    size_t len;
+    int rc;
+    struct cluster_reply reply;
+};
+
+/* One attempt to have items committed, in order, by the current leader:
+ * straight to raft on the leader, else one POST /v1/propose-batch. 0 when a
+ * leader answered (each item's rc says what happened to it; items after the
+ * first not applied are not applied either), or -ENOTCONN (no leader known)
+ * or a transport error for the whole batch. Outbox thread only. */
+int cluster_deliver(struct cluster *c, struct cluster_item *items, size_t n, unsigned timeout_ms);
+
+/* Leader side of POST /v1/propose-batch: commit items in order here. 0 with
+ * each item's rc; -ENOTCONN if this node is not the leader. */
+int cluster_submit_batch_encoded(struct cluster *c, struct cluster_item *items, size_t n,
+                                 unsigned timeout_ms);
 
 /* Leader side of POST /v1/propose: apply an encoded command here if this node
  * leads. Returns 0 with *reply, -ENOTCONN if this node is not the leader

@@ -1,4 +1,4 @@
-/* Follower -> leader forwarding (POST /v1/propose) over libcurl. Easy handles
+/* Follower -> leader forwarding (POST /v1/propose-batch) over libcurl. Easy handles
  * are pooled so that consecutive proposals reuse the keep-alive connection to
  * the leader instead of paying a TCP handshake each time. */
 #include "transfer/client.h"
@@ -17,7 +17,7 @@
 #include "nsync.h"
 
 #define XFER_POOL_MAX 16
-#define XFER_REPLY_MAX (64 * 1024)
+#define XFER_REPLY_MAX (256 * 1024) /* a batch answer: ~60 bytes per command */
 
 struct xfer_client {
     struct nsync *ns;
@@ -116,9 +116,8 @@ static size_t xfer_client_write(char *ptr, size_t size, size_t nmemb, void *arg)
 
 /* A u64 sent as a decimal string (the server's format) or, leniently, as a
  * number small enough to be exact in a double. */
-static int xfer_json_u64(const cJSON *o, const char *key, uint64_t *out)
+static int xfer_u64_of(const cJSON *it, uint64_t *out)
 {
-    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, key);
     if (cJSON_IsString(it) && it->valuestring && *it->valuestring) {
         const char *s = it->valuestring;
         uint64_t v = 0;
@@ -138,31 +137,6 @@ static int xfer_json_u64(const cJSON *o, const char *key, uint64_t *out)
         return 0;
     }
     return -EPROTO;
-}
-
-static int xfer_parse_reply(const char *txt, size_t len, struct cluster_reply *reply)
-{
-    cJSON *o = cJSON_ParseWithLength(txt, len);
-    if (!o)
-        return -EPROTO;
-    int rc = 0;
-    const cJSON *st = cJSON_GetObjectItemCaseSensitive(o, "status");
-    struct cluster_reply r;
-    memset(&r, 0, sizeof r);
-    if (!cJSON_IsNumber(st) || st->valuedouble < -4096 || st->valuedouble > 4096)
-        rc = -EPROTO;
-    else
-        r.status = st->valueint;
-    if (rc == 0)
-        rc = xfer_json_u64(o, "version", &r.version);
-    if (rc == 0)
-        rc = xfer_json_u64(o, "lock_holder", &r.lock_holder);
-    if (rc == 0)
-        rc = xfer_json_u64(o, "path_version", &r.path_version);
-    cJSON_Delete(o);
-    if (rc == 0)
-        *reply = r;
-    return rc;
 }
 
 /* One HTTP request on a pooled handle. body NULL means GET. On 0, *code is
@@ -214,26 +188,79 @@ static int xfer_client_call(struct xfer_client *c, const char *faddr, const char
     return -EHOSTUNREACH;
 }
 
-int xfer_client_propose(struct xfer_client *c, const char *faddr, const void *buf, size_t len,
-                        unsigned timeout_ms, struct cluster_reply *reply)
+/* One element of a batch answer: [rc, status, "version", "lock_holder",
+ * "path_version"]. */
+static int xfer_parse_result(const cJSON *r, struct cluster_item *it)
 {
-    struct xfer_buf *b = malloc(sizeof *b);
-    if (!b)
+    uint64_t v[3];
+    if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != 5)
+        return -EPROTO;
+    const cJSON *rc = cJSON_GetArrayItem(r, 0), *st = cJSON_GetArrayItem(r, 1);
+    if (!cJSON_IsNumber(rc) || !cJSON_IsNumber(st) || rc->valuedouble < -4096 ||
+        rc->valuedouble > 0 || st->valuedouble < -4096 || st->valuedouble > 4096)
+        return -EPROTO;
+    for (int k = 0; k < 3; k++)
+        if (xfer_u64_of(cJSON_GetArrayItem(r, 2 + k), &v[k]) < 0)
+            return -EPROTO;
+    it->rc = rc->valueint;
+    memset(&it->reply, 0, sizeof it->reply);
+    it->reply.status = st->valueint;
+    it->reply.version = v[0];
+    it->reply.lock_holder = v[1];
+    it->reply.path_version = v[2];
+    return 0;
+}
+
+int xfer_client_propose_batch(struct xfer_client *c, const char *faddr, struct cluster_item *items,
+                              size_t n, unsigned timeout_ms)
+{
+    size_t len = 4;
+    for (size_t i = 0; i < n; i++)
+        len += 4 + items[i].len;
+    unsigned char *body = malloc(len);
+    struct xfer_buf *b = body ? malloc(sizeof *b) : NULL;
+    if (!b) {
+        free(body);
         return -ENOMEM;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i <= n; i++) {
+        uint32_t w = i == 0 ? (uint32_t)n : (uint32_t)items[i - 1].len;
+        for (int k = 0; k < 4; k++)
+            body[off++] = (unsigned char)(w >> (8 * k));
+        if (i > 0) {
+            memcpy(body + off, items[i - 1].buf, items[i - 1].len);
+            off += items[i - 1].len;
+        }
+    }
     long code;
-    int rc = xfer_client_call(c, faddr, "/v1/propose", buf, len, false, timeout_ms, b, &code);
+    int rc = xfer_client_call(c, faddr, "/v1/propose-batch", body, len, false, timeout_ms, b, &code);
+    free(body);
     if (rc == 0) {
         switch (code) {
-        case 200: rc = xfer_parse_reply(b->data, b->len, reply); break;
+        case 200: rc = 0; break;
         case 421: rc = -ENOTCONN; break;
         case 503: rc = -EROFS; break;
         case 400:
         case 413: rc = -EINVAL; break;
         default: rc = -EPROTO; break;
         }
-        if (rc == -EPROTO)
-            log_warn("propose to %s: unexpected answer (HTTP %ld, %zu bytes)", faddr, code, b->len);
     }
+    cJSON *o = rc == 0 ? cJSON_ParseWithLength(b->data, b->len) : NULL;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "results");
+    if (rc == 0 && (!cJSON_IsArray(arr) || (size_t)cJSON_GetArraySize(arr) > n))
+        rc = -EPROTO;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const cJSON *r = cJSON_GetArrayItem(arr, (int)i);
+        if (!r) {
+            items[i].rc = -ENOTCONN; /* not answered: not applied */
+            continue;
+        }
+        rc = xfer_parse_result(r, &items[i]);
+    }
+    cJSON_Delete(o);
+    if (rc == -EPROTO || rc == -EINVAL)
+        log_warn("propose batch to %s: unexpected answer (HTTP %ld, %zu bytes)", faddr, code, b->len);
     free(b);
     return rc;
 }

@@ -1,5 +1,5 @@
-/* HTTP client side of the cluster protocol: a follower forwards a proposed
- * command to the leader (POST /v1/propose). Keeps a small pool of libcurl easy
+/* HTTP client side of the cluster protocol: a follower forwards its
+ * proposed commands to the leader (POST /v1/propose-batch). Keeps a small pool of libcurl easy
  * handles so that connections to the leader are reused (keep-alive). */
 #ifndef NSYNC_XFER_CLIENT_H
 #define NSYNC_XFER_CLIENT_H
@@ -17,16 +17,14 @@ struct cJSON;
 int xfer_client_new(struct nsync *ns, struct xfer_client **out);
 void xfer_client_free(struct xfer_client *c);
 
-/* POST the encoded command buf to http://faddr/v1/propose and wait at most
- * timeout_ms. Any thread; blocks the caller. Returns
- *   0           *reply filled from the leader's JSON answer (200)
- *   -ENOTCONN   the peer is not the leader (421): retry elsewhere
- *   -EROFS      the leader could not commit in time (503)
- *   -EINVAL     the leader refused the command as malformed (400)
- *   -EHOSTUNREACH / -ETIMEDOUT  connection failed / timed out
- *   -EPROTO     an answer we cannot parse */
-int xfer_client_propose(struct xfer_client *c, const char *faddr, const void *buf, size_t len,
-                        unsigned timeout_ms, struct cluster_reply *reply);
+/* POST the n commands of items to http://faddr/v1/propose-batch (see
+ * server.c for the format) and wait at most timeout_ms. 0 with each
+ * item's rc and reply; or, for the whole batch, -ENOTCONN (not the
+ * leader), -EROFS, -EINVAL (refused as malformed), -EHOSTUNREACH /
+ * -ETIMEDOUT, -EPROTO, -ENOMEM. Any thread; blocks the caller. */
+struct cluster_item;
+int xfer_client_propose_batch(struct xfer_client *c, const char *faddr, struct cluster_item *items,
+                              size_t n, unsigned timeout_ms);
 
 /* GET http://faddr/v1/status. On 0, *json is the parsed object (caller
  * frees it with cJSON_Delete). -EHOSTUNREACH / -ETIMEDOUT / -EPROTO. */

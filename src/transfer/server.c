@@ -334,10 +334,89 @@ static enum MHD_Result xfer_handle_propose(struct nsync *ns, struct MHD_Connecti
     return xfer_reply_json(conn, o);
 }
 
+#define XFER_BATCH_MAX 1024 /* commands in one POST /v1/propose-batch */
+
+static uint32_t xfer_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* POST /v1/propose-batch: u32 count, then count times (u32 length, encoded
+ * command), little-endian. The leader commits them in order; the answer
+ * says, per command, [rc, status, "version", "lock_holder", "path_version"]
+ * where rc 0 means applied and anything else means not applied (the
+ * sender retries from there). */
+static enum MHD_Result xfer_handle_propose_batch(struct nsync *ns, struct MHD_Connection *conn,
+                                                 struct xfer_req *rq)
+{
+    if (rq->too_big)
+        return xfer_reply_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "batch too large\n");
+    if (!ns->cluster)
+        return xfer_reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "cluster not running\n");
+    const unsigned char *p = (const unsigned char *)rq->body;
+    size_t len = rq->len;
+    if (len < 4)
+        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
+    uint32_t n = xfer_le32(p);
+    if (n == 0 || n > XFER_BATCH_MAX)
+        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
+    struct cluster_item *items = calloc(n, sizeof *items);
+    if (!items)
+        return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+    size_t off = 4;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t l = len - off >= 4 ? xfer_le32(p + off) : 0;
+        if (len - off < 4 || l == 0 || l > len - off - 4) {
+            free(items);
+            return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
+        }
+        items[i] = (struct cluster_item){.buf = p + off + 4, .len = l};
+        off += 4 + (size_t)l;
+    }
+    if (off != len) {
+        free(items);
+        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
+    }
+    int rc = cluster_submit_batch_encoded(ns->cluster, items, n, ns->cfg.submit_timeout_ms);
+    if (rc == -ENOTCONN) {
+        free(items);
+        return xfer_reply_text(conn, MHD_HTTP_MISDIRECTED_REQUEST, "not the leader\n");
+    }
+    if (rc < 0) {
+        free(items);
+        log_warn("forwarded batch of %u commands failed: %s", n, strerror(-rc));
+        return xfer_reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "batch failed\n");
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arr = o ? cJSON_AddArrayToObject(o, "results") : NULL;
+    for (uint32_t i = 0; arr && i < n; i++) {
+        cJSON *r = cJSON_CreateArray();
+        if (!r || !cJSON_AddItemToArray(arr, r)) {
+            cJSON_Delete(r);
+            arr = NULL;
+            break;
+        }
+        char v[3][24];
+        snprintf(v[0], sizeof v[0], "%" PRIu64, items[i].reply.version);
+        snprintf(v[1], sizeof v[1], "%" PRIu64, items[i].reply.lock_holder);
+        snprintf(v[2], sizeof v[2], "%" PRIu64, items[i].reply.path_version);
+        cJSON_AddItemToArray(r, cJSON_CreateNumber(items[i].rc));
+        cJSON_AddItemToArray(r, cJSON_CreateNumber(items[i].reply.status));
+        for (int k = 0; k < 3; k++)
+            cJSON_AddItemToArray(r, cJSON_CreateString(v[k]));
+    }
+    free(items);
+    if (!arr) {
+        cJSON_Delete(o);
+        return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+    }
+    return xfer_reply_json(conn, o);
+}
+
 static bool xfer_is_post_url(const char *url)
 {
-    return strcmp(url, "/v1/propose") == 0 || strcmp(url, "/v1/join") == 0 ||
-           strcmp(url, "/v1/leave") == 0;
+    return strcmp(url, "/v1/propose") == 0 || strcmp(url, "/v1/propose-batch") == 0 ||
+           strcmp(url, "/v1/join") == 0 || strcmp(url, "/v1/leave") == 0;
 }
 
 /* POST /v1/join {"id","caddr","faddr"} and /v1/leave {"id"}: leader only. */
@@ -470,6 +549,8 @@ static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const
             *upload_data_size = 0;
             return MHD_YES;
         }
+        if (strcmp(url, "/v1/propose-batch") == 0)
+            return xfer_handle_propose_batch(ns, conn, rq);
         if (url[4] == 'p')
             return xfer_handle_propose(ns, conn, rq);
         return xfer_handle_membership(ns, conn, rq, url[4] == 'j');

@@ -1,0 +1,38 @@
+/* The outbox: the one FIFO through which this node proposes commands. A
+ * single thread sends what has queued up as one batch (group commit) and
+ * completes each command in order, so commands from any thread commit in
+ * the order they were queued and a writer need not wait for a commit. */
+#ifndef NSYNC_OUTBOX_H
+#define NSYNC_OUTBOX_H
+
+#include <stddef.h>
+
+#include "cluster/cluster.h"
+
+struct outbox;
+
+/* Start the sender thread; it delivers through cluster_deliver(c), each
+ * attempt bounded by attempt_ms (or an item's nearer deadline). 0 or
+ * -ENOMEM / -EAGAIN. Called by cluster_start. */
+int outbox_start(struct cluster *c, unsigned attempt_ms, struct outbox **out);
+
+/* Stop: what is still queued completes with -ESHUTDOWN; joins the thread.
+ * Nothing may be sent afterwards. */
+void outbox_stop(struct outbox *o);
+
+/* Queue an encoded command (buf is taken over: freed by the outbox, also on
+ * error). timeout_ms 0 = no deadline. done is called once, on the outbox
+ * thread, outside any lock. 0, or -ESHUTDOWN (done is not called). Any
+ * thread. */
+int outbox_send(struct outbox *o, void *buf, size_t len, unsigned timeout_ms, cluster_done_fn done,
+                void *arg);
+
+/* Queue and wait for the outcome: 0 with *reply, or -EROFS / -EINVAL /
+ * -ESHUTDOWN. Any thread but the outbox's. */
+int outbox_submit(struct outbox *o, void *buf, size_t len, unsigned timeout_ms,
+                  struct cluster_reply *reply);
+
+/* Wait until the queue is empty, at most timeout_ms: 0 or -ETIMEDOUT. */
+int outbox_drain(struct outbox *o, unsigned timeout_ms);
+
+#endif
