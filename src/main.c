@@ -418,6 +418,9 @@ int main(int argc, char **argv)
         rc = xfer_server_start(&ns, &ns.server);
     if (rc == 0) {
         fs_set_fuse(ns.fs, fuse);
+        rc = fs_start(ns.fs);
+    }
+    if (rc == 0) {
         /* before the fetch worker: it asks reconcile about local edits */
         rc = reconcile_start(&ns, &ns.reconcile);
     }
@@ -443,6 +446,9 @@ int main(int argc, char **argv)
      * An unmount or SIGTERM/SIGINT is a clean leave: in-flight announces are
      * done (the FUSE loop has returned), so the node leaves the cluster
      * before the server that the leader may still call goes away. */
+    /* Changes closed just before the unmount are still in the outbox. */
+    if (ns.fs && ns.cluster)
+        fs_stop(ns.fs, ns.cfg.submit_timeout_ms + 2000);
     struct xfer_fetcher *fetcher = ns.fetcher;
     ns.fetcher = NULL; /* the server's status page stops asking it */
     xfer_fetcher_stop(fetcher);

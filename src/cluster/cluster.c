@@ -1029,6 +1029,11 @@ int cluster_send(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_
     return outbox_send(c->outbox, buf, len, timeout_ms, done, arg);
 }
 
+unsigned cluster_backlog_ms(struct cluster *c)
+{
+    return outbox_backlog_ms(c->outbox);
+}
+
 int cluster_drain(struct cluster *c, unsigned timeout_ms)
 {
     return outbox_drain(c->outbox, timeout_ms);

@@ -52,6 +52,10 @@ typedef void (*cluster_done_fn)(void *arg, int rc, const struct cluster_reply *r
 int cluster_send(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
                  cluster_done_fn done, void *arg);
 
+/* Age of the oldest command this node has queued and not yet had answered
+ * (0: none): how far the cluster is behind this node. Any thread. */
+unsigned cluster_backlog_ms(struct cluster *c);
+
 /* Wait until everything sent so far has been applied or given up, at most
  * timeout_ms. 0, or -ETIMEDOUT. */
 int cluster_drain(struct cluster *c, unsigned timeout_ms);

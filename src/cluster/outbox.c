@@ -26,6 +26,7 @@ struct ob_item {
     void *buf;               /* owned */
     size_t len;
     uint64_t deadline_ms;    /* 0: none */
+    uint64_t queued_ms;      /* when it was queued (monotonic) */
     cluster_done_fn done;
     void *arg;
 };
@@ -230,7 +231,8 @@ int outbox_send(struct outbox *o, void *buf, size_t len, unsigned timeout_ms, cl
     }
     it->buf = buf;
     it->len = len;
-    it->deadline_ms = timeout_ms ? nsync_mono_ms() + timeout_ms : 0;
+    it->queued_ms = nsync_mono_ms();
+    it->deadline_ms = timeout_ms ? it->queued_ms + timeout_ms : 0;
     it->done = done;
     it->arg = arg;
     pthread_mutex_lock(&o->mu);
@@ -305,4 +307,13 @@ int outbox_drain(struct outbox *o, unsigned timeout_ms)
             rc = -ETIMEDOUT;
     pthread_mutex_unlock(&o->mu);
     return rc;
+}
+
+unsigned outbox_backlog_ms(struct outbox *o)
+{
+    pthread_mutex_lock(&o->mu);
+    uint64_t now = nsync_mono_ms();
+    uint64_t age = o->head && now > o->head->queued_ms ? now - o->head->queued_ms : 0;
+    pthread_mutex_unlock(&o->mu);
+    return age > UINT32_MAX ? UINT32_MAX : (unsigned)age;
 }

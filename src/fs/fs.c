@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <fuse.h>
 #include <limits.h>
 #include <pthread.h>
@@ -27,6 +28,8 @@
 #include "nsync.h"
 
 #define LOCK_BUCKETS 256
+#define FS_JOURNAL "unsent"
+#define FS_JOURNAL_MAX (64u << 20) /* larger is not ours: ignored */
 #define BACKOFF_FIRST_MS 25
 #define BACKOFF_MAX_MS 500
 
@@ -41,16 +44,51 @@ struct lock_ent {
     bool acquiring;            /* one thread is running LOCK + version wait */
     bool releasing;            /* the last holder is unlocking: new holders wait */
     bool announcing;           /* a holder is between reading the path and its
-                                * announce being committed (announce_begin) */
+                                * announce being queued (announce_begin) */
+    bool fresh;                /* created here without waiting for the cluster
+                                * lock (optimistic create): its commands carry
+                                * fsm fresh, refused over another node's entry */
+    unsigned inflight;         /* announces sent but not yet answered, and
+                                * conflict fixes pending: keep the entry */
     unsigned attempts;         /* finished acquisitions, to pass a failure to waiters */
     int last_err;
 };
 
+/* An announce on its way through the outbox; owned by its completion. */
+struct pending_ann {
+    struct pending_ann *next;  /* in the conflict queue */
+    struct fs *fs;
+    struct lock_ent *e;        /* kept alive by e->inflight */
+    bool last;                 /* it carries unlock: the entry's lock goes with it */
+    dev_t dev;                 /* the file announced, so that a conflict fix */
+    ino_t ino;                 /* moves exactly that file aside */
+};
+
 struct fs {
     struct nsync *ns;
-    pthread_mutex_t mu;        /* guards the lock table */
-    pthread_cond_t cv;         /* an entry finished acquiring or releasing */
+    pthread_mutex_t mu;        /* guards the lock table and the conflict queue */
+    pthread_cond_t cv;         /* an entry finished acquiring or releasing, or an
+                                * announce was answered */
     struct lock_ent *buckets[LOCK_BUCKETS];
+    unsigned inflight;         /* sum of the entries' inflight */
+    /* Announces the cluster refused as conflicting (fresh over another
+     * node's entry, or a lapsed lock), fixed by the fixer thread: the
+     * outbox thread that learns of them may not submit. */
+    struct pending_ann *fix_head;
+    pthread_cond_t fix_cv;
+    pthread_t fixer;
+    bool fixer_started, fixer_stop;
+    /* The journal of announces queued but not yet answered (.nsyncfs/
+     * unsent): close() returns before the commit, so a crash could lose
+     * the announce; the next start replays what the journal names. Emptied
+     * whenever nothing is in flight. */
+    int journal_fd;
+    /* Paths named by the journal at start, until the replay dealt with
+     * them: the fetch worker must not install over them (fs_path_busy). */
+    char **replay;
+    size_t n_replay;
+    pthread_t replayer;
+    bool replayer_started;
     _Atomic(struct fuse *) fuse;
     bool as_root;              /* new nodes get the caller's owner */
 };
@@ -238,7 +276,8 @@ static struct lock_ent *lock_find(struct fs *fs, const char *path)
 /* Caller holds fs->mu. Frees e once nobody needs it. */
 static void lock_maybe_free(struct fs *fs, struct lock_ent *e)
 {
-    if (e->refs || e->waiters || e->held || e->acquiring || e->releasing || e->announcing)
+    if (e->refs || e->waiters || e->held || e->acquiring || e->releasing || e->announcing ||
+        e->inflight)
         return;
     struct lock_ent **pp = &fs->buckets[bucket_of(e->path)];
     while (*pp != e)
@@ -384,6 +423,7 @@ static int announce(struct fs *fs, struct fsm_cmd *cmd, struct held **cover, int
     for (int i = 0; i < n; i++)
         all_last = all_last && cover[i]->last;
     cmd->unlock = all_last;
+    cmd->fresh = n > 0 && cover[0]->e->fresh;
     struct cluster_reply r;
     int rc = submit(fs, cmd, &r);
     if (rc < 0) {
@@ -402,6 +442,230 @@ static int announce(struct fs *fs, struct fsm_cmd *cmd, struct held **cover, int
     if (!(r.status == -ENOENT && cmd->op == FSM_OP_RENAME))
         log_error("announce of %s refused by the cluster: %s", cmd->path, strerror(-r.status));
     return r.status < 0 ? r.status : -EIO;
+}
+
+/* ---- announces that do not wait ---- */
+
+/* The outbox answered (or the fixer fixed): drop what pa kept. When it
+ * carried unlock, this is where the last holder's release completes. */
+static void ann_release(struct fs *fs, struct pending_ann *pa)
+{
+    struct lock_ent *e = pa->e;
+    pthread_mutex_lock(&fs->mu);
+    e->inflight--;
+    fs->inflight--;
+    if (fs->inflight == 0 && fs->journal_fd >= 0 && !fs->n_replay &&
+        ftruncate(fs->journal_fd, 0) < 0)
+        log_warn("cannot empty the journal .nsyncfs/%s: %s", FS_JOURNAL, strerror(errno));
+    if (pa->last) {
+        e->refs--;
+        e->held = false;
+        e->releasing = false;
+        e->fresh = false;
+    }
+    pthread_cond_broadcast(&fs->cv);
+    lock_maybe_free(fs, e);
+    pthread_mutex_unlock(&fs->mu);
+    if (pa->last)
+        cluster_hold_locks(fs->ns->cluster, -1);
+    free(pa);
+}
+
+/* Outbox thread: must not block or submit. A refusal that means another
+ * node's version won goes to the fixer thread. */
+static void announce_done(void *arg, int rc, const struct cluster_reply *r)
+{
+    struct pending_ann *pa = arg;
+    struct fs *fs = pa->fs;
+    int st = rc < 0 ? rc : r->status;
+    if (st == -EEXIST || st == -EBUSY) {
+        pthread_mutex_lock(&fs->mu);
+        struct pending_ann **pp = &fs->fix_head;
+        while (*pp)
+            pp = &(*pp)->next;
+        pa->next = NULL;
+        *pp = pa;
+        pthread_cond_signal(&fs->fix_cv);
+        pthread_mutex_unlock(&fs->mu);
+        return;
+    }
+    if (st < 0)
+        log_error("the change to %s was not announced to the cluster: %s; it stays on this node "
+                  "only until written again", pa->e->path, strerror(-st));
+    ann_release(fs, pa);
+}
+
+/* Queue cmd (an ANNOUNCE of the file st describes) behind everything this
+ * node sent before, keeping e alive until it is answered. last: cmd
+ * carries unlock and takes over the holder's ref on e. */
+static int announce_async(struct fs *fs, struct fsm_cmd *cmd, struct lock_ent *e, bool last,
+                          const struct stat *st)
+{
+    struct pending_ann *pa = calloc(1, sizeof *pa);
+    if (!pa)
+        return -ENOMEM;
+    *pa = (struct pending_ann){.fs = fs, .e = e, .last = last, .dev = st->st_dev, .ino = st->st_ino};
+    pthread_mutex_lock(&fs->mu);
+    e->inflight++;
+    fs->inflight++;
+    if (fs->journal_fd >= 0) {
+        /* O_APPEND: one write per record, NUL-terminated (a path may hold
+         * a newline). Not fsynced: it must outlive the process, as the
+         * file's own bytes in the page cache do, not a power cut. */
+        size_t len = strlen(cmd->path) + 1;
+        if (write(fs->journal_fd, cmd->path, len) != (ssize_t)len)
+            log_warn("cannot journal the announce of %s: %s", cmd->path, strerror(errno));
+    }
+    pthread_mutex_unlock(&fs->mu);
+    cmd->node = fs->ns->self_id;
+    int rc = cluster_send(fs->ns->cluster, cmd, 0, announce_done, pa);
+    if (rc < 0) {
+        pthread_mutex_lock(&fs->mu);
+        e->inflight--;
+        fs->inflight--;
+        pthread_mutex_unlock(&fs->mu);
+        free(pa);
+        log_error("cannot queue the announce of %s: %s", cmd->path, strerror(-rc));
+        return rc == -ESHUTDOWN ? -EROFS : rc;
+    }
+    return 0;
+}
+
+/* Another node's version of pa's path won (its fresh create came first, or
+ * our lock had lapsed): this node's file is set aside as a conflict copy,
+ * announced under that name, and the winner's version is fetched in its
+ * place once the entry is released. Fixer thread. */
+static void fix_conflict(struct fs *fs, struct pending_ann *pa)
+{
+    struct nsync *ns = fs->ns;
+    const char *rel = pa->e->path;
+    char conflict[PATH_MAX];
+    struct stat st;
+    int rc = fstatat(ns->backing_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+    if (rc == 0 && (st.st_dev != pa->dev || st.st_ino != pa->ino))
+        rc = -ESTALE; /* already moved or replaced: nothing of ours there */
+    if (rc == 0)
+        rc = fs_conflict_name(ns, rel, conflict, sizeof conflict);
+    if (rc == 0 && renameat(ns->backing_fd, rel, ns->backing_fd, conflict) < 0)
+        rc = -errno;
+    if (rc == 0) {
+        log_warn("%s was written here and on another node at the same time; the cluster keeps the "
+                 "other node's version, this node's is kept as %s", rel, conflict);
+        int arc = fs_announce_local(fs, conflict);
+        if (arc < 0)
+            log_error("cannot announce the conflict copy %s: %s", conflict, strerror(-arc));
+        fs_invalidate(fs, rel);
+        fs_invalidate(fs, conflict);
+    } else if (rc != -ESTALE) {
+        log_error("%s: another node's version won, and this node's could not be set aside: %s",
+                  rel, strerror(-rc));
+    }
+    if (pa->last) {
+        /* Our LOCK may have been granted after all: let the winner in. */
+        struct fsm_cmd un = {.op = FSM_OP_UNLOCK, .path = rel};
+        struct cluster_reply r;
+        submit(fs, &un, &r);
+    }
+    ann_release(fs, pa);
+}
+
+static void *fixer_main(void *arg)
+{
+    struct fs *fs = arg;
+    pthread_mutex_lock(&fs->mu);
+    for (;;) {
+        while (!fs->fix_head && !fs->fixer_stop)
+            pthread_cond_wait(&fs->fix_cv, &fs->mu);
+        struct pending_ann *pa = fs->fix_head;
+        if (!pa)
+            break;
+        fs->fix_head = pa->next;
+        pthread_mutex_unlock(&fs->mu);
+        fix_conflict(fs, pa);
+        pthread_mutex_lock(&fs->mu);
+    }
+    pthread_mutex_unlock(&fs->mu);
+    return NULL;
+}
+
+/* ---- creates that do not wait for the lock ---- */
+
+#define FRESH_BACKLOG_MAX_MS 250 /* the cluster must be keeping up */
+
+/* Nobody has rel, as far as this node knows: no catalog entry (or a
+ * tombstone this node has), no lock, and the cluster answers. */
+static bool fresh_eligible(struct fs *fs, const char *rel)
+{
+    struct nsync *ns = fs->ns;
+    struct cluster_status cs;
+    cluster_get_status(ns->cluster, &cs);
+    if (cs.leader_id == 0 || cluster_backlog_ms(ns->cluster) > FRESH_BACKLOG_MAX_MS)
+        return false;
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    const struct fsm_entry *e = fsm_get(ns->fsm, rel);
+    bool ok = (!e || (e->kind == FSM_TOMBSTONE && fsm_node_has(ns->fsm, rel, ns->self_id))) &&
+              fsm_lock_get(ns->fsm, rel, NULL, NULL) == 0;
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    return ok;
+}
+
+/* Claim rel's (absent) lock entry for a fresh create: it stays 'acquiring',
+ * so local users wait, until fresh_end. NULL if an entry exists. */
+static struct lock_ent *fresh_begin(struct fs *fs, const char *rel)
+{
+    pthread_mutex_lock(&fs->mu);
+    struct lock_ent *e = lock_find(fs, rel) ? NULL : calloc(1, sizeof *e);
+    if (e && !(e->path = strdup(rel))) {
+        free(e);
+        e = NULL;
+    }
+    if (e) {
+        size_t b = bucket_of(rel);
+        e->next = fs->buckets[b];
+        fs->buckets[b] = e;
+        e->acquiring = true;
+        e->fresh = true;
+    }
+    pthread_mutex_unlock(&fs->mu);
+    return e;
+}
+
+static void fresh_lock_done(void *arg, int rc, const struct cluster_reply *r)
+{
+    if (rc < 0 || r->status != 0)
+        log_debug("lock of new file %s: %s (its announce decides)", (char *)arg,
+                  strerror(rc < 0 ? -rc : -r->status));
+    free(arg);
+}
+
+/* created: the O_EXCL create made the file, so the entry becomes held
+ * (one ref, the handle's) and the LOCK follows it through the outbox, to
+ * keep other nodes off the file while it is open here. Otherwise the entry
+ * is given back; waiters then take the lock the usual way. */
+static void fresh_end(struct fs *fs, struct lock_ent *e, bool created)
+{
+    char *path = created ? strdup(e->path) : NULL;
+    pthread_mutex_lock(&fs->mu);
+    e->acquiring = false;
+    if (created) {
+        e->held = true;
+        e->refs++;
+    } else {
+        e->fresh = false;
+    }
+    pthread_cond_broadcast(&fs->cv);
+    if (!created)
+        lock_maybe_free(fs, e);
+    pthread_mutex_unlock(&fs->mu);
+    if (!created)
+        return;
+    cluster_hold_locks(fs->ns->cluster, +1);
+    struct fsm_cmd cmd = {.op = FSM_OP_LOCK, .path = path, .node = fs->ns->self_id,
+                          .lease_ms = fs->ns->cfg.lease_ms};
+    if (!path || cluster_send(fs->ns->cluster, &cmd, 0, fresh_lock_done, path) < 0) {
+        log_debug("lock of new file %s not sent; its announce decides", e->path);
+        free(path);
+    }
 }
 
 /* ---- what an announce says about a path ---- */
@@ -660,26 +924,32 @@ static int handle_write_begin(struct fs *fs, struct handle *h, const char *path)
     }
 }
 
-/* Announce h's file (h->rw held exclusively, lock held for rel); unlock in
- * the same command when h is the last holder on this node. */
+/* Announce h's file (h->rw held exclusively, lock held for rel), unlocking
+ * in the same command when h is the last holder on this node. It does not
+ * wait for the commit: the outbox commits it after everything this node
+ * sent before and before anything it sends later, which is the order that
+ * matters; announce_done deals with the answer. */
 static int handle_announce(struct fs *fs, struct handle *h, const char *rel)
 {
     struct held hd = {.e = h->lk};
     announce_begin(fs, hd.e);
     unlock_begin(fs, &hd);
     struct stat st;
+    bool sent = false;
     int rc = fstat(h->fd, &st) < 0 ? -errno : 0;
     if (rc == 0 && st.st_nlink > 0) {
-        struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = rel};
+        struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = rel, .unlock = hd.last,
+                              .fresh = hd.e->fresh};
         uint64_t t0 = mono_us();
         rc = meta_of_fd(h->fd, &cmd.meta);
         if (rc == 0) {
-            struct held *cover[] = {&hd};
             uint64_t t1 = mono_us();
-            rc = announce(fs, &cmd, cover, 1);
-            log_debug("announce %s: %llu bytes, hash %llu us, commit %llu us%s", rel,
+            rc = announce_async(fs, &cmd, hd.e, hd.last, &st);
+            sent = rc == 0;
+            log_debug("announce %s: %llu bytes, hash %llu us, queued in %llu us%s%s", rel,
                       (unsigned long long)cmd.meta.size, (unsigned long long)(t1 - t0),
-                      (unsigned long long)(mono_us() - t1), cmd.unlock ? " (unlock)" : "");
+                      (unsigned long long)(mono_us() - t1), cmd.unlock ? " (unlock)" : "",
+                      cmd.fresh ? " (fresh)" : "");
         } else {
             log_error("cannot hash %s to announce it: %s", rel, strerror(-rc));
         }
@@ -687,7 +957,8 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel)
     announce_end(fs, hd.e);
     if (hd.last) {
         h->lk = NULL;
-        unlock_end(fs, &hd);
+        if (!sent)
+            unlock_end(fs, &hd); /* else the announce's answer releases it */
     }
     return rc;
 }
@@ -736,7 +1007,32 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
         return -ENOMEM;
     }
     uint64_t t_lock = mono_us();
-    if (writable) {
+    int bfd = fs->ns->backing_fd;
+    int oflags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC;
+    /* Read access too, so that flush can hash through the same fd. */
+    if ((oflags & O_ACCMODE) == O_WRONLY)
+        oflags = (oflags & ~O_ACCMODE) | O_RDWR;
+    bool created = false;
+    int fd = -1;
+    /* A new file nobody has: create it without waiting for the lock (see
+     * fresh_eligible). O_EXCL keeps waiting: it promises exclusivity across
+     * the cluster, which only the lock gives. */
+    struct lock_ent *fe = NULL;
+    if (create && !(flags & O_EXCL) && fresh_eligible(fs, rel))
+        fe = fresh_begin(fs, rel);
+    if (fe) {
+        fd = openat(bfd, rel, oflags | O_CREAT | O_EXCL, mode & 07777);
+        int err = errno;
+        fresh_end(fs, fe, fd >= 0);
+        if (fd >= 0) {
+            created = true;
+            h->lk = fe;
+        } else if (err != EEXIST) {
+            handle_free(h);
+            return -err;
+        }
+    }
+    if (writable && !h->lk) {
         struct held hd;
         int rc = lock_path(fs, rel, &hd);
         if (rc < 0) {
@@ -746,13 +1042,6 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
         h->lk = hd.e;
     }
     t_lock = mono_us() - t_lock;
-    int bfd = fs->ns->backing_fd;
-    int oflags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC;
-    /* Read access too, so that flush can hash through the same fd. */
-    if ((oflags & O_ACCMODE) == O_WRONLY)
-        oflags = (oflags & ~O_ACCMODE) | O_RDWR;
-    bool created = false;
-    int fd = -1;
     for (int tries = 0; fd < 0 && tries < 4; tries++) {
         if (create) {
             fd = openat(bfd, rel, oflags | O_CREAT | O_EXCL, mode & 07777);
@@ -795,8 +1084,8 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
     /* keep_cache stays 0: each open drops cached pages, so bytes a peer
      * installed since are seen even without an invalidation. */
     fi->keep_cache = 0;
-    log_debug("open %s flags %#x%s, lock %llu us", rel, (unsigned)flags, create ? " (create)" : "",
-              (unsigned long long)t_lock);
+    log_debug("open %s flags %#x%s, lock %llu us", rel, (unsigned)flags,
+              fe && created ? " (fresh create)" : create ? " (create)" : "", (unsigned long long)t_lock);
     return 0;
 }
 
@@ -1125,8 +1414,11 @@ static int op_statfs(const char *path, struct statvfs *sv)
     return fstatvfs(ns->backing_fd, sv) < 0 ? -errno : 0;
 }
 
-/* Every close(): the durability point. It returns once the announce of what
- * this handle wrote is committed, or with the reason it could not be. */
+/* Every close(): the file is complete in BACKING and its announce is queued
+ * in this node's outbox, in order with every other change of this node; the
+ * lock goes with the announce. close() does not wait for the commit (a
+ * round trip and a log write); the rare refusal is dealt with afterwards
+ * (announce_done). */
 static int op_flush(const char *path, struct fuse_file_info *fi)
 {
     struct nsync *ns = ctx_ns();
@@ -1318,16 +1610,201 @@ int fs_new(struct nsync *ns, struct fs **out)
         return -ENOMEM;
     }
     fs->ns = ns;
+    fs->journal_fd = -1;
     fs->as_root = geteuid() == 0;
     atomic_init(&fs->fuse, NULL);
+    if (pthread_cond_init(&fs->fix_cv, NULL) != 0) {
+        pthread_cond_destroy(&fs->cv);
+        pthread_mutex_destroy(&fs->mu);
+        free(fs);
+        return -ENOMEM;
+    }
     *out = fs;
     return 0;
+}
+
+/* The journal's paths, deduplicated, into fs->replay. */
+static void journal_load(struct fs *fs)
+{
+    struct stat st;
+    if (fstat(fs->journal_fd, &st) < 0 || st.st_size == 0)
+        return;
+    if ((uint64_t)st.st_size > FS_JOURNAL_MAX) {
+        log_warn("journal .nsyncfs/%s is %lld bytes: ignored", FS_JOURNAL, (long long)st.st_size);
+        return;
+    }
+    char *buf = malloc((size_t)st.st_size + 1);
+    ssize_t n = buf ? pread(fs->journal_fd, buf, (size_t)st.st_size, 0) : -1;
+    if (n <= 0) {
+        free(buf);
+        return;
+    }
+    buf[n] = '\0';
+    for (char *p = buf; p < buf + n; p += strlen(p) + 1) {
+        if (path_check(p) < 0 || path_is_internal(p))
+            continue;
+        bool dup = false;
+        for (size_t i = 0; i < fs->n_replay && !dup; i++)
+            dup = strcmp(fs->replay[i], p) == 0;
+        char **grown = dup ? NULL : realloc(fs->replay, (fs->n_replay + 1) * sizeof *grown);
+        if (grown) {
+            fs->replay = grown;
+            if ((fs->replay[fs->n_replay] = strdup(p)) != NULL)
+                fs->n_replay++;
+        }
+    }
+    free(buf);
+}
+
+/* Has the local catalog caught up with what the leader committed? */
+static bool replay_ready(struct fs *fs)
+{
+    struct cluster_status cs;
+    cluster_get_status(fs->ns->cluster, &cs);
+    return cs.leader_id != 0 && cs.last_applied >= cs.commit_index && cs.commit_index > 0;
+}
+
+/* One journaled path after a crash: the cluster has our version (nothing to
+ * do), or another node's newer one (ours becomes a conflict copy), or an
+ * older one of ours (announce ours now). */
+static void replay_one(struct fs *fs, const char *rel)
+{
+    struct nsync *ns = fs->ns;
+    struct fsm_meta m;
+    char target[PATH_MAX];
+    int rc = meta_of_path(fs, rel, &m, target, sizeof target);
+    if (rc < 0 || m.kind != FSM_FILE)
+        return; /* gone or changed kind since: a later change describes it */
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    const struct fsm_entry *e = fsm_get(ns->fsm, rel);
+    bool same = e && e->kind == FSM_FILE && e->size == m.size &&
+                memcmp(e->hash, m.hash, FSM_HASH_LEN) == 0;
+    bool theirs = e && !same && !fsm_node_has(ns->fsm, rel, ns->self_id);
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    if (same)
+        return;
+    char conflict[PATH_MAX];
+    if (theirs) {
+        if (fs_conflict_name(ns, rel, conflict, sizeof conflict) < 0 ||
+            renameat(ns->backing_fd, rel, ns->backing_fd, conflict) < 0) {
+            log_error("%s: changed here before a crash and by another node since; cannot keep "
+                      "this node's version aside: %s", rel, strerror(errno));
+            return;
+        }
+        log_warn("%s: changed here before a crash and by another node since; this node's "
+                 "version is kept as %s", rel, conflict);
+        rel = conflict;
+    }
+    rc = fs_announce_local(fs, rel);
+    if (rc < 0)
+        log_error("cannot announce %s, closed just before a crash: %s", rel, strerror(-rc));
+    else
+        log_info("announced %s, closed just before a crash", rel);
+}
+
+static void *replayer_main(void *arg)
+{
+    struct fs *fs = arg;
+    uint64_t seen = 0;
+    for (;;) {
+        pthread_mutex_lock(&fs->mu);
+        bool stop = fs->fixer_stop;
+        pthread_mutex_unlock(&fs->mu);
+        if (stop)
+            return NULL;
+        if (replay_ready(fs))
+            break;
+        cluster_wait_change(fs->ns->cluster, &seen, 100);
+    }
+    for (size_t i = 0; i < fs->n_replay; i++) {
+        replay_one(fs, fs->replay[i]);
+        pthread_mutex_lock(&fs->mu);
+        char *p = fs->replay[i];
+        fs->replay[i] = NULL; /* the fetch worker may have it now */
+        pthread_mutex_unlock(&fs->mu);
+        free(p);
+    }
+    pthread_mutex_lock(&fs->mu);
+    fs->n_replay = 0;
+    if (fs->inflight == 0 && ftruncate(fs->journal_fd, 0) < 0)
+        log_warn("cannot empty the journal .nsyncfs/%s: %s", FS_JOURNAL, strerror(errno));
+    pthread_mutex_unlock(&fs->mu);
+    return NULL;
+}
+
+int fs_start(struct fs *fs)
+{
+    fs->journal_fd = openat(fs->ns->data_fd, FS_JOURNAL, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fs->journal_fd < 0)
+        log_warn("cannot open the journal .nsyncfs/%s: %s; a crash right after a close may "
+                 "leave that change unannounced", FS_JOURNAL, strerror(errno));
+    else
+        journal_load(fs);
+    int rc = pthread_create(&fs->fixer, NULL, fixer_main, fs);
+    if (rc != 0) {
+        log_error("cannot start the conflict fixer thread: %s", strerror(rc));
+        return -rc;
+    }
+    fs->fixer_started = true;
+    if (fs->n_replay) {
+        log_info("%zu changes closed just before the last stop may not have reached the cluster: "
+                 "checking them", fs->n_replay);
+        rc = pthread_create(&fs->replayer, NULL, replayer_main, fs);
+        if (rc != 0) {
+            log_error("cannot start the journal replay thread: %s", strerror(rc));
+            return -rc;
+        }
+        fs->replayer_started = true;
+    }
+    return 0;
+}
+
+int fs_stop(struct fs *fs, unsigned timeout_ms)
+{
+    if (!fs)
+        return 0;
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&fs->mu);
+    while (fs->inflight > 0 && rc == 0)
+        if (pthread_cond_timedwait(&fs->cv, &fs->mu, &dl) == ETIMEDOUT && fs->inflight > 0)
+            rc = -ETIMEDOUT;
+    unsigned left = fs->inflight;
+    fs->fixer_stop = true;
+    pthread_cond_signal(&fs->fix_cv);
+    bool join = fs->fixer_started, join_replayer = fs->replayer_started;
+    fs->fixer_started = fs->replayer_started = false;
+    pthread_mutex_unlock(&fs->mu);
+    if (join_replayer) {
+        cluster_kick(fs->ns->cluster);
+        pthread_join(fs->replayer, NULL);
+    }
+    if (join)
+        pthread_join(fs->fixer, NULL);
+    if (rc < 0)
+        log_warn("%u announces still unanswered after %u ms at shutdown", left, timeout_ms);
+    return rc;
 }
 
 void fs_free(struct fs *fs)
 {
     if (!fs)
         return;
+    fs_stop(fs, 0);
+    while (fs->fix_head) { /* refused after the fixer stopped: nobody is left to fix them */
+        struct pending_ann *pa = fs->fix_head;
+        fs->fix_head = pa->next;
+        log_error("%s: another node's version won at shutdown; this node's stays in place "
+                  "until the next mount fetches the winner", pa->e->path);
+        free(pa);
+    }
     for (size_t i = 0; i < LOCK_BUCKETS; i++) {
         struct lock_ent *e = fs->buckets[i];
         while (e) {
@@ -1337,6 +1814,12 @@ void fs_free(struct fs *fs)
             e = next;
         }
     }
+    for (size_t i = 0; i < fs->n_replay; i++)
+        free(fs->replay[i]);
+    free(fs->replay);
+    if (fs->journal_fd >= 0)
+        close(fs->journal_fd);
+    pthread_cond_destroy(&fs->fix_cv);
     pthread_cond_destroy(&fs->cv);
     pthread_mutex_destroy(&fs->mu);
     free(fs);
@@ -1380,7 +1863,9 @@ bool fs_path_busy(struct fs *fs, const char *rel)
     struct lock_ent *e = lock_find(fs, rel);
     /* Not while the lock is being acquired: the acquirer may be waiting for
      * exactly the install the fetch worker is about to make. */
-    bool busy = e && (e->held || e->refs > 0);
+    bool busy = e && (e->held || e->refs > 0 || e->inflight > 0);
+    for (size_t i = 0; !busy && i < fs->n_replay; i++)
+        busy = fs->replay[i] && strcmp(fs->replay[i], rel) == 0;
     pthread_mutex_unlock(&fs->mu);
     return busy;
 }
@@ -1393,4 +1878,18 @@ static int do_nothing(struct fs *fs, const char *rel, void *arg)
 int fs_announce_local(struct fs *fs, const char *rel)
 {
     return mutate(fs, rel, do_nothing, NULL, AFTER_STATE);
+}
+
+int fs_conflict_name(const struct nsync *ns, const char *rel, char *out, size_t outsz)
+{
+    char stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    int len = snprintf(out, outsz, "%s.nsync-conflict-%08" PRIx32 "-%s", rel,
+                       (uint32_t)(ns->self_id >> 32), stamp);
+    if (len < 0 || (size_t)len >= outsz || path_check(out) < 0)
+        return -ENAMETOOLONG;
+    return 0;
 }

@@ -5,6 +5,7 @@
 #define NSYNC_FS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct nsync;
 struct fs;
@@ -13,6 +14,13 @@ struct fuse_operations;
 
 /* 0 or -ENOMEM. */
 int fs_new(struct nsync *ns, struct fs **out);
+/* Start the conflict fixer thread: after daemonizing (a fork keeps no
+ * threads), before the FUSE loop. 0 or -errno. */
+int fs_start(struct fs *fs);
+/* After the FUSE loop ended and before the cluster stops: wait (at most
+ * timeout_ms) until every announce sent without waiting has been answered
+ * and every conflict fixed, then stop the fixer. 0 or -ETIMEDOUT. */
+int fs_stop(struct fs *fs, unsigned timeout_ms);
 void fs_free(struct fs *fs);
 
 /* The operations table; fuse_new must be given ns as user_data. */
@@ -34,5 +42,10 @@ bool fs_path_busy(struct fs *fs, const char *rel);
  * appeared there while the node was out of the cluster), under its cluster
  * lock. 0 or -errno. Any thread but a FUSE handler's. */
 int fs_announce_local(struct fs *fs, const char *rel);
+
+/* The name under which this node keeps its version of rel when another
+ * node's won: "REL.nsync-conflict-NODE-YYYYMMDDTHHMMSSZ". 0, or
+ * -ENAMETOOLONG if no valid name fits in out. Any thread. */
+int fs_conflict_name(const struct nsync *ns, const char *rel, char *out, size_t outsz);
 
 #endif

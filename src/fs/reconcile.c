@@ -207,14 +207,8 @@ void reconcile_before_install(struct reconcile *r, const char *rel)
     int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
     if (it && it->h.kind == FSM_FILE && it->h.size == (uint64_t)st.st_size && it->h.mtime_ns == mt)
         return; /* as the cluster left it: nothing local to keep */
-    char stamp[32], conflict[4200];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-    int len = snprintf(conflict, sizeof conflict, "%s.nsync-conflict-%08" PRIx32 "-%s", rel,
-                       (uint32_t)(ns->self_id >> 32), stamp);
-    if (len < 0 || (size_t)len >= sizeof conflict || path_check(conflict) < 0) {
+    char conflict[PATH_MAX];
+    if (fs_conflict_name(ns, rel, conflict, sizeof conflict) < 0) {
         log_error("rejoin: %s changed here and in the cluster, and no conflict name fits: "
                   "the cluster's version replaces it", rel);
         return;

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from nsynctest import HOST, SYNC_TIMEOUT, exists, read_bytes, wait_for, write_file
+from nsynctest import HOST, SYNC_TIMEOUT, _no_leader, exists, read_bytes, wait_for, write_file
 
 
 def _prepare(c, w):
@@ -133,6 +133,11 @@ def test_quorum_loss_is_read_only_then_heals(cluster_factory):
     for i in dead:
         c.kill9(i)
 
+    # A new file closed in the first moment after the loss, before node w
+    # notices it (an election timeout), is accepted and committed once the
+    # quorum is back (test_fastpath.py); from then on writes are refused.
+    wait_for(lambda: _no_leader(str(c.node(w).status().get("leader", ""))), 10,
+             f"node {w} to notice it has no leader")
     log_start = c.node(w).log_path.stat().st_size
     t0 = time.monotonic()
     with pytest.raises(OSError) as ei:

@@ -1,0 +1,105 @@
+"""close() that does not wait for the commit, and creates that do not wait for
+the lock (issue 6): what a user must still be able to count on.
+
+- Changes of one node commit in the order they were made (one outbox per
+  node), so create-then-rename and create-then-unlink end right everywhere.
+- Two nodes that create the same new name at once both keep their bytes: the
+  cluster takes one, the other becomes a conflict copy, everywhere.
+- A node killed right after close() returned, before its announce could be
+  committed, announces the change when it comes back (the journal).
+
+The leader is frozen with SIGSTOP to hold commits back deterministically:
+changes made meanwhile are closed locally but cannot commit."""
+import os
+import signal
+
+from nsynctest import SYNC_TIMEOUT, exists, read_bytes, tree, wait_for, write_file
+
+
+class Frozen:
+    """SIGSTOP node i's daemon for the with-block; SIGCONT even on failure."""
+
+    def __init__(self, cluster, i):
+        self.pid = cluster.node(i).proc.pid
+
+    def __enter__(self):
+        os.kill(self.pid, signal.SIGSTOP)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            os.kill(self.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        return False
+
+
+def test_order_of_one_nodes_changes_is_kept(cluster):
+    """Write-then-rename (the atomic-save pattern) and write-then-delete, in
+    quick succession on a follower, end the same on every node."""
+    c = cluster
+    w = c.follower()
+    m = c.node(w)
+    os.mkdir(m.path("save"))
+    for i in range(40):
+        write_file(m.path(f"save/.tmp{i}"), f"version {i}\n".encode())
+        os.rename(m.path(f"save/.tmp{i}"), m.path(f"save/doc{i % 4}"))
+        write_file(m.path(f"save/scratch{i}"), b"gone soon")
+        os.unlink(m.path(f"save/scratch{i}"))
+    t = c.wait_trees_equal(sub="save")
+    names = sorted(os.path.basename(p) for p in t)
+    assert names == ["doc0", "doc1", "doc2", "doc3"], names
+    for k in range(4):
+        c.wait_file(f"save/doc{k}", f"version {36 + k}\n".encode())
+
+
+def test_same_new_name_on_two_nodes_keeps_both(cluster_factory):
+    """Both followers create x while the leader is frozen: both closes
+    succeed locally; once commits flow again the cluster keeps one version
+    under x and the other as x.nsync-conflict-*, on all three nodes."""
+    c = cluster_factory(3, name="samename")
+    lead = c.leader()
+    a, b = [i for i in range(3) if i != lead]
+    os.mkdir(c.node(a).path("d"))
+    c.wait_trees_equal(sub="d")
+    data = {a: b"from node a\n" * 100, b: b"from node b\n" * 77}
+    with Frozen(c, lead):
+        for i in (a, b):
+            write_file(c.node(i).path("d/x"), data[i])
+    c.wait_ready()
+
+    def two_names_everywhere():
+        trees = [tree(c.node(i).mnt / "d") for i in range(3)]
+        return len(trees[0]) == 2 and all(t == trees[0] for t in trees) and trees[0]
+
+    t = wait_for(two_names_everywhere, SYNC_TIMEOUT, "x and one conflict copy on every node")
+    names = sorted(os.path.basename(p) for p in t)
+    assert names[0] == "x" and names[1].startswith("x.nsync-conflict-"), names
+    for i in range(3):
+        got = {read_bytes(c.node(i).path("d/" + n)) for n in names}
+        assert got == {data[a], data[b]}, f"node {i} lost a version: {[len(g or b'') for g in got]}"
+
+
+def test_crash_right_after_close_loses_nothing(cluster_factory):
+    """A follower closes a new file while the leader is frozen (the announce
+    cannot commit) and is killed at once. When it comes back, its journal
+    makes it announce the file, and every node gets it."""
+    c = cluster_factory(3, name="journal")
+    lead = c.leader()
+    w = next(i for i in range(3) if i != lead)
+    data = os.urandom(50_000)
+    with Frozen(c, lead):
+        write_file(c.node(w).path("late.bin"), data)
+        c.kill9(w)
+    assert read_bytes(c.node(w).bpath("late.bin")) == data
+    c.wait_ready([i for i in range(3) if i != w])
+    c.start(w)
+    c.wait_file("late.bin", data)
+    c.wait_trees_equal()
+    # It came through the journal, not through an announce that slipped out
+    # before the kill.
+    log = c.node(w).log_path.read_text(errors="replace")
+    assert "announced late.bin, closed just before a crash" in log
+    journal = c.node(w).bpath(".nsyncfs/unsent")
+    wait_for(lambda: not exists(journal) or os.path.getsize(journal) == 0, SYNC_TIMEOUT,
+             "the journal emptied once its change was announced")
