@@ -62,6 +62,7 @@ struct pending_ann {
     bool last;                 /* it carries unlock: the entry's lock goes with it */
     dev_t dev;                 /* the file announced, so that a conflict fix */
     ino_t ino;                 /* moves exactly that file aside */
+    uint64_t queued_us;        /* for the debug log: queue to commit */
 };
 
 struct fs {
@@ -478,6 +479,8 @@ static void announce_done(void *arg, int rc, const struct cluster_reply *r)
     struct pending_ann *pa = arg;
     struct fs *fs = pa->fs;
     int st = rc < 0 ? rc : r->status;
+    log_debug("announce %s committed after %llu us: %s", pa->e->path,
+              (unsigned long long)(mono_us() - pa->queued_us), st ? strerror(-st) : "ok");
     if (st == -EEXIST || st == -EBUSY) {
         pthread_mutex_lock(&fs->mu);
         struct pending_ann **pp = &fs->fix_head;
@@ -504,7 +507,8 @@ static int announce_async(struct fs *fs, struct fsm_cmd *cmd, struct lock_ent *e
     struct pending_ann *pa = calloc(1, sizeof *pa);
     if (!pa)
         return -ENOMEM;
-    *pa = (struct pending_ann){.fs = fs, .e = e, .last = last, .dev = st->st_dev, .ino = st->st_ino};
+    *pa = (struct pending_ann){.fs = fs, .e = e, .last = last, .dev = st->st_dev, .ino = st->st_ino,
+                               .queued_us = mono_us()};
     pthread_mutex_lock(&fs->mu);
     e->inflight++;
     fs->inflight++;
