@@ -46,7 +46,8 @@ static const char usage_text[] =
     "                         comma separated (listing this node too is fine)\n"
     "  -f                     stay in the foreground and log to stderr\n"
     "  -o OPTS                mount options: FUSE's, plus lock_timeout=SECONDS (30),\n"
-    "                         lease=SECONDS (10), submit_timeout=SECONDS (8)\n"
+    "                         lease=SECONDS (10), submit_timeout=SECONDS (8),\n"
+    "                         strict_excl (O_EXCL creates wait for the cluster lock)\n"
     "  --log-level L          error, warn, info (default) or debug\n"
     "  -h, --help             this text\n"
     "  -V, --version          the version\n";
@@ -260,6 +261,10 @@ static void parse_o(struct nsync_config *cfg, const char *opts, char **fuse_opts
             target = &cfg->lease_ms, val = o + 6;
         else if (strncmp(o, "submit_timeout=", 15) == 0)
             target = &cfg->submit_timeout_ms, val = o + 15;
+        if (strcmp(o, "strict_excl") == 0) {
+            cfg->strict_excl = true;
+            continue;
+        }
         if (target) {
             if (parse_seconds(val, target) < 0)
                 die_usage("-o %s: expected a number of seconds", o);

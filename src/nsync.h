@@ -38,6 +38,8 @@ struct nsync_config {
     size_t n_peers;
     unsigned lock_timeout_ms;      /* -o lock_timeout=S, default 30 s */
     unsigned lease_ms;             /* -o lease=S, default 10 s */
+    bool strict_excl;              /* -o strict_excl: O_EXCL creates take the cluster
+                                    * lock first (exclusive cluster-wide) */
     unsigned submit_timeout_ms;    /* how long a change waits for a quorum */
     bool foreground;               /* -f: stay in front, log to stderr */
     int log_level;                 /* LOG_ERR..LOG_DEBUG (syslog levels) */

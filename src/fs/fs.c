@@ -1019,10 +1019,12 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
     bool created = false;
     int fd = -1;
     /* A new file nobody has: create it without waiting for the lock (see
-     * fresh_eligible). O_EXCL keeps waiting: it promises exclusivity across
-     * the cluster, which only the lock gives. */
+     * fresh_eligible). O_EXCL is then exclusive on this node; across nodes
+     * two simultaneous creators both succeed and one ends as a conflict
+     * copy. strict_excl makes O_EXCL wait for the lock instead, for
+     * applications that coordinate nodes through lock files. */
     struct lock_ent *fe = NULL;
-    if (create && !(flags & O_EXCL) && fresh_eligible(fs, rel))
+    if (create && !((flags & O_EXCL) && fs->ns->cfg.strict_excl) && fresh_eligible(fs, rel))
         fe = fresh_begin(fs, rel);
     if (fe) {
         fd = openat(bfd, rel, oflags | O_CREAT | O_EXCL, mode & 07777);
@@ -1031,7 +1033,7 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
         if (fd >= 0) {
             created = true;
             h->lk = fe;
-        } else if (err != EEXIST) {
+        } else if (err != EEXIST || (flags & O_EXCL)) {
             handle_free(h);
             return -err;
         }

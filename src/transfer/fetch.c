@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -807,8 +808,19 @@ static void xfer_process(struct xfer_worker *w, struct xfer_item *it)
 
 /* ------------------------------------------------------------ worker pool */
 
+/* Replication is background work: on a busy node the applications' own
+ * I/O (the FUSE threads) goes first, and catch-up takes what is left.
+ * Linux applies nice per thread. */
+#define XFER_NICE 10
+static void xfer_background(void)
+{
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), XFER_NICE) < 0)
+        log_debug("fetch: cannot lower the priority of a fetch thread: %s", strerror(errno));
+}
+
 static void *xfer_worker_main(void *arg)
 {
+    xfer_background();
     struct xfer_worker *w = arg;
     struct xfer_fetcher *f = w->f;
     pthread_mutex_lock(&f->mu);
@@ -1203,6 +1215,7 @@ out:
 
 static void *xfer_manager_main(void *arg)
 {
+    xfer_background();
     struct xfer_fetcher *f = arg;
     uint64_t seen = 0;
     while (!xfer_stopping(f)) {

@@ -103,3 +103,40 @@ def test_crash_right_after_close_loses_nothing(cluster_factory):
     journal = c.node(w).bpath(".nsyncfs/unsent")
     wait_for(lambda: not exists(journal) or os.path.getsize(journal) == 0, SYNC_TIMEOUT,
              "the journal emptied once its change was announced")
+
+
+def test_strict_excl_is_exclusive_across_nodes(cluster_factory):
+    """With -o strict_excl, O_EXCL creates of the same names on two nodes at
+    once: for every name exactly one node succeeds, the other gets EEXIST."""
+    import threading
+
+    c = cluster_factory(3, extra_args=["-o", "strict_excl"], name="strictexcl")
+    lead = c.leader()
+    a, b = [i for i in range(3) if i != lead]
+    os.mkdir(c.node(a).path("locks"))
+    c.wait_trees_equal(sub="locks")
+    names = [f"locks/l{k}" for k in range(20)]
+    wins = {a: set(), b: set()}
+    barrier = threading.Barrier(2)
+
+    def creator(i):
+        barrier.wait(timeout=30)
+        for n in names:
+            try:
+                fd = os.open(c.node(i).path(n), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            os.write(fd, f"held by {i}\n".encode())
+            os.close(fd)
+            wins[i].add(n)
+
+    ts = [threading.Thread(target=creator, args=(i,), daemon=True) for i in (a, b)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in ts), "a creator hung"
+    assert wins[a] | wins[b] == set(names), "a name nobody created"
+    assert not wins[a] & wins[b], f"both nodes created {sorted(wins[a] & wins[b])}"
+    t = c.wait_trees_equal(sub="locks")
+    assert not [p for p in t if "conflict" in p], sorted(t)
