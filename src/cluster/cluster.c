@@ -1034,6 +1034,21 @@ unsigned cluster_backlog_ms(struct cluster *c)
     return outbox_backlog_ms(c->outbox);
 }
 
+int cluster_send_lazy(struct cluster *c, const struct fsm_cmd *cmd, cluster_done_fn done, void *arg,
+                      void **token)
+{
+    void *buf;
+    size_t len;
+    if (fsm_cmd_encode(cmd, &buf, &len) < 0)
+        return -EINVAL;
+    return outbox_send_lazy(c->outbox, buf, len, true, done, arg, token, 0);
+}
+
+int cluster_cancel(struct cluster *c, void *token)
+{
+    return outbox_cancel(c->outbox, token);
+}
+
 int cluster_drain(struct cluster *c, unsigned timeout_ms)
 {
     return outbox_drain(c->outbox, timeout_ms);

@@ -52,6 +52,15 @@ typedef void (*cluster_done_fn)(void *arg, int rc, const struct cluster_reply *r
 int cluster_send(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
                  cluster_done_fn done, void *arg);
 
+/* cluster_send for a command that may wait up to 2 ms for company (a new
+ * file's LOCK: its close usually follows at once and both go in one
+ * commit), and may be taken back with cluster_cancel(*token) until it is
+ * sent. See outbox_send_lazy for the token's lifetime. */
+int cluster_send_lazy(struct cluster *c, const struct fsm_cmd *cmd, cluster_done_fn done, void *arg,
+                      void **token);
+/* 0: taken back, done will not be called; -EALREADY: sent or answered. */
+int cluster_cancel(struct cluster *c, void *token);
+
 /* Age of the oldest command this node has queued and not yet had answered
  * (0: none): how far the cluster is behind this node. Any thread. */
 unsigned cluster_backlog_ms(struct cluster *c);

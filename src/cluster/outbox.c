@@ -20,6 +20,7 @@
 #define OUTBOX_BACKOFF_MIN_MS 5
 #define OUTBOX_BACKOFF_MAX_MS 200
 #define OUTBOX_ATTEMPT_MIN_MS 50
+#define OUTBOX_LINGER_US 2000 /* a lazy item waits this long for company */
 
 struct ob_item {
     struct ob_item *next;
@@ -27,6 +28,9 @@ struct ob_item {
     size_t len;
     uint64_t deadline_ms;    /* 0: none */
     uint64_t queued_ms;      /* when it was queued (monotonic) */
+    uint64_t queued_us;
+    bool lazy;               /* may wait OUTBOX_LINGER_US for items to go with */
+    bool taken;              /* in a delivery (or answered): no longer cancellable */
     cluster_done_fn done;
     void *arg;
 };
@@ -54,6 +58,13 @@ static void cond_init_mono(pthread_cond_t *cv)
     pthread_condattr_destroy(&a);
 }
 
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 static void deadline_ts(struct timespec *ts, unsigned ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
@@ -69,6 +80,7 @@ static void deadline_ts(struct timespec *ts, unsigned ms)
 static void ob_unlink(struct outbox *o, struct ob_item *it)
 {
     struct ob_item **pp = &o->head, *prev = NULL;
+    it->taken = true;
     while (*pp != it) {
         prev = *pp;
         pp = &(*pp)->next;
@@ -106,6 +118,8 @@ static void *ob_main(void *arg)
             pthread_cond_wait(&o->cv, &o->mu);
         if (o->stopping || !batch || !taken) {
             struct ob_item *list = o->head;
+            for (struct ob_item *it = list; it; it = it->next)
+                it->taken = true;
             o->head = o->tail = NULL;
             o->queued = 0;
             pthread_cond_broadcast(&o->empty_cv);
@@ -140,6 +154,30 @@ static void *ob_main(void *arg)
             taken[n++] = it;
             bytes += it->len;
         }
+        /* Only lazy items (a new file's LOCK): give the file's close a
+         * moment to join, so that both travel in one commit. */
+        bool all_lazy = n > 0 && !expired;
+        for (size_t i = 0; all_lazy && i < n; i++)
+            all_lazy = taken[i]->lazy;
+        uint64_t now_us = mono_us();
+        if (all_lazy && now_us < taken[0]->queued_us + OUTBOX_LINGER_US) {
+            uint64_t wait_us = taken[0]->queued_us + OUTBOX_LINGER_US - now_us;
+            struct timespec dl;
+            clock_gettime(CLOCK_MONOTONIC, &dl);
+            dl.tv_nsec += (long)(wait_us * 1000u);
+            while (dl.tv_nsec >= 1000000000L) {
+                dl.tv_sec++;
+                dl.tv_nsec -= 1000000000L;
+            }
+            size_t before = o->queued;
+            while (o->queued == before && !o->stopping &&
+                   pthread_cond_timedwait(&o->cv, &o->mu, &dl) != ETIMEDOUT)
+                ;
+            pthread_mutex_unlock(&o->mu);
+            continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            taken[i]->taken = true;
         pthread_mutex_unlock(&o->mu);
         if (expired) {
             ob_finish(o, expired, -EROFS, NULL);
@@ -192,7 +230,7 @@ int outbox_start(struct cluster *c, unsigned attempt_ms, struct outbox **out)
     o->c = c;
     o->attempt_ms = attempt_ms ? attempt_ms : 8000;
     pthread_mutex_init(&o->mu, NULL);
-    pthread_cond_init(&o->cv, NULL);
+    cond_init_mono(&o->cv);
     cond_init_mono(&o->empty_cv);
     int rc = pthread_create(&o->thread, NULL, ob_main, o);
     if (rc != 0) {
@@ -224,6 +262,12 @@ void outbox_stop(struct outbox *o)
 int outbox_send(struct outbox *o, void *buf, size_t len, unsigned timeout_ms, cluster_done_fn done,
                 void *arg)
 {
+    return outbox_send_lazy(o, buf, len, false, done, arg, NULL, timeout_ms);
+}
+
+int outbox_send_lazy(struct outbox *o, void *buf, size_t len, bool lazy, cluster_done_fn done,
+                     void *arg, void **token, unsigned timeout_ms)
+{
     struct ob_item *it = calloc(1, sizeof *it);
     if (!it) {
         free(buf);
@@ -232,6 +276,8 @@ int outbox_send(struct outbox *o, void *buf, size_t len, unsigned timeout_ms, cl
     it->buf = buf;
     it->len = len;
     it->queued_ms = nsync_mono_ms();
+    it->queued_us = mono_us();
+    it->lazy = lazy;
     it->deadline_ms = timeout_ms ? it->queued_ms + timeout_ms : 0;
     it->done = done;
     it->arg = arg;
@@ -248,8 +294,25 @@ int outbox_send(struct outbox *o, void *buf, size_t len, unsigned timeout_ms, cl
         o->head = it;
     o->tail = it;
     o->queued++;
+    if (token)
+        *token = it;
     pthread_cond_signal(&o->cv);
     pthread_mutex_unlock(&o->mu);
+    return 0;
+}
+
+int outbox_cancel(struct outbox *o, void *token)
+{
+    struct ob_item *it = token;
+    pthread_mutex_lock(&o->mu);
+    if (it->taken) {
+        pthread_mutex_unlock(&o->mu);
+        return -EALREADY;
+    }
+    ob_unlink(o, it);
+    pthread_mutex_unlock(&o->mu);
+    free(it->buf);
+    free(it);
     return 0;
 }
 

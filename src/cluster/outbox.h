@@ -5,6 +5,7 @@
 #ifndef NSYNC_OUTBOX_H
 #define NSYNC_OUTBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "cluster/cluster.h"
@@ -26,6 +27,19 @@ void outbox_stop(struct outbox *o);
  * thread. */
 int outbox_send(struct outbox *o, void *buf, size_t len, unsigned timeout_ms, cluster_done_fn done,
                 void *arg);
+
+/* outbox_send with two more things: a lazy item lets the sender wait up to
+ * 2 ms for more items to send with it (when nothing but lazy items is
+ * queued), and *token (if not NULL) names it for outbox_cancel. The token
+ * is valid until done is called; the caller must make sure done cannot run
+ * to completion while it cancels (e.g. done takes a lock the canceller
+ * holds). */
+int outbox_send_lazy(struct outbox *o, void *buf, size_t len, bool lazy, cluster_done_fn done,
+                     void *arg, void **token, unsigned timeout_ms);
+
+/* Take back an item not yet handed to a delivery: 0 (removed, done will
+ * never be called) or -EALREADY (sent or answered: done will be called). */
+int outbox_cancel(struct outbox *o, void *token);
 
 /* Queue and wait for the outcome: 0 with *reply, or -EROFS / -EINVAL /
  * -ESHUTDOWN. Any thread but the outbox's. */

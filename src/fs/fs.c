@@ -45,11 +45,13 @@ struct lock_ent {
     bool releasing;            /* the last holder is unlocking: new holders wait */
     bool announcing;           /* a holder is between reading the path and its
                                 * announce being queued (announce_begin) */
+    struct fs *fs_;            /* for the answer of a fresh create's LOCK */
     bool fresh;                /* created here without waiting for the cluster
                                 * lock (optimistic create): its commands carry
                                 * fsm fresh, refused over another node's entry */
     unsigned inflight;         /* announces sent but not yet answered, and
                                 * conflict fixes pending: keep the entry */
+    void *lock_token;          /* a fresh create's LOCK, still cancellable */
     unsigned attempts;         /* finished acquisitions, to pass a failure to waiters */
     int last_err;
 };
@@ -634,12 +636,21 @@ static struct lock_ent *fresh_begin(struct fs *fs, const char *rel)
     return e;
 }
 
+/* Outbox thread. e was kept alive for this answer (inflight). */
 static void fresh_lock_done(void *arg, int rc, const struct cluster_reply *r)
 {
+    struct lock_ent *e = arg;
+    struct fs *fs = e->fs_;
     if (rc < 0 || r->status != 0)
-        log_debug("lock of new file %s: %s (its announce decides)", (char *)arg,
+        log_debug("lock of new file %s: %s (its announce decides)", e->path,
                   strerror(rc < 0 ? -rc : -r->status));
-    free(arg);
+    pthread_mutex_lock(&fs->mu);
+    e->lock_token = NULL;
+    e->inflight--;
+    fs->inflight--;
+    pthread_cond_broadcast(&fs->cv);
+    lock_maybe_free(fs, e);
+    pthread_mutex_unlock(&fs->mu);
 }
 
 /* created: the O_EXCL create made the file, so the entry becomes held
@@ -648,12 +659,25 @@ static void fresh_lock_done(void *arg, int rc, const struct cluster_reply *r)
  * is given back; waiters then take the lock the usual way. */
 static void fresh_end(struct fs *fs, struct lock_ent *e, bool created)
 {
-    char *path = created ? strdup(e->path) : NULL;
     pthread_mutex_lock(&fs->mu);
     e->acquiring = false;
     if (created) {
         e->held = true;
         e->refs++;
+        /* Lazy: a small file's close follows within the linger and then
+         * takes the LOCK back (its fresh announce does the same job). Sent
+         * under fs->mu, so its answer cannot clear lock_token before it is
+         * set. */
+        struct fsm_cmd cmd = {.op = FSM_OP_LOCK, .path = e->path, .node = fs->ns->self_id,
+                              .lease_ms = fs->ns->cfg.lease_ms};
+        e->fs_ = fs;
+        if (cluster_send_lazy(fs->ns->cluster, &cmd, fresh_lock_done, e, &e->lock_token) == 0) {
+            e->inflight++;
+            fs->inflight++;
+        } else {
+            e->lock_token = NULL;
+            log_debug("lock of new file %s not sent; its announce decides", e->path);
+        }
     } else {
         e->fresh = false;
     }
@@ -661,15 +685,22 @@ static void fresh_end(struct fs *fs, struct lock_ent *e, bool created)
     if (!created)
         lock_maybe_free(fs, e);
     pthread_mutex_unlock(&fs->mu);
-    if (!created)
-        return;
-    cluster_hold_locks(fs->ns->cluster, +1);
-    struct fsm_cmd cmd = {.op = FSM_OP_LOCK, .path = path, .node = fs->ns->self_id,
-                          .lease_ms = fs->ns->cfg.lease_ms};
-    if (!path || cluster_send(fs->ns->cluster, &cmd, 0, fresh_lock_done, path) < 0) {
-        log_debug("lock of new file %s not sent; its announce decides", e->path);
-        free(path);
+    if (created)
+        cluster_hold_locks(fs->ns->cluster, +1);
+}
+
+/* The last holder of a fresh entry announces with unlock: if the LOCK was
+ * not sent yet, it is not needed (a fresh ANNOUNCE with unlock is a LOCK
+ * and an announce in one step), so one raft entry less. */
+static void fresh_lock_cancel(struct fs *fs, struct lock_ent *e)
+{
+    pthread_mutex_lock(&fs->mu);
+    if (e->lock_token && cluster_cancel(fs->ns->cluster, e->lock_token) == 0) {
+        e->lock_token = NULL;
+        e->inflight--;
+        fs->inflight--;
     }
+    pthread_mutex_unlock(&fs->mu);
 }
 
 /* ---- what an announce says about a path ---- */
@@ -944,6 +975,8 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel)
     if (rc == 0 && st.st_nlink > 0) {
         struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = rel, .unlock = hd.last,
                               .fresh = hd.e->fresh};
+        if (hd.last && hd.e->fresh)
+            fresh_lock_cancel(fs, hd.e);
         uint64_t t0 = mono_us();
         rc = meta_of_fd(h->fd, &cmd.meta);
         if (rc == 0) {
