@@ -522,8 +522,13 @@ static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const
             uint64_t n;
             if (cl && xfer_parse_u64(cl, &n) == 0 && n > XFER_MAX_BODY)
                 return xfer_reply_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "command too large\n");
-            return MHD_YES; /* wait for the body */
         }
+        /* Answer from the second call on, also for a GET: libmicrohttpd
+         * closes the connection after a response queued in the first call
+         * (before it knows the request has no body), which would cost every
+         * fetch and every forwarded batch a new TCP connection and a new
+         * server thread. */
+        return MHD_YES;
     }
     struct xfer_req *rq = *con_cls;
 
