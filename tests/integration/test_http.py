@@ -161,3 +161,21 @@ def test_many_connections_then_status(node):
         for s in socks:
             s.close()
     assert_alive(node)
+
+
+def test_connections_are_kept_alive(node):
+    """Fetches and forwarded batches reuse one connection (a new TCP
+    connection and server thread per request cost more than the request)."""
+    conn = http.client.HTTPConnection(HOST, node.fport, timeout=5)
+    socks = []
+    try:
+        for target in ("/v1/status", "/v1/file?path=nothing-here&version=1", "/v1/status"):
+            conn.request("GET", target)
+            r = conn.getresponse()
+            r.read()
+            assert (r.getheader("Connection") or "").lower() != "close", target
+            socks.append(conn.sock)
+    finally:
+        conn.close()
+    assert socks[0] is not None and all(s is socks[0] for s in socks), \
+        "the server closed the connection between requests"
