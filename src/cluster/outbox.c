@@ -46,6 +46,7 @@ struct outbox {
     pthread_cond_t empty_cv; /* the queue became empty */
     struct ob_item *head, *tail;
     size_t queued;
+    uint64_t sent_seq;       /* counts outbox_send calls: wakes a lingering sender */
     bool stopping;
 };
 
@@ -169,8 +170,8 @@ static void *ob_main(void *arg)
                 dl.tv_sec++;
                 dl.tv_nsec -= 1000000000L;
             }
-            size_t before = o->queued;
-            while (o->queued == before && !o->stopping &&
+            uint64_t before = o->sent_seq;
+            while (o->sent_seq == before && !o->stopping &&
                    pthread_cond_timedwait(&o->cv, &o->mu, &dl) != ETIMEDOUT)
                 ;
             pthread_mutex_unlock(&o->mu);
@@ -294,6 +295,7 @@ int outbox_send_lazy(struct outbox *o, void *buf, size_t len, bool lazy, cluster
         o->head = it;
     o->tail = it;
     o->queued++;
+    o->sent_seq++;
     if (token)
         *token = it;
     pthread_cond_signal(&o->cv);
