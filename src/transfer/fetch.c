@@ -49,6 +49,7 @@
 #define XFER_TMP_PREFIX "xfer-"
 #define XFER_ERRBODY_MAX 4096     /* body of a non-200 answer we are willing to drain */
 #define XFER_RECV_BUF (1024 * 1024) /* curl's receive buffer (its default: 16 KiB) */
+#define XFER_BIG_FILE (8u << 20)    /* ...for files at least this big */
 
 /* Outcome of one item. */
 enum {
@@ -127,6 +128,12 @@ struct xfer_fetcher {
     size_t n_jobs, next_job, done_jobs;
 
     struct xfer_worker mgr_w;  /* the manager's own context (fallback with no pool) */
+
+    /* Parent directories of what was installed since the last SYNCED: each
+     * is fsynced once, just before that SYNCED says the files are here. */
+    pthread_mutex_t dirs_mu;
+    char **dirty_dirs;
+    size_t n_dirty, cap_dirty;
 
     /* Catch-up progress in the log (manager thread only). */
     uint64_t progress_ms;
@@ -443,8 +450,11 @@ static int xfer_get_from(struct xfer_worker *w, struct xfer_item *it, uint64_t h
      * 16 KiB. With 1 MiB, a node receiving 1 GiB used ~1.8 instead of
      * ~2.6 s of CPU (2-core loopback cluster); on a shared disk the fsync
      * then waits longer, so the end-to-end gain there is small. One buffer
-     * per handle: 5 MiB per node at most. */
-    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)XFER_RECV_BUF);
+     * per handle: 5 MiB per node at most. Only for big files: the option
+     * allocates the buffer anew on every transfer (the reset above drops
+     * it), which for a 4 KiB file costs more than the transfer. */
+    if (it->size >= XFER_BIG_FILE)
+        curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)XFER_RECV_BUF);
     /* No total timeout: a big file may take long; a stalled one may not. */
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 10L);
@@ -530,11 +540,56 @@ static int xfer_download(struct xfer_worker *w, struct xfer_item *it, int fd)
 /* A path was just changed in BACKING: drop the kernel's cache of it first
  * (a reader must not combine the new file with the old cached size), then
  * make the directory entry durable. */
+/* rel is in place: readers see it now; its directory entry is made durable
+ * before the SYNCED that reports it (xfer_sync_dirs), once per directory
+ * for a whole batch instead of once per file. */
 static int xfer_installed(struct xfer_fetcher *f, const char *rel)
 {
     xfer_invalidate(f, rel);
-    xfer_sync_parent(f->ns->backing_fd, rel);
+    const char *slash = strrchr(rel, '/');
+    size_t n = slash ? (size_t)(slash - rel) : 0;
+    pthread_mutex_lock(&f->dirs_mu);
+    bool known = false;
+    for (size_t i = 0; i < f->n_dirty && !known; i++)
+        known = strlen(f->dirty_dirs[i]) == n && strncmp(f->dirty_dirs[i], rel, n) == 0;
+    if (!known && f->n_dirty == f->cap_dirty) {
+        size_t cap = f->cap_dirty ? 2 * f->cap_dirty : 16;
+        char **grown = realloc(f->dirty_dirs, cap * sizeof *grown);
+        if (grown) {
+            f->dirty_dirs = grown;
+            f->cap_dirty = cap;
+        }
+    }
+    char *dir = known || f->n_dirty == f->cap_dirty ? NULL : strndup(rel, n);
+    if (dir)
+        f->dirty_dirs[f->n_dirty++] = dir;
+    pthread_mutex_unlock(&f->dirs_mu);
+    if (!known && !dir)
+        xfer_sync_parent(f->ns->backing_fd, rel); /* out of memory: at once */
     return XFER_DONE;
+}
+
+/* Make the renames since the last call durable: fsync each directory they
+ * touched. Manager thread, before a SYNCED. */
+static void xfer_sync_dirs(struct xfer_fetcher *f)
+{
+    pthread_mutex_lock(&f->dirs_mu);
+    char **dirs = f->dirty_dirs;
+    size_t n = f->n_dirty;
+    f->dirty_dirs = NULL;
+    f->n_dirty = f->cap_dirty = 0;
+    pthread_mutex_unlock(&f->dirs_mu);
+    for (size_t i = 0; i < n; i++) {
+        int fd = dirs[i][0] ? path_open_beneath(f->ns->backing_fd, dirs[i], O_RDONLY | O_DIRECTORY)
+                            : openat(f->ns->backing_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd >= 0) {
+            if (fsync(fd) < 0)
+                log_warn("fsync of directory %s: %s", dirs[i][0] ? dirs[i] : ".", strerror(errno));
+            close(fd);
+        }
+        free(dirs[i]);
+    }
+    free(dirs);
 }
 
 static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
@@ -1033,6 +1088,7 @@ static void xfer_flush(struct xfer_fetcher *f, struct xfer_batch *b)
 {
     if (b->n == 0)
         return;
+    xfer_sync_dirs(f);
     struct nsync *ns = f->ns;
     struct fsm_cmd cmd;
     memset(&cmd, 0, sizeof cmd);
@@ -1295,6 +1351,7 @@ int xfer_fetcher_start(struct nsync *ns, struct xfer_fetcher **out)
         return -ENOMEM;
     }
     pthread_mutex_init(&f->mu, NULL);
+    pthread_mutex_init(&f->dirs_mu, NULL);
     pthread_cond_init(&f->cv_job, NULL);
     pthread_cond_init(&f->cv_done, NULL);
     int rc = xfer_worker_init(f, &f->mgr_w);
@@ -1343,11 +1400,13 @@ void xfer_fetcher_stop(struct xfer_fetcher *f)
         xfer_worker_fini(&f->workers[i]);
     }
     xfer_worker_fini(&f->mgr_w);
+    xfer_sync_dirs(f); /* installed but not reported: durable all the same */
     xfer_retry_sweep(f, true);
     pthread_cond_destroy(&f->cv_done);
     pthread_cond_destroy(&f->cv_job);
     pthread_mutex_destroy(&f->mu);
     pthread_mutex_destroy(&f->peer_mu);
+    pthread_mutex_destroy(&f->dirs_mu);
     free(f);
 }
 
