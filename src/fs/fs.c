@@ -184,14 +184,20 @@ static bool lock_taken_elsewhere(struct fs *fs, const char *rel)
 }
 
 /* The local copy of rel is the catalog's version `want` (or newer), so a
- * writer starting now starts from the latest bytes. */
-static bool local_current(struct fs *fs, const char *rel, uint64_t want)
+ * writer starting now starts from the latest bytes. lock_version is the
+ * version of the LOCK that granted us the path: until this node's own
+ * catalog has applied that far, it may not even know `want` yet, and "no
+ * entry" would wrongly read as "nothing to wait for". */
+static bool local_current(struct fs *fs, const char *rel, uint64_t want, uint64_t lock_version)
 {
     struct nsync *ns = fs->ns;
     pthread_rwlock_rdlock(&ns->fsm_lock);
-    const struct fsm_entry *e = fsm_get(ns->fsm, rel);
-    /* No entry: a settled tombstone was dropped, so every node has it. */
-    bool ok = !e || (e->version >= want && fsm_node_has(ns->fsm, rel, ns->self_id));
+    bool ok = fsm_version(ns->fsm) >= lock_version;
+    if (ok) {
+        const struct fsm_entry *e = fsm_get(ns->fsm, rel);
+        /* No entry: a settled tombstone was dropped, so every node has it. */
+        ok = !e || (e->version >= want && fsm_node_has(ns->fsm, rel, ns->self_id));
+    }
     pthread_rwlock_unlock(&ns->fsm_lock);
     return ok;
 }
@@ -241,7 +247,7 @@ static int cluster_lock(struct fs *fs, const char *rel)
     cluster_hold_locks(ns->cluster, +1);
     if (r.path_version > 0) {
         uint64_t vdeadline = nsync_mono_ms() + lock_timeout(ns);
-        while (!local_current(fs, rel, r.path_version)) {
+        while (!local_current(fs, rel, r.path_version, r.version)) {
             uint64_t now = nsync_mono_ms();
             if (now >= vdeadline) {
                 log_warn("lock %s: version %llu not installed here within %u ms", rel,
