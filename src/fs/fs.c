@@ -554,8 +554,8 @@ static void fix_conflict(struct fs *fs, struct pending_ann *pa)
     char conflict[PATH_MAX];
     struct stat st;
     int rc = fstatat(ns->backing_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-    if (rc == 0 && (st.st_dev != pa->dev || st.st_ino != pa->ino))
-        rc = -ESTALE; /* already moved or replaced: nothing of ours there */
+    if (rc == -ENOENT || (rc == 0 && (st.st_dev != pa->dev || st.st_ino != pa->ino)))
+        rc = -ESTALE; /* a delete, or already moved or replaced: nothing of ours there */
     if (rc == 0)
         rc = fs_conflict_name(ns, rel, conflict, sizeof conflict);
     if (rc == 0 && renameat(ns->backing_fd, rel, ns->backing_fd, conflict) < 0)
@@ -783,9 +783,11 @@ typedef int (*local_fn)(struct fs *fs, const char *rel, void *arg);
 
 enum after { AFTER_STATE, AFTER_TOMBSTONE };
 
-/* The shape of every metadata change: lock rel, change BACKING, announce the
- * result with unlock, or (if the local change failed) announce nothing and
- * unlock. The root is not in the catalog: changed locally only. */
+/* The shape of every metadata change: lock rel, change BACKING, queue the
+ * announce of the result with unlock (not waited for, as at close: the
+ * outbox keeps this node's changes in order), or (if the local change
+ * failed) announce nothing and unlock. The root is not in the catalog:
+ * changed locally only. */
 static int mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after after)
 {
     if (is_root(rel))
@@ -797,6 +799,7 @@ static int mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum a
     announce_begin(fs, h.e);
     rc = fn(fs, rel, arg);
     unlock_begin(fs, &h);
+    bool sent = false;
     if (rc == 0) {
         struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = rel};
         char target[PATH_MAX];
@@ -805,16 +808,24 @@ static int mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum a
             cmd.meta.kind = FSM_TOMBSTONE;
         else
             mrc = meta_of_path(fs, rel, &cmd.meta, target, sizeof target);
+        struct stat st;
+        memset(&st, 0, sizeof st);
+        if (mrc == 0 && after != AFTER_TOMBSTONE &&
+            fstatat(fs->ns->backing_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            mrc = -errno;
         if (mrc == 0) {
-            struct held *cover[] = {&h};
-            rc = announce(fs, &cmd, cover, 1);
+            cmd.unlock = h.last;
+            cmd.fresh = h.e->fresh;
+            rc = announce_async(fs, &cmd, h.e, h.last, &st);
+            sent = rc == 0;
         } else if (mrc != -ENOTSUP) {
             log_error("cannot read back %s to announce it: %s", rel, strerror(-mrc));
             rc = mrc;
         }
     }
     announce_end(fs, h.e);
-    unlock_end(fs, &h);
+    if (!(sent && h.last))
+        unlock_end(fs, &h); /* else the announce's answer releases the lock */
     return rc;
 }
 
@@ -1709,6 +1720,8 @@ static bool replay_ready(struct fs *fs)
     return cs.leader_id != 0 && cs.last_applied >= cs.commit_index && cs.commit_index > 0;
 }
 
+static int do_nothing(struct fs *fs, const char *rel, void *arg);
+
 /* One journaled path after a crash: the cluster has our version (nothing to
  * do), or another node's newer one (ours becomes a conflict copy), or an
  * older one of ours (announce ours now). */
@@ -1718,16 +1731,37 @@ static void replay_one(struct fs *fs, const char *rel)
     struct fsm_meta m;
     char target[PATH_MAX];
     int rc = meta_of_path(fs, rel, &m, target, sizeof target);
-    if (rc < 0 || m.kind != FSM_FILE)
-        return; /* gone or changed kind since: a later change describes it */
+    if (rc == -ENOENT)
+        m.kind = FSM_TOMBSTONE; /* deleted here just before the crash */
+    else if (rc < 0)
+        return;
     pthread_rwlock_rdlock(&ns->fsm_lock);
     const struct fsm_entry *e = fsm_get(ns->fsm, rel);
-    bool same = e && e->kind == FSM_FILE && e->size == m.size &&
-                memcmp(e->hash, m.hash, FSM_HASH_LEN) == 0;
+    bool same;
+    if (m.kind == FSM_TOMBSTONE)
+        same = !e || e->kind == FSM_TOMBSTONE;
+    else if (m.kind == FSM_FILE)
+        same = e && e->kind == FSM_FILE && e->size == m.size &&
+               memcmp(e->hash, m.hash, FSM_HASH_LEN) == 0;
+    else
+        same = e && e->kind == m.kind && e->mode == m.mode &&
+               (m.kind != FSM_SYMLINK || (e->target && strcmp(e->target, target) == 0));
     bool theirs = e && !same && !fsm_node_has(ns->fsm, rel, ns->self_id);
     pthread_rwlock_unlock(&ns->fsm_lock);
     if (same)
         return;
+    if (m.kind == FSM_TOMBSTONE) {
+        /* Someone changed it since: their version comes back, as when a
+         * delete loses to a later write. */
+        if (!theirs && (rc = mutate(fs, rel, do_nothing, NULL, AFTER_TOMBSTONE)) < 0)
+            log_error("cannot announce the delete of %s, made just before a crash: %s", rel,
+                      strerror(-rc));
+        else if (!theirs)
+            log_info("announced the delete of %s, made just before a crash", rel);
+        return;
+    }
+    if (theirs && m.kind != FSM_FILE)
+        return; /* a directory or link another node changed since: theirs wins */
     char conflict[PATH_MAX];
     if (theirs) {
         if (fs_conflict_name(ns, rel, conflict, sizeof conflict) < 0 ||

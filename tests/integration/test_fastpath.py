@@ -81,26 +81,38 @@ def test_same_new_name_on_two_nodes_keeps_both(cluster_factory):
 
 
 def test_crash_right_after_close_loses_nothing(cluster_factory):
-    """A follower closes a new file just after the leader died (its announce
-    has nowhere to go until a new leader is elected, a second later) and is
-    killed at once. When it comes back, its journal makes it announce the
-    file, and every node gets it."""
+    """Just after the leader died, a follower closes a new file and deletes
+    another (their announces have nowhere to go until a new leader is
+    elected, a second later), and is killed at once. When it comes back, its
+    journal makes it announce both, and every node follows."""
     c = cluster_factory(3, name="journal")
     lead = c.leader()
     w, other = [i for i in range(3) if i != lead]
+    write_file(c.node(w).path("doomed.txt"), b"to be deleted")
+    c.wait_file("doomed.txt", b"to be deleted")
+    # An open writer holds the file's lock, so the delete below needs no new
+    # lock (which would wait for the next leader and flush everything).
+    fd = os.open(c.node(w).path("doomed.txt"), os.O_WRONLY)
     data = os.urandom(50_000)
     c.kill9(lead)
     write_file(c.node(w).path("late.bin"), data)
+    os.unlink(c.node(w).path("doomed.txt"))
     c.kill9(w)
+    try:
+        os.close(fd)  # the mount is gone with its daemon
+    except OSError:
+        pass
     assert read_bytes(c.node(w).bpath("late.bin")) == data
     c.start(lead)
     c.wait_ready([lead, other])
     assert not exists(c.node(other).bpath("late.bin")), "the announce got out before the kill"
     c.start(w)
     c.wait_file("late.bin", data)
+    c.wait_gone("doomed.txt")
     c.wait_trees_equal()
     log = c.node(w).log_path.read_text(errors="replace")
     assert "announced late.bin, closed just before a crash" in log
+    assert "announced the delete of doomed.txt, made just before a crash" in log
     journal = c.node(w).bpath(".nsyncfs/unsent")
     wait_for(lambda: not exists(journal) or os.path.getsize(journal) == 0, SYNC_TIMEOUT,
              "the journal emptied once its change was announced")
