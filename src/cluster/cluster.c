@@ -1,8 +1,8 @@
 /* The cluster thread: owns struct raft and its libuv loop, applies committed
- * commands to the FSM, and serves the blocking cluster_submit() of other
- * threads through one queue drained on a uv_async_t. Followers forward their
- * commands to the leader over HTTP from the calling thread, so the loop never
- * blocks on the network. */
+ * commands to the FSM, and takes proposals through one queue drained on a
+ * uv_async_t. Every proposal of this node goes through the outbox
+ * (outbox.c), whose thread delivers batches here on the leader or forwards
+ * them over HTTP to the leader, so the loop never blocks on the network. */
 #include "cluster/cluster.h"
 
 #include <errno.h>

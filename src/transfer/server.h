@@ -6,6 +6,10 @@
  *        members, catalog size, pending fetches.
  *   POST /v1/propose                body: an encoded fsm command; leader only
  *        (421 elsewhere); JSON reply (u64 values as decimal strings).
+ *   POST /v1/propose-batch          body: u32 n, then n x (u32 len, command),
+ *        little-endian; committed in order; JSON {"results": [[rc, status,
+ *        "version", "lock_holder", "path_version"], ...]}. Leader only.
+ *   POST /v1/join, /v1/leave        membership (JSON), leader only.
  * Every request is validated; a hostile one gets 4xx and the server stays up. */
 #ifndef NSYNC_XFER_SERVER_H
 #define NSYNC_XFER_SERVER_H
