@@ -117,6 +117,35 @@ def test_garbage_propose_is_rejected(node):
     os.unlink(node.path("after-garbage.txt"))
 
 
+def test_garbage_batch_is_rejected(node):
+    """POST /v1/propose-batch: a malformed frame is refused whole (400); a
+    well-framed command that does not decode is refused alone (rc EINVAL)."""
+    import json
+    import struct
+
+    hdr = {"Content-Type": "application/octet-stream"}
+    bad_frames = [
+        b"",
+        struct.pack("<I", 0),                                  # no commands
+        struct.pack("<I", 5000),                               # too many
+        struct.pack("<II", 1, 100) + b"short",                 # length past the end
+        struct.pack("<II", 1, 0),                              # empty command
+        struct.pack("<II", 1, 3) + b"abc" + b"trailing",       # bytes after the last
+        struct.pack("<I", 2) + struct.pack("<I", 3) + b"abc",  # one of two missing
+    ]
+    for body in bad_frames:
+        code, _ = http_post(node.fport, "/v1/propose-batch", body, headers=hdr)
+        assert code == 400, f"malformed batch {body[:16]!r}: {code}"
+    code, answer = http_post(node.fport, "/v1/propose-batch",
+                             struct.pack("<II", 1, 8) + os.urandom(8), headers=hdr)
+    assert code == 200, code
+    results = json.loads(answer)["results"]
+    assert len(results) == 1 and results[0][0] == -22, results
+    assert_alive(node)
+    write_file(node.path("after-batch.txt"), b"ok")
+    os.unlink(node.path("after-batch.txt"))
+
+
 def test_huge_url(node):
     try:
         code, _ = http_get(node.fport, "/v1/file?path=" + "a/" * 60000 + "b&version=1")
