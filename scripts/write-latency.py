@@ -4,13 +4,15 @@
 Starts nothing: give it the mount points of nodes that are already up. For
 each mount, N times: open (O_WRONLY|O_CREAT|O_TRUNC), write SIZE bytes, close,
 timed with time.perf_counter; reports the median and p90 of each step and of
-the whole. close() is nsyncfs's durability point (it returns once the
-announce is committed), so "total" is the time until the write is durable.
+the whole. close() returns once the file is complete and its announce is
+queued; the commit follows (see "commit" below).
 
 With MOUNT=LOG (the node's log file, the node run with --log-level debug),
 it also splits the time from nsyncfs's own debug lines written during the
-run: "lock" (LOCK through raft plus the version wait, from the open line),
-"hash" and "commit" (ANNOUNCE with unlock, from the announce line).
+run: "lock" (LOCK through raft plus the version wait, from the open line; a
+few microseconds for a new file, which does not wait for the lock), "hash"
+(from the announce line) and "commit" (from queueing the ANNOUNCE to its
+commit, after close() returned).
 
   scripts/write-latency.py [-n 1000] [--size 4096] [--mode existing|new] \\
       /tmp/m1[=/tmp/node1.log] /tmp/m2 ...
@@ -23,8 +25,9 @@ import statistics
 import sys
 import time
 
-OPEN_RE = re.compile(rb"open (\S+) flags \S+(?: \(create\))?, lock (\d+) us")
-ANN_RE = re.compile(rb"announce (\S+): (\d+) bytes, hash (\d+) us, commit (\d+) us")
+OPEN_RE = re.compile(rb"open (\S+) flags \S+(?: \((?:fresh )?create\))?, lock (\d+) us")
+ANN_RE = re.compile(rb"announce (\S+): (\d+) bytes, hash (\d+) us, queued in")
+COMMIT_RE = re.compile(rb"announce (\S+) committed after (\d+) us")
 
 
 def pct(xs, p):
@@ -69,7 +72,9 @@ def split_from_log(log, offset, relprefix):
     for m in ANN_RE.finditer(text):
         if m.group(1).startswith(relprefix):
             hsh.append(int(m.group(3)))
-            commit.append(int(m.group(4)))
+    for m in COMMIT_RE.finditer(text):
+        if m.group(1).startswith(relprefix):
+            commit.append(int(m.group(2)))
     out = {}
     for k, v in (("lock", lock), ("hash", hsh), ("commit", commit)):
         if v:
