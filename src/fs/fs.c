@@ -29,6 +29,7 @@
 
 #define LOCK_BUCKETS 256
 #define FS_JOURNAL "unsent"
+#define FS_JOURNAL_ROTATE (1u << 20) /* switch files past this size */
 #define FS_JOURNAL_MAX (64u << 20) /* larger is not ours: ignored */
 #define BACKOFF_FIRST_MS 25
 #define BACKOFF_MAX_MS 500
@@ -65,6 +66,7 @@ struct pending_ann {
     dev_t dev;                 /* the file announced, so that a conflict fix */
     ino_t ino;                 /* moves exactly that file aside */
     uint64_t queued_us;        /* for the debug log: queue to commit */
+    unsigned jgen;             /* the journal file that names it */
 };
 
 struct fs {
@@ -82,10 +84,16 @@ struct fs {
     pthread_t fixer;
     bool fixer_started, fixer_stop;
     /* The journal of announces queued but not yet answered (.nsyncfs/
-     * unsent): close() returns before the commit, so a crash could lose
-     * the announce; the next start replays what the journal names. Emptied
-     * whenever nothing is in flight. */
-    int journal_fd;
+     * unsent and unsent-1): close() returns before the commit, so a crash
+     * could lose the announce; the next start replays what the journal
+     * names. Two files, so that one can be emptied while the other takes
+     * new records: a file is emptied once every announce it names has been
+     * answered, and appends switch to the other file once the active one
+     * passes FS_JOURNAL_ROTATE and the other is empty. Under fs->mu. */
+    int journal_fd[2];
+    unsigned jgen;             /* the file appends go to */
+    unsigned jinflight[2];     /* unanswered announces named by each file */
+    size_t jsize;              /* bytes in the active file */
     /* Paths named by the journal at start, until the replay dealt with
      * them: the fetch worker must not install over them (fs_path_busy). */
     char **replay;
@@ -455,6 +463,45 @@ static int announce(struct fs *fs, struct fsm_cmd *cmd, struct held **cover, int
 
 /* ---- announces that do not wait ---- */
 
+static void journal_empty(struct fs *fs, unsigned g)
+{
+    if (fs->journal_fd[g] >= 0 && ftruncate(fs->journal_fd[g], 0) < 0)
+        log_warn("cannot empty the journal .nsyncfs/%s%s: %s", FS_JOURNAL, g ? "-1" : "",
+                 strerror(errno));
+    if (g == fs->jgen)
+        fs->jsize = 0;
+}
+
+/* An announce named by journal file g was answered. Caller holds fs->mu. */
+static void journal_answered(struct fs *fs, unsigned g)
+{
+    if (--fs->jinflight[g] == 0 && !fs->n_replay)
+        journal_empty(fs, g);
+}
+
+/* Name path in the active journal file; returns the file's number.
+ * Caller holds fs->mu. */
+static unsigned journal_add(struct fs *fs, const char *path)
+{
+    unsigned g = fs->jgen;
+    if (fs->jsize > FS_JOURNAL_ROTATE && fs->jinflight[1 - g] == 0 && !fs->n_replay) {
+        g = fs->jgen = 1 - g; /* the other file is empty: switch to it */
+        fs->jsize = 0;
+    }
+    fs->jinflight[g]++;
+    if (fs->journal_fd[g] >= 0) {
+        /* O_APPEND: one write per record, NUL-terminated (a path may hold
+         * a newline). Not fsynced: it must outlive the process, as the
+         * file's own bytes in the page cache do, not a power cut. */
+        size_t len = strlen(path) + 1;
+        if (write(fs->journal_fd[g], path, len) != (ssize_t)len)
+            log_warn("cannot journal the announce of %s: %s", path, strerror(errno));
+        else
+            fs->jsize += len;
+    }
+    return g;
+}
+
 /* The outbox answered (or the fixer fixed): drop what pa kept. When it
  * carried unlock, this is where the last holder's release completes. */
 static void ann_release(struct fs *fs, struct pending_ann *pa)
@@ -463,9 +510,7 @@ static void ann_release(struct fs *fs, struct pending_ann *pa)
     pthread_mutex_lock(&fs->mu);
     e->inflight--;
     fs->inflight--;
-    if (fs->inflight == 0 && fs->journal_fd >= 0 && !fs->n_replay &&
-        ftruncate(fs->journal_fd, 0) < 0)
-        log_warn("cannot empty the journal .nsyncfs/%s: %s", FS_JOURNAL, strerror(errno));
+    journal_answered(fs, pa->jgen);
     if (pa->last) {
         e->refs--;
         e->held = false;
@@ -520,14 +565,7 @@ static int announce_async(struct fs *fs, struct fsm_cmd *cmd, struct lock_ent *e
     pthread_mutex_lock(&fs->mu);
     e->inflight++;
     fs->inflight++;
-    if (fs->journal_fd >= 0) {
-        /* O_APPEND: one write per record, NUL-terminated (a path may hold
-         * a newline). Not fsynced: it must outlive the process, as the
-         * file's own bytes in the page cache do, not a power cut. */
-        size_t len = strlen(cmd->path) + 1;
-        if (write(fs->journal_fd, cmd->path, len) != (ssize_t)len)
-            log_warn("cannot journal the announce of %s: %s", cmd->path, strerror(errno));
-    }
+    pa->jgen = journal_add(fs, cmd->path);
     pthread_mutex_unlock(&fs->mu);
     cmd->node = fs->ns->self_id;
     int rc = cluster_send(fs->ns->cluster, cmd, 0, announce_done, pa);
@@ -535,6 +573,7 @@ static int announce_async(struct fs *fs, struct fsm_cmd *cmd, struct lock_ent *e
         pthread_mutex_lock(&fs->mu);
         e->inflight--;
         fs->inflight--;
+        journal_answered(fs, pa->jgen);
         pthread_mutex_unlock(&fs->mu);
         free(pa);
         log_error("cannot queue the announce of %s: %s", cmd->path, strerror(-rc));
@@ -1666,7 +1705,7 @@ int fs_new(struct nsync *ns, struct fs **out)
         return -ENOMEM;
     }
     fs->ns = ns;
-    fs->journal_fd = -1;
+    fs->journal_fd[0] = fs->journal_fd[1] = -1;
     fs->as_root = geteuid() == 0;
     atomic_init(&fs->fuse, NULL);
     if (pthread_cond_init(&fs->fix_cv, NULL) != 0) {
@@ -1679,18 +1718,19 @@ int fs_new(struct nsync *ns, struct fs **out)
     return 0;
 }
 
-/* The journal's paths, deduplicated, into fs->replay. */
-static void journal_load(struct fs *fs)
+/* Journal file g's paths, deduplicated, into fs->replay. */
+static void journal_load(struct fs *fs, unsigned g)
 {
     struct stat st;
-    if (fstat(fs->journal_fd, &st) < 0 || st.st_size == 0)
+    if (fs->journal_fd[g] < 0 || fstat(fs->journal_fd[g], &st) < 0 || st.st_size == 0)
         return;
     if ((uint64_t)st.st_size > FS_JOURNAL_MAX) {
-        log_warn("journal .nsyncfs/%s is %lld bytes: ignored", FS_JOURNAL, (long long)st.st_size);
+        log_warn("journal .nsyncfs/%s%s is %lld bytes: ignored", FS_JOURNAL, g ? "-1" : "",
+                 (long long)st.st_size);
         return;
     }
     char *buf = malloc((size_t)st.st_size + 1);
-    ssize_t n = buf ? pread(fs->journal_fd, buf, (size_t)st.st_size, 0) : -1;
+    ssize_t n = buf ? pread(fs->journal_fd[g], buf, (size_t)st.st_size, 0) : -1;
     if (n <= 0) {
         free(buf);
         return;
@@ -1805,20 +1845,28 @@ static void *replayer_main(void *arg)
     }
     pthread_mutex_lock(&fs->mu);
     fs->n_replay = 0;
-    if (fs->inflight == 0 && ftruncate(fs->journal_fd, 0) < 0)
-        log_warn("cannot empty the journal .nsyncfs/%s: %s", FS_JOURNAL, strerror(errno));
+    for (unsigned g = 0; g < 2; g++)
+        if (fs->jinflight[g] == 0)
+            journal_empty(fs, g);
     pthread_mutex_unlock(&fs->mu);
     return NULL;
 }
 
 int fs_start(struct fs *fs)
 {
-    fs->journal_fd = openat(fs->ns->data_fd, FS_JOURNAL, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fs->journal_fd < 0)
-        log_warn("cannot open the journal .nsyncfs/%s: %s; a crash right after a close may "
-                 "leave that change unannounced", FS_JOURNAL, strerror(errno));
-    else
-        journal_load(fs);
+    for (unsigned g = 0; g < 2; g++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s%s", FS_JOURNAL, g ? "-1" : "");
+        fs->journal_fd[g] = openat(fs->ns->data_fd, name, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC,
+                                   0600);
+        if (fs->journal_fd[g] < 0)
+            log_warn("cannot open the journal .nsyncfs/%s: %s; a crash right after a close may "
+                     "leave that change unannounced", name, strerror(errno));
+        else
+            journal_load(fs, g);
+    }
+    struct stat jst;
+    fs->jsize = fs->journal_fd[0] >= 0 && fstat(fs->journal_fd[0], &jst) == 0 ? (size_t)jst.st_size : 0;
     int rc = pthread_create(&fs->fixer, NULL, fixer_main, fs);
     if (rc != 0) {
         log_error("cannot start the conflict fixer thread: %s", strerror(rc));
@@ -1896,8 +1944,9 @@ void fs_free(struct fs *fs)
     for (size_t i = 0; i < fs->n_replay; i++)
         free(fs->replay[i]);
     free(fs->replay);
-    if (fs->journal_fd >= 0)
-        close(fs->journal_fd);
+    for (unsigned g = 0; g < 2; g++)
+        if (fs->journal_fd[g] >= 0)
+            close(fs->journal_fd[g]);
     pthread_cond_destroy(&fs->fix_cv);
     pthread_cond_destroy(&fs->cv);
     pthread_mutex_destroy(&fs->mu);
