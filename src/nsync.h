@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <time.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -81,5 +82,12 @@ uint64_t nsync_now_ms(void);
 
 /* Monotonic milliseconds, for timeouts and back-off. */
 uint64_t nsync_mono_ms(void);
+uint64_t nsync_mono_us(void);
+/* *ts = CLOCK_MONOTONIC now + us, for pthread_cond_timedwait on a
+ * condition made by nsync_cond_init_mono. */
+void nsync_deadline(struct timespec *ts, uint64_t us);
+/* A condition variable whose timed waits use CLOCK_MONOTONIC (immune to
+ * clock steps). 0 or -errno. */
+int nsync_cond_init_mono(pthread_cond_t *cv);
 
 #endif

@@ -99,22 +99,7 @@ struct cluster {
 
 static void abs_deadline(struct timespec *ts, unsigned ms)
 {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
-static void cond_init_mono(pthread_cond_t *cv)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
+    nsync_deadline(ts, (uint64_t)ms * 1000u);
 }
 
 /* ---------------- FSM glue (loop thread) ---------------- */
@@ -653,11 +638,11 @@ int cluster_start(struct nsync *ns, struct cluster **out)
     c->ns = ns;
     c->last_state = -1;
     pthread_mutex_init(&c->mu, NULL);
-    cond_init_mono(&c->done_cv);
+    nsync_cond_init_mono(&c->done_cv);
     pthread_mutex_init(&c->applied_mu, NULL);
-    cond_init_mono(&c->applied_cv);
+    nsync_cond_init_mono(&c->applied_cv);
     pthread_mutex_init(&c->renew_mu, NULL);
-    cond_init_mono(&c->renew_cv);
+    nsync_cond_init_mono(&c->renew_cv);
     snprintf(c->address, sizeof c->address, "%s:%u", ns->cfg.host, ns->cfg.cport);
 
     int rc = uv_loop_init(&c->loop);

@@ -50,33 +50,6 @@ struct outbox {
     bool stopping;
 };
 
-static void cond_init_mono(pthread_cond_t *cv)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-}
-
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void deadline_ts(struct timespec *ts, unsigned ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 /* Unlink it (caller holds mu; it is the sender's to remove). */
 static void ob_unlink(struct outbox *o, struct ob_item *it)
 {
@@ -160,16 +133,11 @@ static void *ob_main(void *arg)
         bool all_lazy = n > 0 && !expired;
         for (size_t i = 0; all_lazy && i < n; i++)
             all_lazy = taken[i]->lazy;
-        uint64_t now_us = mono_us();
+        uint64_t now_us = nsync_mono_us();
         if (all_lazy && now_us < taken[0]->queued_us + OUTBOX_LINGER_US) {
             uint64_t wait_us = taken[0]->queued_us + OUTBOX_LINGER_US - now_us;
             struct timespec dl;
-            clock_gettime(CLOCK_MONOTONIC, &dl);
-            dl.tv_nsec += (long)(wait_us * 1000u);
-            while (dl.tv_nsec >= 1000000000L) {
-                dl.tv_sec++;
-                dl.tv_nsec -= 1000000000L;
-            }
+            nsync_deadline(&dl, wait_us);
             uint64_t before = o->sent_seq;
             while (o->sent_seq == before && !o->stopping &&
                    pthread_cond_timedwait(&o->cv, &o->mu, &dl) != ETIMEDOUT)
@@ -231,8 +199,8 @@ int outbox_start(struct cluster *c, unsigned attempt_ms, struct outbox **out)
     o->c = c;
     o->attempt_ms = attempt_ms ? attempt_ms : 8000;
     pthread_mutex_init(&o->mu, NULL);
-    cond_init_mono(&o->cv);
-    cond_init_mono(&o->empty_cv);
+    nsync_cond_init_mono(&o->cv);
+    nsync_cond_init_mono(&o->empty_cv);
     int rc = pthread_create(&o->thread, NULL, ob_main, o);
     if (rc != 0) {
         pthread_mutex_destroy(&o->mu);
@@ -277,7 +245,7 @@ int outbox_send_lazy(struct outbox *o, void *buf, size_t len, bool lazy, cluster
     it->buf = buf;
     it->len = len;
     it->queued_ms = nsync_mono_ms();
-    it->queued_us = mono_us();
+    it->queued_us = nsync_mono_us();
     it->lazy = lazy;
     it->deadline_ms = timeout_ms ? it->queued_ms + timeout_ms : 0;
     it->done = done;
@@ -364,7 +332,7 @@ int outbox_submit(struct outbox *o, void *buf, size_t len, unsigned timeout_ms,
 int outbox_drain(struct outbox *o, unsigned timeout_ms)
 {
     struct timespec dl;
-    deadline_ts(&dl, timeout_ms);
+    nsync_deadline(&dl, (uint64_t)timeout_ms * 1000u);
     int rc = 0;
     pthread_mutex_lock(&o->mu);
     while (o->head && rc == 0)

@@ -136,14 +136,6 @@ static struct nsync *ctx_ns(void)
 }
 
 
-/* For the debug log's timings of the write path (lock, hash, commit). */
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static unsigned lock_timeout(const struct nsync *ns)
 {
     return ns->cfg.lock_timeout_ms ? ns->cfg.lock_timeout_ms : 30000;
@@ -533,7 +525,7 @@ static void announce_done(void *arg, int rc, const struct cluster_reply *r)
     struct fs *fs = pa->fs;
     int st = rc < 0 ? rc : r->status;
     log_debug("announce %s committed after %llu us: %s", pa->e->path,
-              (unsigned long long)(mono_us() - pa->queued_us), st ? strerror(-st) : "ok");
+              (unsigned long long)(nsync_mono_us() - pa->queued_us), st ? strerror(-st) : "ok");
     if (st == -EEXIST || st == -EBUSY) {
         pthread_mutex_lock(&fs->mu);
         struct pending_ann **pp = &fs->fix_head;
@@ -561,7 +553,7 @@ static int announce_async(struct fs *fs, struct fsm_cmd *cmd, struct lock_ent *e
     if (!pa)
         return -ENOMEM;
     *pa = (struct pending_ann){.fs = fs, .e = e, .last = last, .dev = st->st_dev, .ino = st->st_ino,
-                               .queued_us = mono_us()};
+                               .queued_us = nsync_mono_us()};
     pthread_mutex_lock(&fs->mu);
     e->inflight++;
     fs->inflight++;
@@ -1033,15 +1025,15 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel)
                               .fresh = hd.e->fresh};
         if (hd.last && hd.e->fresh)
             fresh_lock_cancel(fs, hd.e);
-        uint64_t t0 = mono_us();
+        uint64_t t0 = nsync_mono_us();
         rc = meta_of_fd(h->fd, &cmd.meta);
         if (rc == 0) {
-            uint64_t t1 = mono_us();
+            uint64_t t1 = nsync_mono_us();
             rc = announce_async(fs, &cmd, hd.e, hd.last, &st);
             sent = rc == 0;
             log_debug("announce %s: %llu bytes, hash %llu us, queued in %llu us%s%s", rel,
                       (unsigned long long)cmd.meta.size, (unsigned long long)(t1 - t0),
-                      (unsigned long long)(mono_us() - t1), cmd.unlock ? " (unlock)" : "",
+                      (unsigned long long)(nsync_mono_us() - t1), cmd.unlock ? " (unlock)" : "",
                       cmd.fresh ? " (fresh)" : "");
         } else {
             log_error("cannot hash %s to announce it: %s", rel, strerror(-rc));
@@ -1099,7 +1091,7 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
         free(h);
         return -ENOMEM;
     }
-    uint64_t t_lock = mono_us();
+    uint64_t t_lock = nsync_mono_us();
     int bfd = fs->ns->backing_fd;
     int oflags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC;
     /* Read access too, so that flush can hash through the same fd. */
@@ -1136,7 +1128,7 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
         }
         h->lk = hd.e;
     }
-    t_lock = mono_us() - t_lock;
+    t_lock = nsync_mono_us() - t_lock;
     for (int tries = 0; fd < 0 && tries < 4; tries++) {
         if (create) {
             fd = openat(bfd, rel, oflags | O_CREAT | O_EXCL, mode & 07777);
@@ -1699,7 +1691,7 @@ int fs_new(struct nsync *ns, struct fs **out)
         free(fs);
         return -ENOMEM;
     }
-    if (pthread_cond_init(&fs->cv, NULL) != 0) {
+    if (nsync_cond_init_mono(&fs->cv) != 0) {
         pthread_mutex_destroy(&fs->mu);
         free(fs);
         return -ENOMEM;
@@ -1891,13 +1883,7 @@ int fs_stop(struct fs *fs, unsigned timeout_ms)
     if (!fs)
         return 0;
     struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    nsync_deadline(&dl, (uint64_t)timeout_ms * 1000u);
     int rc = 0;
     pthread_mutex_lock(&fs->mu);
     while (fs->inflight > 0 && rc == 0)

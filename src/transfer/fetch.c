@@ -277,13 +277,6 @@ static bool xfer_fd_matches(int fd, const struct xfer_item *it)
 }
 
 /* For the debug log's timings of a file install (download, fsync, rename). */
-static uint64_t xfer_mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static void xfer_fail(struct xfer_item *it, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void xfer_fail(struct xfer_item *it, int err, const char *fmt, ...)
@@ -642,17 +635,17 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
     }
     uint8_t empty[DIGEST_LEN];
     digest_buf(NULL, 0, empty);
-    uint64_t t0 = xfer_mono_us(), t1 = t0, t2 = t0;
+    uint64_t t0 = nsync_mono_us(), t1 = t0, t2 = t0;
     if (it->size == 0 && memcmp(empty, it->hash, DIGEST_LEN) == 0)
         rc = 0; /* nothing to transfer */
     else
         rc = xfer_download(w, it, fd);
     if (rc == 0) {
-        t1 = xfer_mono_us();
+        t1 = nsync_mono_us();
         rc = xfer_fix_meta_fd(fd, it);
         if (rc == 0 && fsync(fd) < 0)
             rc = -errno;
-        t2 = xfer_mono_us();
+        t2 = nsync_mono_us();
         if (rc < 0)
             xfer_fail(it, rc, "finishing staging file: %s", strerror(-rc));
     }
@@ -678,7 +671,7 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
         return rc;
     }
     rc = xfer_installed(f, it->path);
-    uint64_t t3 = xfer_mono_us();
+    uint64_t t3 = nsync_mono_us();
     log_debug("fetched %s: %" PRIu64 " bytes, download %" PRIu64 " ms (%.0f MiB/s), fsync %"
               PRIu64 " ms, install %" PRIu64 " ms", it->path, it->size, (t1 - t0) / 1000,
               t1 > t0 ? (double)it->size / (double)(t1 - t0) * 1e6 / 1048576.0 : 0.0,
