@@ -1212,6 +1212,9 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
      * at the size of the version the fetch worker just replaced. */
     if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
         conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+    /* Read replies spliced from the backing file (op_read_buf). */
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+        conn->want |= FUSE_CAP_SPLICE_WRITE;
     return fuse_get_context()->private_data;
 }
 
@@ -1472,10 +1475,21 @@ static int op_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     return open_common(ns->fs, rel, fi->flags, mode, true, fi);
 }
 
-static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+/* A read hands libfuse the backing fd and offset rather than bytes: with
+ * splice, the pages go from BACKING's page cache to /dev/fuse without being
+ * copied through this process. libfuse frees *bufp. */
+static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
+                       struct fuse_file_info *fi)
 {
-    ssize_t n = pread(fh_handle(fi)->fd, buf, size, off);
-    return n < 0 ? -errno : (int)n;
+    struct fuse_bufvec *src = malloc(sizeof *src);
+    if (!src)
+        return -ENOMEM;
+    *src = FUSE_BUFVEC_INIT(size);
+    src->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+    src->buf[0].fd = fh_handle(fi)->fd;
+    src->buf[0].pos = off;
+    *bufp = src;
+    return 0;
 }
 
 static int op_write(const char *path, const char *buf, size_t size, off_t off,
@@ -1660,7 +1674,7 @@ static const struct fuse_operations fs_ops = {
     .chown = op_chown,
     .truncate = op_truncate,
     .open = op_open,
-    .read = op_read,
+    .read_buf = op_read_buf,
     .write = op_write,
     .statfs = op_statfs,
     .flush = op_flush,
