@@ -589,7 +589,12 @@ static void fix_conflict(struct fs *fs, struct pending_ann *pa)
         rc = -ESTALE; /* a delete, or already moved or replaced: nothing of ours there */
     if (rc == 0)
         rc = fs_conflict_name(ns, rel, conflict, sizeof conflict);
-    if (rc == 0 && renameat(ns->backing_fd, rel, ns->backing_fd, conflict) < 0)
+    /* A second name for our bytes, not a rename: rel must not vanish under
+     * the kernel's cached name (an open of it would fail with ENOENT until
+     * the winner arrives); the winner's install replaces rel atomically and
+     * the conflict copy keeps our inode. */
+    if (rc == 0 && linkat(ns->backing_fd, rel, ns->backing_fd, conflict, 0) < 0 &&
+        renameat(ns->backing_fd, rel, ns->backing_fd, conflict) < 0)
         rc = -errno;
     if (rc == 0) {
         log_warn("%s was written here and on another node at the same time; the cluster keeps the "
