@@ -831,23 +831,6 @@ static int queue_and_wait(struct cluster *c, struct submit_req *r, unsigned time
     return rc;
 }
 
-static int submit_local(struct cluster *c, const void *buf, size_t len, unsigned timeout_ms,
-                        struct cluster_reply *reply)
-{
-    struct submit_req *r = calloc(1, sizeof *r);
-    if (!r)
-        return -ENOMEM;
-    r->kind = REQ_PROPOSE;
-    r->buf = malloc(len ? len : 1);
-    if (!r->buf) {
-        free(r);
-        return -ENOMEM;
-    }
-    memcpy(r->buf, buf, len);
-    r->len = len;
-    return queue_and_wait(c, r, timeout_ms, reply);
-}
-
 /* Queue every item to the loop thread at once (one wake-up, consecutive
  * log entries) and wait for all of them until timeout_ms. 0 with each
  * item's rc (-EROFS for those not done in time: abandoned to the loop
@@ -937,11 +920,11 @@ static int membership_local(struct cluster *c, enum req_kind kind, uint64_t id, 
 int cluster_submit_encoded(struct cluster *c, const void *buf, size_t len, unsigned timeout_ms,
                            struct cluster_reply *reply)
 {
-    struct cluster_status st;
-    cluster_get_status(c, &st);
-    if (st.state != RAFT_LEADER)
-        return -ENOTCONN;
-    return submit_local(c, buf, len, timeout_ms, reply);
+    struct cluster_item it = {.buf = buf, .len = len};
+    int rc = cluster_submit_batch_encoded(c, &it, 1, timeout_ms);
+    if (rc == 0 && (rc = it.rc) == 0 && reply)
+        *reply = it.reply;
+    return rc;
 }
 
 static int leader_faddr(struct cluster *c, uint64_t id, char *out, size_t outsz)
