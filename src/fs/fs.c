@@ -370,6 +370,21 @@ static void unlock_begin(struct fs *fs, struct held *h)
     pthread_mutex_unlock(&fs->mu);
 }
 
+/* Drop one holder's ref; the last one gives the lock up on this node (the
+ * cluster side went with an UNLOCK or an announce with unlock). Caller
+ * holds fs->mu; it calls cluster_hold_locks(-1) after unlocking if last. */
+static void holder_drop(struct fs *fs, struct lock_ent *e, bool last)
+{
+    e->refs--;
+    if (last) {
+        e->held = false;
+        e->releasing = false;
+        e->fresh = false;
+    }
+    pthread_cond_broadcast(&fs->cv);
+    lock_maybe_free(fs, e);
+}
+
 /* Drop the holder's ref; the last one sends UNLOCK unless an announce with
  * unlock=true already released the lock. */
 static void unlock_end(struct fs *fs, struct held *h)
@@ -378,13 +393,7 @@ static void unlock_end(struct fs *fs, struct held *h)
     if (h->last && !h->done)
         send_unlock(fs, e->path);
     pthread_mutex_lock(&fs->mu);
-    e->refs--;
-    if (h->last) {
-        e->held = false;
-        e->releasing = false;
-        pthread_cond_broadcast(&fs->cv);
-    }
-    lock_maybe_free(fs, e);
+    holder_drop(fs, e, h->last);
     pthread_mutex_unlock(&fs->mu);
     if (h->last)
         cluster_hold_locks(fs->ns->cluster, -1);
@@ -471,8 +480,9 @@ static void journal_answered(struct fs *fs, unsigned g)
         journal_empty(fs, g);
 }
 
-/* Name path in the active journal file; returns the file's number.
- * Caller holds fs->mu. */
+/* Count one more announce for the active journal file (switching files
+ * when the active one is big and the other empty); returns its number.
+ * Caller holds fs->mu and then calls journal_write. */
 static unsigned journal_add(struct fs *fs, const char *path)
 {
     unsigned g = fs->jgen;
@@ -481,17 +491,20 @@ static unsigned journal_add(struct fs *fs, const char *path)
         fs->jsize = 0;
     }
     fs->jinflight[g]++;
-    if (fs->journal_fd[g] >= 0) {
-        /* O_APPEND: one write per record, NUL-terminated (a path may hold
-         * a newline). Not fsynced: it must outlive the process, as the
-         * file's own bytes in the page cache do, not a power cut. */
-        size_t len = strlen(path) + 1;
-        if (write(fs->journal_fd[g], path, len) != (ssize_t)len)
-            log_warn("cannot journal the announce of %s: %s", path, strerror(errno));
-        else
-            fs->jsize += len;
-    }
+    fs->jsize += strlen(path) + 1;
     return g;
+}
+
+/* Name path in journal file g, outside fs->mu: the file cannot be emptied
+ * meanwhile, since the announce counted by journal_add is not answered yet.
+ * O_APPEND, one write per record, NUL-terminated (a path may hold a
+ * newline). Not fsynced: it must outlive the process, as the file's own
+ * bytes in the page cache do, not a power cut. */
+static void journal_write(struct fs *fs, unsigned g, const char *path)
+{
+    size_t len = strlen(path) + 1;
+    if (fs->journal_fd[g] >= 0 && write(fs->journal_fd[g], path, len) != (ssize_t)len)
+        log_warn("cannot journal the announce of %s: %s", path, strerror(errno));
 }
 
 /* The outbox answered (or the fixer fixed): drop what pa kept. When it
@@ -504,13 +517,11 @@ static void ann_release(struct fs *fs, struct pending_ann *pa)
     fs->inflight--;
     journal_answered(fs, pa->jgen);
     if (pa->last) {
-        e->refs--;
-        e->held = false;
-        e->releasing = false;
-        e->fresh = false;
+        holder_drop(fs, e, true); /* the announce took over the last holder's ref */
+    } else {
+        pthread_cond_broadcast(&fs->cv);
+        lock_maybe_free(fs, e);
     }
-    pthread_cond_broadcast(&fs->cv);
-    lock_maybe_free(fs, e);
     pthread_mutex_unlock(&fs->mu);
     if (pa->last)
         cluster_hold_locks(fs->ns->cluster, -1);
@@ -559,6 +570,7 @@ static int announce_async(struct fs *fs, struct fsm_cmd *cmd, struct lock_ent *e
     fs->inflight++;
     pa->jgen = journal_add(fs, cmd->path);
     pthread_mutex_unlock(&fs->mu);
+    journal_write(fs, pa->jgen, cmd->path);
     cmd->node = fs->ns->self_id;
     int rc = cluster_send(fs->ns->cluster, cmd, 0, announce_done, pa);
     if (rc < 0) {
@@ -588,14 +600,7 @@ static void fix_conflict(struct fs *fs, struct pending_ann *pa)
     if (rc == -ENOENT || (rc == 0 && (st.st_dev != pa->dev || st.st_ino != pa->ino)))
         rc = -ESTALE; /* a delete, or already moved or replaced: nothing of ours there */
     if (rc == 0)
-        rc = fs_conflict_name(ns, rel, conflict, sizeof conflict);
-    /* A second name for our bytes, not a rename: rel must not vanish under
-     * the kernel's cached name (an open of it would fail with ENOENT until
-     * the winner arrives); the winner's install replaces rel atomically and
-     * the conflict copy keeps our inode. */
-    if (rc == 0 && linkat(ns->backing_fd, rel, ns->backing_fd, conflict, 0) < 0 &&
-        renameat(ns->backing_fd, rel, ns->backing_fd, conflict) < 0)
-        rc = -errno;
+        rc = fs_keep_conflict_copy(ns, rel, conflict, sizeof conflict);
     if (rc == 0) {
         log_warn("%s was written here and on another node at the same time; the cluster keeps the "
                  "other node's version, this node's is kept as %s", rel, conflict);
@@ -1815,10 +1820,9 @@ static void replay_one(struct fs *fs, const char *rel)
         return; /* a directory or link another node changed since: theirs wins */
     char conflict[PATH_MAX];
     if (theirs) {
-        if (fs_conflict_name(ns, rel, conflict, sizeof conflict) < 0 ||
-            renameat(ns->backing_fd, rel, ns->backing_fd, conflict) < 0) {
+        if ((rc = fs_keep_conflict_copy(ns, rel, conflict, sizeof conflict)) < 0) {
             log_error("%s: changed here before a crash and by another node since; cannot keep "
-                      "this node's version aside: %s", rel, strerror(errno));
+                      "this node's version aside: %s", rel, strerror(-rc));
             return;
         }
         log_warn("%s: changed here before a crash and by another node since; this node's "
@@ -2013,7 +2017,7 @@ int fs_announce_local(struct fs *fs, const char *rel)
     return mutate(fs, rel, do_nothing, NULL, AFTER_STATE);
 }
 
-int fs_conflict_name(const struct nsync *ns, const char *rel, char *out, size_t outsz)
+int fs_keep_conflict_copy(const struct nsync *ns, const char *rel, char *out, size_t outsz)
 {
     char stamp[32];
     time_t now = time(NULL);
@@ -2024,5 +2028,12 @@ int fs_conflict_name(const struct nsync *ns, const char *rel, char *out, size_t 
                        (uint32_t)(ns->self_id >> 32), stamp);
     if (len < 0 || (size_t)len >= outsz || path_check(out) < 0)
         return -ENAMETOOLONG;
+    /* A second name for the bytes, not a rename: rel must not vanish under
+     * the kernel's cached name (an open of it would fail with ENOENT until
+     * the winner arrives); the winner's install replaces rel atomically and
+     * the conflict copy keeps this node's inode. */
+    if (linkat(ns->backing_fd, rel, ns->backing_fd, out, 0) < 0 &&
+        renameat(ns->backing_fd, rel, ns->backing_fd, out) < 0)
+        return -errno;
     return 0;
 }

@@ -43,9 +43,11 @@ bool fs_path_busy(struct fs *fs, const char *rel);
  * lock. 0 or -errno. Any thread but a FUSE handler's. */
 int fs_announce_local(struct fs *fs, const char *rel);
 
-/* The name under which this node keeps its version of rel when another
- * node's won: "REL.nsync-conflict-NODE-YYYYMMDDTHHMMSSZ". 0, or
- * -ENAMETOOLONG if no valid name fits in out. Any thread. */
-int fs_conflict_name(const struct nsync *ns, const char *rel, char *out, size_t outsz);
+/* Another node's version of rel won: keep this node's bytes (in BACKING)
+ * under "REL.nsync-conflict-NODE-YYYYMMDDTHHMMSSZ", written to out, as a
+ * second name (rel stays until the winner's install replaces it; a rename
+ * where links are not supported). 0, -ENAMETOOLONG if no valid name fits,
+ * or the link/rename's -errno. Any thread. */
+int fs_keep_conflict_copy(const struct nsync *ns, const char *rel, char *out, size_t outsz);
 
 #endif

@@ -208,13 +208,10 @@ void reconcile_before_install(struct reconcile *r, const char *rel)
     if (it && it->h.kind == FSM_FILE && it->h.size == (uint64_t)st.st_size && it->h.mtime_ns == mt)
         return; /* as the cluster left it: nothing local to keep */
     char conflict[PATH_MAX];
-    if (fs_conflict_name(ns, rel, conflict, sizeof conflict) < 0) {
-        log_error("rejoin: %s changed here and in the cluster, and no conflict name fits: "
-                  "the cluster's version replaces it", rel);
-        return;
-    }
-    if (renameat(ns->backing_fd, rel, ns->backing_fd, conflict) < 0) {
-        log_error("rejoin: cannot keep the local edit of %s as %s: %s", rel, conflict, strerror(errno));
+    int rc = fs_keep_conflict_copy(ns, rel, conflict, sizeof conflict);
+    if (rc < 0) {
+        log_error("rejoin: cannot keep the local edit of %s beside the cluster's version: %s; "
+                  "the cluster's version replaces it", rel, strerror(-rc));
         return;
     }
     log_warn("rejoin: %s changed here while away and differs from the cluster's; the local "
