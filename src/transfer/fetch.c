@@ -44,6 +44,7 @@
 #define XFER_SOFT_LOG_MS 2000     /* ...and log once retries have backed off this far */
 #define XFER_RETRY_MAX_MS 30000
 #define XFER_BUSY_RETRY_MS 200
+#define XFER_SYNCED_WAIT_MS 1000  /* for this node's catalog to apply its own SYNCED */
 #define XFER_PEER_MAX 64
 #define XFER_RETRY_BUCKETS 1024
 #define XFER_TMP_PREFIX "xfer-"
@@ -199,25 +200,28 @@ static int xfer_mkparents(int dirfd, const char *rel)
 }
 
 /* Make the rename itself durable before we tell the cluster we have it. */
+/* fsync directory dir ("" for the top) of BACKING. */
+static void xfer_fsync_dir(int dirfd, const char *dir)
+{
+    int fd = dir[0] ? path_open_beneath(dirfd, dir, O_RDONLY | O_DIRECTORY)
+                    : openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (fsync(fd) < 0)
+        log_warn("fsync of directory %s: %s", dir[0] ? dir : ".", strerror(errno));
+    close(fd);
+}
+
 static void xfer_sync_parent(int dirfd, const char *rel)
 {
     char buf[PATH_MAX];
     const char *slash = strrchr(rel, '/');
-    int fd;
-    if (!slash) {
-        fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    } else {
-        size_t n = (size_t)(slash - rel);
-        if (n >= sizeof buf)
-            return;
-        memcpy(buf, rel, n);
-        buf[n] = '\0';
-        fd = path_open_beneath(dirfd, buf, O_RDONLY | O_DIRECTORY);
-    }
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
+    size_t n = slash ? (size_t)(slash - rel) : 0;
+    if (n >= sizeof buf)
+        return;
+    memcpy(buf, rel, n);
+    buf[n] = '\0';
+    xfer_fsync_dir(dirfd, buf);
 }
 
 /* The catalog entry of it->path still is this version (and kind). */
@@ -573,13 +577,7 @@ static void xfer_sync_dirs(struct xfer_fetcher *f)
     f->n_dirty = f->cap_dirty = 0;
     pthread_mutex_unlock(&f->dirs_mu);
     for (size_t i = 0; i < n; i++) {
-        int fd = dirs[i][0] ? path_open_beneath(f->ns->backing_fd, dirs[i], O_RDONLY | O_DIRECTORY)
-                            : openat(f->ns->backing_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd >= 0) {
-            if (fsync(fd) < 0)
-                log_warn("fsync of directory %s: %s", dirs[i][0] ? dirs[i] : ".", strerror(errno));
-            close(fd);
-        }
+        xfer_fsync_dir(f->ns->backing_fd, dirs[i]);
         free(dirs[i]);
     }
     free(dirs);
@@ -1094,6 +1092,22 @@ static void xfer_flush(struct xfer_fetcher *f, struct xfer_batch *b)
     int rc = cluster_submit(ns->cluster, &cmd, tmo, &reply);
     if (rc == 0 && reply.status < 0)
         rc = reply.status;
+    if (rc == 0) {
+        /* The leader has applied it; wait (briefly) until this node's own
+         * catalog has too. Otherwise the next pass still sees these entries
+         * as lacking here and installs them again, and by then a local
+         * writer may have written a newer version over them. */
+        uint64_t seen = 0, until = nsync_mono_ms() + XFER_SYNCED_WAIT_MS;
+        for (;;) {
+            pthread_rwlock_rdlock(&ns->fsm_lock);
+            bool applied = fsm_version(ns->fsm) >= reply.version;
+            pthread_rwlock_unlock(&ns->fsm_lock);
+            uint64_t now = nsync_mono_ms();
+            if (applied || now >= until || xfer_stopping(f))
+                break;
+            cluster_wait_change(ns->cluster, &seen, (unsigned)(until - now));
+        }
+    }
     for (uint32_t i = 0; i < b->n; i++) {
         if (rc == 0) {
             xfer_retry_drop(f, b->items[i].path);
