@@ -114,7 +114,7 @@ static void *ob_main(void *arg)
             continue;
         }
         /* Take a prefix; items that ran out of time are answered instead. */
-        uint64_t now = nsync_mono_ms();
+        uint64_t now = nsync_mono_ms(), now_us = nsync_mono_us();
         size_t n = 0, bytes = 0;
         struct ob_item *expired = NULL;
         for (struct ob_item *it = o->head; it && n < OUTBOX_BATCH_MAX; it = it->next) {
@@ -125,6 +125,12 @@ static void *ob_main(void *arg)
             }
             if (n > 0 && bytes + it->len > OUTBOX_BATCH_BYTES)
                 break;
+            /* A young lazy item behind others stays for the next batch: in
+             * a stream of small files, the next file's LOCK is queued while
+             * this file's announce waits, and would otherwise always be
+             * sent, doubling the raft entries per file. */
+            if (n > 0 && it->lazy && now_us < it->queued_us + OUTBOX_LINGER_US)
+                break;
             taken[n++] = it;
             bytes += it->len;
         }
@@ -133,7 +139,6 @@ static void *ob_main(void *arg)
         bool all_lazy = n > 0 && !expired;
         for (size_t i = 0; all_lazy && i < n; i++)
             all_lazy = taken[i]->lazy;
-        uint64_t now_us = nsync_mono_us();
         if (all_lazy && now_us < taken[0]->queued_us + OUTBOX_LINGER_US) {
             uint64_t wait_us = taken[0]->queued_us + OUTBOX_LINGER_US - now_us;
             struct timespec dl;
