@@ -51,6 +51,7 @@
 #define XFER_ERRBODY_MAX 4096     /* body of a non-200 answer we are willing to drain */
 #define XFER_RECV_BUF (1024 * 1024) /* curl's receive buffer (its default: 16 KiB) */
 #define XFER_BIG_FILE (8u << 20)    /* ...for files at least this big */
+#define XFER_SYNC_FDS 64          /* installed files whose fsync waits for the SYNCED */
 
 /* Outcome of one item. */
 enum {
@@ -135,6 +136,9 @@ struct xfer_fetcher {
     pthread_mutex_t dirs_mu;
     char **dirty_dirs;
     size_t n_dirty, cap_dirty;
+    /* Installed files, still open, to fsync before that SYNCED (dirs_mu). */
+    int sync_fds[XFER_SYNC_FDS];
+    size_t n_sync_fds;
 
     /* Catch-up progress in the log (manager thread only). */
     uint64_t progress_ms;
@@ -534,9 +538,6 @@ static int xfer_download(struct xfer_worker *w, struct xfer_item *it, int fd)
     return rc;
 }
 
-/* A path was just changed in BACKING: drop the kernel's cache of it first
- * (a reader must not combine the new file with the old cached size), then
- * make the directory entry durable. */
 /* rel is in place: readers see it now; its directory entry is made durable
  * before the SYNCED that reports it (xfer_sync_dirs), once per directory
  * for a whole batch instead of once per file. */
@@ -566,16 +567,45 @@ static int xfer_installed(struct xfer_fetcher *f, const char *rel)
     return XFER_DONE;
 }
 
-/* Make the renames since the last call durable: fsync each directory they
- * touched. Manager thread, before a SYNCED. */
-static void xfer_sync_dirs(struct xfer_fetcher *f)
+/* fd (a file just renamed into place; the caller's) is fsynced and closed
+ * before the SYNCED that reports it, or now if too many wait already.
+ * Readers see the file at once; the cluster hears of it when it is
+ * durable. A crash in between leaves this node unreported, and the
+ * catch-up at the next start rehashes the file and fetches it again. */
+static int xfer_defer_fsync(struct xfer_fetcher *f, int fd)
 {
     pthread_mutex_lock(&f->dirs_mu);
+    bool queued = f->n_sync_fds < XFER_SYNC_FDS;
+    if (queued)
+        f->sync_fds[f->n_sync_fds++] = fd;
+    pthread_mutex_unlock(&f->dirs_mu);
+    if (queued)
+        return 0;
+    int rc = fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+/* Make the files and renames since the last call durable: fsync each
+ * deferred file, then each directory they touched. Manager thread, before a
+ * SYNCED. A file that cannot be fsynced is logged: its SYNCED still goes
+ * (its bytes are in place and readable; only a crash could lose them). */
+static void xfer_sync_dirs(struct xfer_fetcher *f)
+{
+    int fds[XFER_SYNC_FDS];
+    pthread_mutex_lock(&f->dirs_mu);
     char **dirs = f->dirty_dirs;
-    size_t n = f->n_dirty;
+    size_t n = f->n_dirty, nfd = f->n_sync_fds;
+    memcpy(fds, f->sync_fds, nfd * sizeof *fds);
+    f->n_sync_fds = 0;
     f->dirty_dirs = NULL;
     f->n_dirty = f->cap_dirty = 0;
     pthread_mutex_unlock(&f->dirs_mu);
+    for (size_t i = 0; i < nfd; i++) {
+        if (fsync(fds[i]) < 0)
+            log_warn("fsync of an installed file: %s", strerror(errno));
+        close(fds[i]);
+    }
     for (size_t i = 0; i < n; i++) {
         xfer_fsync_dir(f->ns->backing_fd, dirs[i]);
         free(dirs[i]);
@@ -641,15 +671,13 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
     if (rc == 0) {
         t1 = nsync_mono_us();
         rc = xfer_fix_meta_fd(fd, it);
-        if (rc == 0 && fsync(fd) < 0)
+        /* Start the writeback now; the fsync that waits for it comes
+         * after the rename (xfer_defer_fsync). */
+        if (rc == 0 && it->size > 0 && sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0)
             rc = -errno;
         t2 = nsync_mono_us();
         if (rc < 0)
             xfer_fail(it, rc, "finishing staging file: %s", strerror(-rc));
-    }
-    if (close(fd) < 0 && rc == 0) {
-        rc = -errno;
-        xfer_fail(it, rc, "closing staging file: %s", strerror(-rc));
     }
     if (rc == 0)
         rc = xfer_recheck(f, it); /* the transfer took time: still wanted? */
@@ -665,13 +693,19 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
         xfer_fail(it, rc, "renaming into place: %s", strerror(-rc));
     }
     if (rc != 0) {
+        close(fd);
         unlinkat(ns->staging_fd, tmp, 0);
+        return rc;
+    }
+    rc = xfer_defer_fsync(f, fd);
+    if (rc < 0) {
+        xfer_fail(it, rc, "fsync of %s: %s", it->path, strerror(-rc));
         return rc;
     }
     rc = xfer_installed(f, it->path);
     uint64_t t3 = nsync_mono_us();
-    log_debug("fetched %s: %" PRIu64 " bytes, download %" PRIu64 " ms (%.0f MiB/s), fsync %"
-              PRIu64 " ms, install %" PRIu64 " ms", it->path, it->size, (t1 - t0) / 1000,
+    log_debug("fetched %s: %" PRIu64 " bytes, download %" PRIu64 " ms (%.0f MiB/s), writeback "
+              "start %" PRIu64 " ms, install %" PRIu64 " ms", it->path, it->size, (t1 - t0) / 1000,
               t1 > t0 ? (double)it->size / (double)(t1 - t0) * 1e6 / 1048576.0 : 0.0,
               (t2 - t1) / 1000, (t3 - t2) / 1000);
     return rc;
