@@ -14,12 +14,14 @@
 #define FSM_CMD_FORMAT 1
 #define FSM_FLAG_UNLOCK 0x01u
 #define FSM_FLAG_FRESH 0x02u  /* ANNOUNCE, RENAME: only over nothing, a tombstone, or our own entry */
+#define FSM_FLAG_INLINE 0x04u /* ANNOUNCE of a FILE: its bytes follow the hash */
 
 #define FSM_SNAP_MAGIC "NSFM"
-#define FSM_SNAP_FORMAT 1u
+#define FSM_SNAP_FORMAT 2u       /* 2 added FSM_SNAP_DATA; 1 is still read */
 #define FSM_SNAP_PENDING 0x01u
 #define FSM_SNAP_TARGET 0x02u
 #define FSM_SNAP_RENAMED 0x04u
+#define FSM_SNAP_DATA 0x08u
 
 /* Smallest encodings, used to bound counts read from untrusted input before
  * anything is allocated for them. */
@@ -37,6 +39,7 @@ struct fsm_rec {
     struct fsm_entry e;
     uint32_t hash; /* low half of XXH3-64(path): probing and snapshot order */
     uint32_t pidx; /* index in fsm.pending while e.pending */
+    uint32_t data_len; /* bytes at e.data (counted in fsm.inline_bytes) */
     char path[];
 };
 
@@ -49,6 +52,7 @@ struct fsm_lock {
 struct fsm {
     uint64_t version;
     uint64_t now_ms;
+    size_t inline_bytes; /* sum of data_len over the records */
     /* Open addressing, linear probing, power-of-two size, load <= 3/4. */
     struct fsm_rec **slots;
     size_t cap, count;
@@ -224,6 +228,8 @@ static int fsm_cmd_check(const struct fsm_cmd *c, bool check_items)
             return -EINVAL;
         if (c->meta.kind == FSM_SYMLINK && !fsm_target_ok(c->meta.target))
             return -EINVAL;
+        if (c->meta.data && (c->meta.kind != FSM_FILE || c->meta.size > FSM_INLINE_MAX))
+            return -EINVAL;
         return 0;
     case FSM_OP_RENAME:
         if (!fsm_path_ok(c->path) || !fsm_path_ok(c->path2))
@@ -268,6 +274,8 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
         flags |= c->unlock ? FSM_FLAG_UNLOCK : 0;
         flags |= c->fresh ? FSM_FLAG_FRESH : 0;
     }
+    if (c->op == FSM_OP_ANNOUNCE && c->meta.kind == FSM_FILE && c->meta.data)
+        flags |= FSM_FLAG_INLINE;
     fsm_put_u8(w, FSM_CMD_FORMAT);
     fsm_put_u8(w, c->op);
     fsm_put_u8(w, flags);
@@ -284,6 +292,8 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
         if (c->meta.kind == FSM_FILE) {
             fsm_put_u64(w, c->meta.size);
             fsm_put(w, c->meta.hash, FSM_HASH_LEN);
+            if (c->meta.data)
+                fsm_put(w, c->meta.data, (size_t)c->meta.size);
         } else if (c->meta.kind == FSM_SYMLINK) {
             fsm_put_str(w, c->meta.target);
         }
@@ -363,8 +373,8 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
     uint8_t flags = fsm_get_u8(&r);
     c->node = fsm_get_u64(&r);
     c->now_ms = fsm_get_u64(&r);
-    if (r.bad || (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH)) != 0 ||
-        (flags && !fsm_op_has_unlock(c->op)))
+    if (r.bad || (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH | FSM_FLAG_INLINE)) != 0 ||
+        (flags && !fsm_op_has_unlock(c->op)) || ((flags & FSM_FLAG_INLINE) && c->op != FSM_OP_ANNOUNCE))
         return -EINVAL;
     c->unlock = (flags & FSM_FLAG_UNLOCK) != 0;
     c->fresh = (flags & FSM_FLAG_FRESH) != 0;
@@ -381,9 +391,16 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
             const uint8_t *h = fsm_take(&r, FSM_HASH_LEN);
             if (h)
                 memcpy(c->meta.hash, h, FSM_HASH_LEN);
+            if (flags & FSM_FLAG_INLINE) {
+                if (r.bad || c->meta.size > FSM_INLINE_MAX)
+                    return -EINVAL;
+                c->meta.data = fsm_take(&r, (size_t)c->meta.size);
+            }
         } else if (c->meta.kind == FSM_SYMLINK) {
             c->meta.target = fsm_get_str(&r, PATH_MAX - 1);
         }
+        if ((flags & FSM_FLAG_INLINE) && c->meta.kind != FSM_FILE)
+            return -EINVAL;
         break;
     case FSM_OP_RENAME:
         c->path = fsm_get_path(&r);
@@ -493,6 +510,7 @@ static void fsm_rec_free(struct fsm_rec *r)
 {
     if (!r)
         return;
+    free((void *)r->e.data);
     free((char *)r->e.target);
     free((char *)r->e.renamed_from);
     free(fsm_synced_mut(r));
@@ -609,9 +627,19 @@ static void fsm_pending_del(struct fsm *f, struct fsm_rec *r)
     r->e.pending = false;
 }
 
+/* Forget r's inline bytes (its entry settled, changed or went). */
+static void fsm_data_drop(struct fsm *f, struct fsm_rec *r)
+{
+    free((void *)r->e.data);
+    r->e.data = NULL;
+    f->inline_bytes -= r->data_len;
+    r->data_len = 0;
+}
+
 /* Drop a record from the catalog entirely. */
 static void fsm_rec_drop(struct fsm *f, struct fsm_rec *r)
 {
+    fsm_data_drop(f, r);
     if (r->e.pending)
         fsm_pending_del(f, r);
     fsm_table_remove(f, r);
@@ -658,6 +686,7 @@ static void fsm_settle_maybe(struct fsm *f, struct fsm_rec *r)
         return;
     }
     fsm_pending_del(f, r);
+    fsm_data_drop(f, r);
     free(fsm_synced_mut(r));
     r->e.synced = NULL;
     r->e.n_synced = 0;
@@ -761,8 +790,18 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
     struct fsm_rec *fresh = NULL;
     char *target = NULL;
     uint64_t *synced = NULL;
+    void *data = NULL;
     if (c->meta.kind == FSM_SYMLINK && !(target = fsm_strdup(c->meta.target)))
         goto nomem;
+    /* Out of budget (or of memory): the hash alone, replicas fetch. Either
+     * way every node decides alike, since all of them count the same bytes
+     * (an allocation failure is the one exception, and only changes how
+     * replicas get the file, never what they install). */
+    size_t old_len = r ? r->data_len : 0;
+    if (c->meta.data && c->meta.size > 0 &&
+        f->inline_bytes - old_len + c->meta.size <= FSM_INLINE_BUDGET &&
+        (data = malloc((size_t)c->meta.size)) != NULL)
+        memcpy(data, c->meta.data, (size_t)c->meta.size);
     if (!r) {
         if (!(fresh = fsm_rec_new(c->path, strlen(c->path))) || fsm_table_reserve(f, f->count + 1) < 0)
             goto nomem;
@@ -775,6 +814,12 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
     if (fresh) {
         fsm_table_insert(f, fresh);
         r = fresh;
+    }
+    fsm_data_drop(f, r);
+    if (data) {
+        r->e.data = data;
+        r->data_len = (uint32_t)c->meta.size;
+        f->inline_bytes += r->data_len;
     }
     free((char *)r->e.target);
     free((char *)r->e.renamed_from);
@@ -803,6 +848,7 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
     return 0;
 
 nomem:
+    free(data);
     free(target);
     free(fresh);
     free(synced);
@@ -813,6 +859,7 @@ nomem:
  * when r has no synced array to reuse. */
 static void fsm_make_tombstone(struct fsm *f, struct fsm_rec *r, uint64_t v, uint64_t node, uint64_t **spare)
 {
+    fsm_data_drop(f, r);
     free((char *)r->e.target);
     free((char *)r->e.renamed_from);
     r->e.target = NULL;
@@ -1168,6 +1215,11 @@ void fsm_free(struct fsm *f)
     free(f);
 }
 
+size_t fsm_inline_bytes(const struct fsm *f)
+{
+    return f->inline_bytes;
+}
+
 uint64_t fsm_version(const struct fsm *f)
 {
     return f->version;
@@ -1207,7 +1259,7 @@ static void fsm_snap_write(struct fsm_wr *w, const struct fsm *f, struct fsm_rec
     for (size_t i = 0; i < f->count; i++) {
         const struct fsm_entry *e = &recs[i]->e;
         uint8_t flags = (e->pending ? FSM_SNAP_PENDING : 0) | (e->target ? FSM_SNAP_TARGET : 0) |
-                        (e->renamed_from ? FSM_SNAP_RENAMED : 0);
+                        (e->renamed_from ? FSM_SNAP_RENAMED : 0) | (e->data ? FSM_SNAP_DATA : 0);
         fsm_put_str(w, e->path);
         fsm_put_u8(w, e->kind);
         fsm_put_u8(w, flags);
@@ -1221,6 +1273,8 @@ static void fsm_snap_write(struct fsm_wr *w, const struct fsm *f, struct fsm_rec
             fsm_put_u64(w, e->size);
             fsm_put(w, e->hash, FSM_HASH_LEN);
         }
+        if (e->data)
+            fsm_put(w, e->data, recs[i]->data_len);
         if (e->target)
             fsm_put_str(w, e->target);
         if (e->renamed_from)
@@ -1263,7 +1317,7 @@ int fsm_snapshot(const struct fsm *f, void **buf, size_t *len)
     return 0;
 }
 
-static int fsm_restore_entry(struct fsm *nf, struct fsm_rd *r)
+static int fsm_restore_entry(struct fsm *nf, struct fsm_rd *r, uint32_t format)
 {
     const char *path = fsm_get_path(r);
     uint8_t kind = fsm_get_u8(r), flags = fsm_get_u8(r);
@@ -1271,7 +1325,10 @@ static int fsm_restore_entry(struct fsm *nf, struct fsm_rd *r)
     uint32_t mode = fsm_get_u32(r), uid = fsm_get_u32(r), gid = fsm_get_u32(r);
     int64_t mtime = (int64_t)fsm_get_u64(r);
     if (r->bad || kind < FSM_FILE || kind > FSM_TOMBSTONE || mode > 07777 || origin == 0 || version == 0 ||
-        version > nf->version || (flags & ~(FSM_SNAP_PENDING | FSM_SNAP_TARGET | FSM_SNAP_RENAMED)) ||
+        version > nf->version ||
+        (flags & ~(FSM_SNAP_PENDING | FSM_SNAP_TARGET | FSM_SNAP_RENAMED |
+                   (format >= 2 ? FSM_SNAP_DATA : 0))) ||
+        ((flags & FSM_SNAP_DATA) && (kind != FSM_FILE || !(flags & FSM_SNAP_PENDING))) ||
         !(flags & FSM_SNAP_TARGET) != (kind != FSM_SYMLINK) ||
         ((flags & FSM_SNAP_RENAMED) && !(flags & FSM_SNAP_PENDING)) ||
         (kind == FSM_TOMBSTONE && !(flags & FSM_SNAP_PENDING)) || fsm_lookup(nf, path))
@@ -1292,6 +1349,20 @@ static int fsm_restore_entry(struct fsm *nf, struct fsm_rd *r)
         const uint8_t *h = fsm_take(r, FSM_HASH_LEN);
         if (h)
             memcpy(rec->e.hash, h, FSM_HASH_LEN);
+    }
+    if (flags & FSM_SNAP_DATA) {
+        if (r->bad || rec->e.size == 0 || rec->e.size > FSM_INLINE_MAX ||
+            nf->inline_bytes + rec->e.size > FSM_INLINE_BUDGET)
+            goto fail;
+        const uint8_t *d = fsm_take(r, (size_t)rec->e.size);
+        if (!d)
+            goto fail;
+        void *copy = malloc((size_t)rec->e.size);
+        if (!copy)
+            goto nomem;
+        memcpy(copy, d, (size_t)rec->e.size);
+        rec->e.data = copy;
+        rec->data_len = (uint32_t)rec->e.size;
     }
     if (flags & FSM_SNAP_TARGET) {
         const char *t = fsm_get_str(r, PATH_MAX - 1);
@@ -1326,6 +1397,7 @@ static int fsm_restore_entry(struct fsm *nf, struct fsm_rd *r)
         ((flags & FSM_SNAP_PENDING) && fsm_pending_reserve(nf, nf->n_pending + 1) < 0))
         goto nomem;
     fsm_table_insert(nf, rec);
+    nf->inline_bytes += rec->data_len;
     if (flags & FSM_SNAP_PENDING)
         fsm_pending_add(nf, rec);
     return 0;
@@ -1345,7 +1417,8 @@ static int fsm_restore_into(struct fsm *nf, const uint8_t *p, size_t len)
     if (XXH64(p, body, 0) != fsm_get_u64(&sum))
         return -EINVAL;
     struct fsm_rd r = {p, body, 4, false};
-    if (fsm_get_u32(&r) != FSM_SNAP_FORMAT)
+    uint32_t format = fsm_get_u32(&r);
+    if (format < 1 || format > FSM_SNAP_FORMAT)
         return -EINVAL;
     nf->version = fsm_get_u64(&r);
     nf->now_ms = fsm_get_u64(&r);
@@ -1391,7 +1464,7 @@ static int fsm_restore_into(struct fsm *nf, const uint8_t *p, size_t len)
     if (fsm_table_reserve(nf, (size_t)ne) < 0)
         return -ENOMEM;
     for (uint64_t i = 0; i < ne; i++) {
-        int rc = fsm_restore_entry(nf, &r);
+        int rc = fsm_restore_entry(nf, &r, format);
         if (rc < 0)
             return rc;
     }

@@ -11,6 +11,14 @@
 
 #define FSM_HASH_LEN 16
 #define FSM_ADDR_MAX 264
+/* A file this small may travel inside its ANNOUNCE, so that replicas install
+ * it from the catalog without a fetch. One page: raft keeps the entries since
+ * its last snapshot (some thousands) in memory, so this bounds that too. */
+#define FSM_INLINE_MAX 4096u
+/* The catalog keeps inline bytes only while an entry is pending, and at most
+ * this many in all; an announce beyond it keeps just the hash (and replicas
+ * fetch the file). Deterministic: every node drops the same ones. */
+#define FSM_INLINE_BUDGET (8u << 20)
 
 enum fsm_kind {
     FSM_FILE = 1,
@@ -40,6 +48,7 @@ struct fsm_meta {
     int64_t mtime_ns;
     uint8_t hash[FSM_HASH_LEN];
     const char *target;      /* symlink target, NUL-terminated; NULL otherwise */
+    const void *data;        /* FSM_FILE: its `size` bytes (size <= FSM_INLINE_MAX), or NULL */
 };
 
 struct fsm_synced_item {
@@ -92,6 +101,8 @@ struct fsm_entry {
     uint8_t hash[FSM_HASH_LEN];
     const char *target;      /* symlink target or NULL */
     const char *renamed_from;/* set by RENAME while pending: where the bytes were; else NULL */
+    const void *data;        /* the file's `size` bytes if its ANNOUNCE carried them and
+                              * the budget allowed, while pending; else NULL */
     bool pending;            /* some member lacks it */
     const uint64_t *synced;  /* nodes that have this version (meaningful while pending) */
     uint32_t n_synced;
@@ -122,6 +133,9 @@ void fsm_free(struct fsm *f);
  *   -ENOMEM
  * Semantics:
  *   ANNOUNCE  sets the entry (replacing any), synced = {node}, pending.
+ *             A FILE's inline data is kept if the budget has room for it
+ *             (after dropping the replaced entry's); settling, a RENAME
+ *             (which moves bytes, not data) and a delete drop it.
  *             A TOMBSTONE for a path never seen, or whose entry is already a
  *             settled tombstone, is still recorded (peers may have the file).
  *   RENAME    moves path and every entry below it to path2 (replacing
@@ -144,6 +158,9 @@ void fsm_free(struct fsm *f);
  * now_ms is made monotonic: the state keeps the largest now_ms seen and uses
  * max(that, cmd.now_ms). */
 int fsm_apply(struct fsm *f, const void *buf, size_t len);
+
+/* Inline bytes the catalog holds (<= FSM_INLINE_BUDGET). */
+size_t fsm_inline_bytes(const struct fsm *f);
 
 /* Version of the last applied command (0 for a new state). */
 uint64_t fsm_version(const struct fsm *f);

@@ -762,7 +762,11 @@ static void meta_from_stat(const struct stat *st, struct fsm_meta *m)
 
 /* A FILE meta from an open fd. A write-only fd cannot be read for the hash:
  * then the same inode is opened again for reading via /proc. */
-static int meta_of_fd(int fd, struct fsm_meta *m)
+/* The announce of the file open at fd. A file of at most FSM_INLINE_MAX
+ * bytes is read once into inl (FSM_INLINE_MAX + 1 bytes, the caller's) and
+ * travels in the announce (m->data = inl): replicas then install it without
+ * a fetch, and hash and bytes come from the same read. */
+static int meta_of_fd(int fd, struct fsm_meta *m, uint8_t *inl)
 {
     struct stat st;
     if (fstat(fd, &st) < 0)
@@ -770,16 +774,31 @@ static int meta_of_fd(int fd, struct fsm_meta *m)
     memset(m, 0, sizeof *m);
     m->kind = FSM_FILE;
     meta_from_stat(&st, m);
-    int rc = digest_fd(fd, m->hash, &m->size);
-    if (rc == -EBADF) {
-        char proc[64];
+    int rfd = fd;
+    char proc[64];
+    if ((fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY) {
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-        int rfd = open(proc, O_RDONLY | O_CLOEXEC);
-        if (rfd < 0)
+        if ((rfd = open(proc, O_RDONLY | O_CLOEXEC)) < 0)
             return -errno;
-        rc = digest_fd(rfd, m->hash, &m->size);
-        close(rfd);
     }
+    int rc = 1;
+    if (inl && st.st_size > 0 && st.st_size <= (off_t)FSM_INLINE_MAX) {
+        /* A short read of a regular file is its end (or a writer that
+         * truncated it meanwhile: we announce what we read). */
+        ssize_t n = pread(rfd, inl, FSM_INLINE_MAX + 1, 0);
+        if (n < 0) {
+            rc = -errno;
+        } else if ((size_t)n <= FSM_INLINE_MAX) {
+            m->size = (uint64_t)n;
+            digest_buf(inl, (size_t)n, m->hash);
+            m->data = n > 0 ? inl : NULL;
+            rc = 0;
+        } /* else it grew: hash it the usual way */
+    }
+    if (rc > 0)
+        rc = digest_fd(rfd, m->hash, &m->size);
+    if (rfd != fd)
+        close(rfd);
     return rc;
 }
 
@@ -796,7 +815,7 @@ static int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char
         int fd = openat(bfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
             return -errno;
-        int rc = meta_of_fd(fd, m);
+        int rc = meta_of_fd(fd, m, NULL);
         close(fd);
         return rc;
     }
@@ -1036,7 +1055,8 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel)
         if (hd.last && hd.e->fresh)
             fresh_lock_cancel(fs, hd.e);
         uint64_t t0 = nsync_mono_us();
-        rc = meta_of_fd(h->fd, &cmd.meta);
+        uint8_t inl[FSM_INLINE_MAX + 1];
+        rc = meta_of_fd(h->fd, &cmd.meta, inl);
         if (rc == 0) {
             uint64_t t1 = nsync_mono_us();
             rc = announce_async(fs, &cmd, hd.e, hd.last, &st);

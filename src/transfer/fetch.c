@@ -73,6 +73,7 @@ struct xfer_item {
     uint8_t hash[FSM_HASH_LEN];
     uint64_t *synced;
     uint32_t n_synced;
+    bool inline_data;    /* the catalog holds the bytes (no fetch needed) */
     int result;          /* XFER_* or -errno */
     char msg[256];       /* what failed, for the (once per version) log line */
 };
@@ -294,6 +295,33 @@ static void xfer_fail(struct xfer_item *it, int err, const char *fmt, ...)
     vsnprintf(it->msg, sizeof it->msg, fmt, ap);
     va_end(ap);
     it->result = err < 0 ? err : -EIO;
+}
+
+/* Write the item's bytes from the catalog (they came in its ANNOUNCE) to fd.
+ * -ENODATA if the catalog no longer has them (settled, replaced, or
+ * restored without them): fetch instead. Under the read lock, so the
+ * bytes cannot go while we copy them; 4 KiB at most. */
+static int xfer_write_inline(struct xfer_fetcher *f, struct xfer_item *it, int fd)
+{
+    struct nsync *ns = f->ns;
+    int rc = -ENODATA;
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    const struct fsm_entry *e = fsm_get(ns->fsm, it->path);
+    if (e && e->version == it->version && e->data && e->size == it->size) {
+        uint8_t d[DIGEST_LEN];
+        digest_buf(e->data, (size_t)e->size, d);
+        if (memcmp(d, it->hash, DIGEST_LEN) != 0) {
+            rc = -EIO; /* not what the announce promised: a bug somewhere */
+            xfer_fail(it, rc, "inline bytes do not match their hash");
+        } else {
+            ssize_t n = pwrite(fd, e->data, (size_t)e->size, 0);
+            rc = n < 0 ? -errno : (uint64_t)n == e->size ? 0 : -EIO;
+            if (rc < 0)
+                xfer_fail(it, rc, "writing staging file: %s", strerror(-rc));
+        }
+    }
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    return rc;
 }
 
 /* ------------------------------------------------------------ peer backoff */
@@ -666,7 +694,7 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
     uint64_t t0 = nsync_mono_us(), t1 = t0, t2 = t0;
     if (it->size == 0 && memcmp(empty, it->hash, DIGEST_LEN) == 0)
         rc = 0; /* nothing to transfer */
-    else
+    else if (!it->inline_data || (rc = xfer_write_inline(f, it, fd)) == -ENODATA)
         rc = xfer_download(w, it, fd);
     if (rc == 0) {
         t1 = nsync_mono_us();
@@ -1064,6 +1092,7 @@ static int xfer_collect(const struct fsm_entry *e, void *arg)
     l->v[l->n++] = it;
     it->path = strdup(e->path);
     it->target = e->target ? strdup(e->target) : NULL;
+    it->inline_data = e->data != NULL;
     it->renamed_from = e->renamed_from ? strdup(e->renamed_from) : NULL;
     it->synced = e->n_synced ? malloc(e->n_synced * sizeof *it->synced) : NULL;
     if (!it->path || (e->target && !it->target) || (e->renamed_from && !it->renamed_from) ||
@@ -1289,7 +1318,12 @@ static uint64_t xfer_pass(struct xfer_fetcher *f)
          * pool in runs. Anything else is a barrier: a mkdir, delete or
          * local rename may depend on what came before it, and a rename
          * moves bytes another file item could be installing at that path. */
-        if (it->kind == FSM_FILE && !it->renamed_from) {
+        if (it->kind == FSM_FILE && !it->renamed_from && it->inline_data) {
+            /* Bytes at hand: a local write and rename, cheaper here than a
+             * hand-over to the pool. Independent of the run, like it. */
+            xfer_process(&f->mgr_w, it);
+            xfer_account(f, b, it, &wake);
+        } else if (it->kind == FSM_FILE && !it->renamed_from) {
             run[nrun++] = it;
             if (nrun == XFER_RUN_MAX) {
                 xfer_run_and_account(f, b, run, nrun, &wake);
