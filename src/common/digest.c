@@ -54,6 +54,43 @@ void digest_buf(const void *buf, size_t len, uint8_t out[DIGEST_LEN])
     memcpy(out, c.digest, DIGEST_LEN);
 }
 
+struct digest_stream {
+    XXH3_state_t *st;
+};
+
+struct digest_stream *digest_stream_new(void)
+{
+    struct digest_stream *s = malloc(sizeof *s);
+    if (!s)
+        return NULL;
+    if (!(s->st = XXH3_createState())) {
+        free(s);
+        return NULL;
+    }
+    XXH3_128bits_reset(s->st);
+    return s;
+}
+
+void digest_stream_update(struct digest_stream *s, const void *buf, size_t len)
+{
+    XXH3_128bits_update(s->st, buf, len);
+}
+
+void digest_stream_peek(const struct digest_stream *s, uint8_t out[DIGEST_LEN])
+{
+    XXH128_canonical_t c;
+    XXH128_canonicalFromHash(&c, XXH3_128bits_digest(s->st));
+    memcpy(out, c.digest, DIGEST_LEN);
+}
+
+void digest_stream_free(struct digest_stream *s)
+{
+    if (!s)
+        return;
+    XXH3_freeState(s->st);
+    free(s);
+}
+
 void digest_to_hex(const uint8_t d[DIGEST_LEN], char out[DIGEST_HEX_LEN])
 {
     static const char hx[] = "0123456789abcdef";

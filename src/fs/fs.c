@@ -55,6 +55,8 @@ struct lock_ent {
     void *lock_token;          /* a fresh create's LOCK, still cancellable */
     unsigned attempts;         /* finished acquisitions, to pass a failure to waiters */
     int last_err;
+    _Atomic uint64_t mods;     /* content changes made here under this lock (any
+                                * handle, truncate): see hash_note */
 };
 
 /* An announce on its way through the outbox; owned by its completion. */
@@ -114,6 +116,15 @@ struct handle {
     pthread_rwlock_t rw;
     struct lock_ent *lk;       /* this handle's ref on the path's lock, or NULL */
     atomic_bool dirty;         /* wrote since the last announce */
+    /* The hash of [0, hashed), fed by this handle's writes while they come
+     * front to back and nothing else changes the file (hash_mods: lk->mods
+     * as this handle's last change left it), so that the announce of a big
+     * file written in one go need not read it all again. hash_live goes
+     * false for good at the first write out of order. hmu guards these. */
+    pthread_mutex_t hmu;
+    struct digest_stream *hs;
+    uint64_t hashed, hash_mods;
+    bool hash_live;
 };
 
 struct dir_handle {
@@ -134,7 +145,6 @@ static struct nsync *ctx_ns(void)
 {
     return fuse_get_context()->private_data;
 }
-
 
 static unsigned lock_timeout(const struct nsync *ns)
 {
@@ -858,6 +868,7 @@ static int mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum a
         return rc;
     announce_begin(fs, h.e);
     rc = fn(fs, rel, arg);
+    atomic_fetch_add(&h.e->mods, 1); /* ends the running hash of open handles */
     unlock_begin(fs, &h);
     bool sent = false;
     if (rc == 0) {
@@ -979,6 +990,58 @@ static int do_truncate(struct fs *fs, const char *rel, void *arg)
 
 /* ---- file handles and their lock ---- */
 
+/* hmu held. */
+static void hash_stop(struct handle *h)
+{
+    digest_stream_free(h->hs);
+    h->hs = NULL;
+    h->hash_live = false;
+}
+
+/* A content change through h at [off, off + n) (n bytes of buf; buf NULL for
+ * a truncate to off). Every change under the lock counts in lk->mods; h's
+ * running hash survives only if the count was still what h left it at (no
+ * other handle, no truncate elsewhere) and the change extends [0, hashed)
+ * exactly. Called after the change, with h->rw held shared. */
+static void hash_note(struct handle *h, const void *buf, size_t n, off_t off)
+{
+    struct lock_ent *e = h->lk;
+    pthread_mutex_lock(&h->hmu);
+    uint64_t want = h->hash_mods;
+    bool ours = e && atomic_compare_exchange_strong(&e->mods, &want, want + 1);
+    if (!ours && e)
+        atomic_fetch_add(&e->mods, 1);
+    if (!h->hash_live || !ours) {
+        hash_stop(h);
+    } else if (!buf && off == 0) {
+        digest_stream_free(h->hs); /* emptied: start again */
+        h->hs = NULL;
+        h->hashed = 0;
+        h->hash_mods = want + 1;
+    } else if (buf && (uint64_t)off == h->hashed && (h->hs || (h->hs = digest_stream_new()))) {
+        digest_stream_update(h->hs, buf, n);
+        h->hashed += n;
+        h->hash_mods = want + 1;
+    } else {
+        hash_stop(h);
+    }
+    pthread_mutex_unlock(&h->hmu);
+}
+
+/* h's running hash is the hash of the whole file st describes (h->rw held
+ * exclusively, so no write of h is in flight). */
+static bool hash_ready(struct handle *h, const struct stat *st, uint8_t out[DIGEST_LEN])
+{
+    pthread_mutex_lock(&h->hmu);
+    bool ok = h->hash_live && h->hs && h->lk && atomic_load(&h->lk->mods) == h->hash_mods &&
+              (uint64_t)st->st_size == h->hashed;
+    if (ok)
+        digest_stream_peek(h->hs, out);
+    pthread_mutex_unlock(&h->hmu);
+    return ok;
+}
+
+
 /* Make h hold the lock of rel (h->rw held exclusively). A handle whose lock
  * went with an earlier flush takes it again; one whose file was renamed
  * moves to the new path's lock. If a newer version was installed meanwhile
@@ -988,6 +1051,10 @@ static int handle_lock(struct fs *fs, struct handle *h, const char *rel)
 {
     if (h->lk && strcmp(h->lk->path, rel) == 0)
         return 0;
+    /* Without the lock, or under another name, others may have changed it. */
+    pthread_mutex_lock(&h->hmu);
+    hash_stop(h);
+    pthread_mutex_unlock(&h->hmu);
     if (h->lk) {
         struct held old = {.e = h->lk};
         h->lk = NULL;
@@ -1056,7 +1123,18 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel)
             fresh_lock_cancel(fs, hd.e);
         uint64_t t0 = nsync_mono_us();
         uint8_t inl[FSM_INLINE_MAX + 1];
-        rc = meta_of_fd(h->fd, &cmd.meta, inl);
+        if (st.st_size > (off_t)FSM_INLINE_MAX && hash_ready(h, &st, cmd.meta.hash)) {
+            cmd.meta.kind = FSM_FILE;
+            meta_from_stat(&st, &cmd.meta);
+            cmd.meta.size = (uint64_t)st.st_size;
+        } else {
+            /* Alone in the cluster, nobody would install the inline bytes;
+             * raft would only keep them in its log. */
+            pthread_rwlock_rdlock(&fs->ns->fsm_lock);
+            bool peers = fsm_member_count(fs->ns->fsm) > 1;
+            pthread_rwlock_unlock(&fs->ns->fsm_lock);
+            rc = meta_of_fd(h->fd, &cmd.meta, peers ? inl : NULL);
+        }
         if (rc == 0) {
             uint64_t t1 = nsync_mono_us();
             rc = announce_async(fs, &cmd, hd.e, hd.last, &st);
@@ -1102,6 +1180,8 @@ static void handle_free(struct handle *h)
 {
     if (h->fd >= 0)
         close(h->fd);
+    digest_stream_free(h->hs);
+    pthread_mutex_destroy(&h->hmu);
     pthread_rwlock_destroy(&h->rw);
     free(h);
 }
@@ -1121,6 +1201,7 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
         free(h);
         return -ENOMEM;
     }
+    pthread_mutex_init(&h->hmu, NULL);
     uint64_t t_lock = nsync_mono_us();
     int bfd = fs->ns->backing_fd;
     int oflags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC;
@@ -1197,6 +1278,10 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
     h->fd = fd;
     h->oflags = oflags;
     atomic_store(&h->dirty, create || (writable && (flags & O_TRUNC)));
+    if (h->lk) {
+        h->hash_mods = atomic_load(&h->lk->mods);
+        h->hash_live = true;
+    }
     fi->fh = (uint64_t)(uintptr_t)h;
     /* keep_cache stays 0: each open drops cached pages, so bytes a peer
      * installed since are seen even without an invalidation. */
@@ -1472,6 +1557,8 @@ static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
         rc = ftruncate(h->fd, size) < 0 ? -errno : 0;
         if (rc == 0)
             atomic_store(&h->dirty, true);
+        if (path)
+            hash_note(h, NULL, 0, size);
         pthread_rwlock_unlock(&h->rw);
         return rc;
     }
@@ -1535,6 +1622,8 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
     atomic_store(&h->dirty, true);
     ssize_t n = pwrite(h->fd, buf, size, off);
     rc = n < 0 ? -errno : (int)n;
+    if (path)
+        hash_note(h, buf, n > 0 ? (size_t)n : 0, off);
     pthread_rwlock_unlock(&h->rw);
     return rc;
 }
@@ -1677,6 +1766,8 @@ static int op_fallocate(const char *path, int mode, off_t off, off_t len,
         return rc;
     atomic_store(&h->dirty, true);
     rc = fallocate(h->fd, mode, off, len) < 0 ? -errno : 0;
+    if (path)
+        hash_note(h, NULL, 0, -1); /* ends the running hash */
     pthread_rwlock_unlock(&h->rw);
     return rc;
 }

@@ -73,3 +73,59 @@ def test_small_files_beyond_the_budget_still_arrive(cluster):
             assert read_bytes(c.node(i).bpath(rel)) == blobs[rel], f"node {i}: {rel}"
     got = fetched_bytes(c.node(frozen)) - before
     assert 0 < got < n * INLINE_MAX, f"the frozen node downloaded {got} bytes"
+
+
+def test_announce_hash_of_files_written_in_many_ways(cluster):
+    """A big file written front to back is announced with the hash computed
+    while it was written; any other way of writing it (a seek back, two
+    handles, a truncate from elsewhere, an append) must still announce the
+    hash of what the file really holds: every replica installs exactly the
+    writer's bytes (a wrong hash would make every fetch fail its check)."""
+    c = cluster
+    m = c.node(0).path
+    os.mkdir(m("ways"))
+    want = {}
+
+    seq = os.urandom(3 << 20)
+    with open(m("ways/sequential"), "wb") as f:
+        for k in range(0, len(seq), 128 << 10):
+            f.write(seq[k:k + (128 << 10)])
+    want["ways/sequential"] = seq
+
+    back = bytearray(os.urandom(1 << 20))
+    with open(m("ways/seek-back"), "wb") as f:
+        f.write(back)
+        f.seek(4096)
+        f.write(b"X" * 5000)
+    back[4096:9096] = b"X" * 5000
+    want["ways/seek-back"] = bytes(back)
+
+    two = bytearray(os.urandom(600_000))
+    with open(m("ways/two-handles"), "wb") as a, open(m("ways/two-handles"), "r+b") as b:
+        a.write(two[:300_000])
+        a.flush()
+        b.seek(300_000)
+        b.write(two[300_000:])
+        b.flush()
+        a.write(b"Y" * 10_000)  # at 300_000, over b's bytes
+    two[300_000:310_000] = b"Y" * 10_000
+    want["ways/two-handles"] = bytes(two)
+
+    cut = os.urandom(400_000)
+    with open(m("ways/truncated"), "wb") as f:
+        f.write(cut)
+        f.flush()
+        os.truncate(m("ways/truncated"), 100_000)  # by path, not through f
+        f.write(b"Z" * 50_000)  # at 400_000: a hole from 100_000
+    want["ways/truncated"] = cut[:100_000] + bytes(300_000) + b"Z" * 50_000
+
+    base = os.urandom(20_000)
+    write_file(m("ways/appended"), base)
+    with open(m("ways/appended"), "ab") as f:
+        f.write(b"tail" * 5000)
+    want["ways/appended"] = base + b"tail" * 5000
+
+    for rel, data in want.items():
+        assert read_bytes(m(rel)) == data, f"node 0 itself: {rel}"
+    for rel, data in want.items():
+        c.wait_file(rel, data)
