@@ -685,8 +685,12 @@ int cluster_start(struct nsync *ns, struct cluster **out)
     raft_set_election_timeout(&c->raft, 1000);
     raft_set_heartbeat_timeout(&c->raft, 100);
     raft_set_pre_vote(&c->raft, true);
-    raft_set_snapshot_threshold(&c->raft, 4096);
-    raft_set_snapshot_trailing(&c->raft, 1024);
+    /* raft keeps every entry since its last snapshot in memory, and a small
+     * file's entry carries its bytes (up to 4 KiB): 2048 + 512 entries keep
+     * that near 10 MiB. Measured against 4096 + 1024 on a 3-node burst of
+     * 6000 creates: ~10 MiB less peak RSS per node, the same create rate. */
+    raft_set_snapshot_threshold(&c->raft, 2048);
+    raft_set_snapshot_trailing(&c->raft, 512);
 
     /* A node that left cleanly must never bootstrap again: its old peers
      * went on without it, and a fresh configuration would split the cluster. */
