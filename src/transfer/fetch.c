@@ -299,28 +299,37 @@ static void xfer_fail(struct xfer_item *it, int err, const char *fmt, ...)
 
 /* Write the item's bytes from the catalog (they came in its ANNOUNCE) to fd.
  * -ENODATA if the catalog no longer has them (settled, replaced, or
- * restored without them): fetch instead. Under the read lock, so the
- * bytes cannot go while we copy them; 4 KiB at most. */
+ * restored without them): fetch instead. The bytes are copied out under the
+ * read lock and written after it: the raft thread applies under the write
+ * lock, and a manager installing a burst of small files would otherwise
+ * hold it off (reads are preferred) for as long as the burst lasts. */
 static int xfer_write_inline(struct xfer_fetcher *f, struct xfer_item *it, int fd)
 {
     struct nsync *ns = f->ns;
-    int rc = -ENODATA;
+    uint8_t buf[FSM_INLINE_MAX];
+    size_t len = 0;
+    bool have = false;
     pthread_rwlock_rdlock(&ns->fsm_lock);
     const struct fsm_entry *e = fsm_get(ns->fsm, it->path);
-    if (e && e->version == it->version && e->data && e->size == it->size) {
-        uint8_t d[DIGEST_LEN];
-        digest_buf(e->data, (size_t)e->size, d);
-        if (memcmp(d, it->hash, DIGEST_LEN) != 0) {
-            rc = -EIO; /* not what the announce promised: a bug somewhere */
-            xfer_fail(it, rc, "inline bytes do not match their hash");
-        } else {
-            ssize_t n = pwrite(fd, e->data, (size_t)e->size, 0);
-            rc = n < 0 ? -errno : (uint64_t)n == e->size ? 0 : -EIO;
-            if (rc < 0)
-                xfer_fail(it, rc, "writing staging file: %s", strerror(-rc));
-        }
+    if (e && e->version == it->version && e->data && e->size == it->size &&
+        e->size <= sizeof buf) {
+        len = (size_t)e->size;
+        memcpy(buf, e->data, len);
+        have = true;
     }
     pthread_rwlock_unlock(&ns->fsm_lock);
+    if (!have)
+        return -ENODATA;
+    uint8_t d[DIGEST_LEN];
+    digest_buf(buf, len, d);
+    if (memcmp(d, it->hash, DIGEST_LEN) != 0) {
+        xfer_fail(it, -EIO, "inline bytes do not match their hash");
+        return -EIO; /* not what the announce promised: a bug somewhere */
+    }
+    ssize_t n = pwrite(fd, buf, len, 0);
+    int rc = n < 0 ? -errno : (size_t)n == len ? 0 : -EIO;
+    if (rc < 0)
+        xfer_fail(it, rc, "writing staging file: %s", strerror(-rc));
     return rc;
 }
 
