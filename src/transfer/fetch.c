@@ -39,6 +39,7 @@
 #define XFER_RUN_MAX 256          /* files handed to the pool per barrier */
 #define XFER_BATCH_MAX 256        /* items per SYNCED command */
 #define XFER_BATCH_AGE_MS 100     /* flush a partial batch this old during a long pass */
+#define XFER_REPORT_DELAY_MS 10   /* ...and between passes: installs of a stream share a SYNCED */
 #define XFER_RETRY_MIN_MS 250
 #define XFER_SOFT_RETRY_MS 20     /* first retry when every holder said 409/404 */
 #define XFER_SOFT_LOG_MS 2000     /* ...and log once retries have backed off this far */
@@ -87,6 +88,7 @@ struct xfer_retry {
     unsigned delay_ms;
     bool logged;
     bool installed;      /* installed, but the SYNCED report has not gone through */
+    bool batched;        /* ...and waiting in the fetcher's batch: nothing to do */
     uint64_t gen;        /* last pass that saw the entry pending */
     struct xfer_retry *next;
 };
@@ -131,6 +133,7 @@ struct xfer_fetcher {
     size_t n_jobs, next_job, done_jobs;
 
     struct xfer_worker mgr_w;  /* the manager's own context (fallback with no pool) */
+    struct xfer_batch *batch;  /* installed, not yet reported (manager thread) */
 
     /* Parent directories of what was installed since the last SYNCED: each
      * is fsynced once, just before that SYNCED says the files are here. */
@@ -1018,6 +1021,7 @@ static struct xfer_retry *xfer_retry_get(struct xfer_fetcher *f, const char *pat
         r->delay_ms = 0;
         r->logged = false;
         r->installed = false;
+        r->batched = false;
     }
     if (r)
         return r;
@@ -1181,29 +1185,44 @@ static void xfer_flush(struct xfer_fetcher *f, struct xfer_batch *b)
         }
     }
     for (uint32_t i = 0; i < b->n; i++) {
+        struct xfer_retry *r = xfer_retry_find(f, b->items[i].path);
         if (rc == 0) {
-            xfer_retry_drop(f, b->items[i].path);
-        } else {
+            if (r && r->version == b->items[i].version)
+                xfer_retry_drop(f, b->items[i].path);
+        } else if ((r = xfer_retry_get(f, b->items[i].path, b->items[i].version)) != NULL) {
             /* Installed but unreported: remember, so that the next pass
              * re-reports it without redoing the work. */
-            struct xfer_retry *r = xfer_retry_get(f, b->items[i].path, b->items[i].version);
-            if (r) {
-                r->installed = true;
-                r->gen = f->gen;
-            }
+            r->installed = true;
+            r->batched = false;
+            r->gen = f->gen;
         }
+        free((char *)b->items[i].path);
     }
     if (rc < 0 && rc != -ESHUTDOWN)
         log_warn("reporting %u synced entries failed: %s (will retry)", b->n, strerror(-rc));
     b->n = 0;
 }
 
+/* it is installed: report it with the next SYNCED. The batch owns a copy of
+ * the path (it outlives the pass); the retry entry marks the item as
+ * batched, so that passes before that SYNCED leave it alone. Without
+ * memory for either, the item is simply installed again later ("already
+ * here") and reported then. */
 static void xfer_batch_add(struct xfer_fetcher *f, struct xfer_batch *b,
                            const struct xfer_item *it)
 {
+    char *path = strdup(it->path);
+    struct xfer_retry *r = path ? xfer_retry_get(f, it->path, it->version) : NULL;
+    if (!r) {
+        free(path);
+        return;
+    }
+    r->installed = true;
+    r->batched = true;
+    r->gen = f->gen;
     if (b->n == 0)
         b->first_ms = nsync_mono_ms();
-    b->items[b->n].path = it->path;
+    b->items[b->n].path = path;
     b->items[b->n].version = it->version;
     if (++b->n == XFER_BATCH_MAX)
         xfer_flush(f, b);
@@ -1299,9 +1318,9 @@ static uint64_t xfer_pass(struct xfer_fetcher *f)
     qsort(l.v, l.n, sizeof *l.v, xfer_item_cmp);
     xfer_log_progress(f, &l);
 
-    struct xfer_batch *b = calloc(1, sizeof *b);
+    struct xfer_batch *b = f->batch;
     struct xfer_item **run = malloc(XFER_RUN_MAX * sizeof *run);
-    if (l.err || !b || !run) {
+    if (l.err || !run) {
         /* A partial copy is not in version order with what it misses. */
         wake = nsync_mono_ms() + 1000;
         goto out;
@@ -1313,6 +1332,8 @@ static uint64_t xfer_pass(struct xfer_fetcher *f)
         struct xfer_retry *r = xfer_retry_find(f, it->path);
         if (r && r->version == it->version) {
             r->gen = f->gen;
+            if (r->batched)
+                continue; /* installed, its report waits in the batch */
             if (r->installed) {
                 xfer_batch_add(f, b, it);
                 continue;
@@ -1349,7 +1370,14 @@ static uint64_t xfer_pass(struct xfer_fetcher *f)
             xfer_flush(f, b);
     }
     xfer_run_and_account(f, b, run, nrun, &wake);
-    xfer_flush(f, b);
+    /* In a stream of small changes each pass installs one or two: their
+     * reports wait a moment for company, so that two replicas do not add
+     * two raft entries to every change. Readers see the files already. */
+    now = nsync_mono_ms();
+    if (b->n && now - b->first_ms >= XFER_REPORT_DELAY_MS)
+        xfer_flush(f, b);
+    else if (b->n && b->first_ms + XFER_REPORT_DELAY_MS < wake)
+        wake = b->first_ms + XFER_REPORT_DELAY_MS;
     if (!xfer_stopping(f))
         xfer_retry_sweep(f, false);
 out:
@@ -1357,7 +1385,6 @@ out:
         xfer_item_free(l.v[i]);
     free(l.v);
     free(run);
-    free(b);
     return wake;
 }
 
@@ -1439,6 +1466,8 @@ int xfer_fetcher_start(struct nsync *ns, struct xfer_fetcher **out)
     pthread_cond_init(&f->cv_job, NULL);
     pthread_cond_init(&f->cv_done, NULL);
     int rc = xfer_worker_init(f, &f->mgr_w);
+    if (rc == 0 && !(f->batch = calloc(1, sizeof *f->batch)))
+        rc = -ENOMEM;
     if (rc < 0) {
         xfer_fetcher_stop(f);
         return rc;
@@ -1485,6 +1514,12 @@ void xfer_fetcher_stop(struct xfer_fetcher *f)
     }
     xfer_worker_fini(&f->mgr_w);
     xfer_sync_dirs(f); /* installed but not reported: durable all the same */
+    if (f->batch) {
+        /* Unreported: the next start finds them here and reports them. */
+        for (uint32_t i = 0; i < f->batch->n; i++)
+            free((char *)f->batch->items[i].path);
+        free(f->batch);
+    }
     xfer_retry_sweep(f, true);
     pthread_cond_destroy(&f->cv_done);
     pthread_cond_destroy(&f->cv_job);
