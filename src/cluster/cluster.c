@@ -752,14 +752,17 @@ start:
         goto fail_raft;
     }
     c->thread_started = true;
+    pthread_setname_np(c->thread, "ns-raft"); /* names for top -H and perf */
     int orc = outbox_start(c, ns->cfg.submit_timeout_ms ? ns->cfg.submit_timeout_ms : 8000, &c->outbox);
     if (orc < 0) {
         log_error("cluster: cannot start the outbox thread: %s", strerror(-orc));
         cluster_stop(c);
         return orc;
     }
-    if (pthread_create(&c->renew_thread, NULL, renew_main, c) == 0)
+    if (pthread_create(&c->renew_thread, NULL, renew_main, c) == 0) {
         c->renew_started = true;
+        pthread_setname_np(c->renew_thread, "ns-renew");
+    }
     if (joining) {
         if (join_cluster(c, 120000) < 0) {
             cluster_stop(c);

@@ -214,6 +214,7 @@ int outbox_start(struct cluster *c, unsigned attempt_ms, struct outbox **out)
         free(o);
         return -rc;
     }
+    pthread_setname_np(o->thread, "ns-outbox"); /* names for top -H and perf */
     *out = o;
     return 0;
 }

@@ -1999,6 +1999,7 @@ int fs_start(struct fs *fs)
         return -rc;
     }
     fs->fixer_started = true;
+    pthread_setname_np(fs->fixer, "ns-fixer");
     if (fs->n_replay) {
         log_info("%zu changes closed just before the last stop may not have reached the cluster: "
                  "checking them", fs->n_replay);
@@ -2008,6 +2009,7 @@ int fs_start(struct fs *fs)
             return -rc;
         }
         fs->replayer_started = true;
+        pthread_setname_np(fs->replayer, "ns-replay");
     }
     return 0;
 }

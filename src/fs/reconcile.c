@@ -367,6 +367,7 @@ int reconcile_start(struct nsync *ns, struct reconcile **out)
         free(r);
         return -EAGAIN;
     }
+    pthread_setname_np(r->thread, "ns-reconcile");
     *out = r;
     return 0;
 }

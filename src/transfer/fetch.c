@@ -1482,6 +1482,7 @@ int xfer_fetcher_start(struct nsync *ns, struct xfer_fetcher **out)
             break;
         }
         w->started = true;
+        pthread_setname_np(w->th, "ns-fetch-pool");
         f->n_workers++;
     }
     rc = pthread_create(&f->manager, NULL, xfer_manager_main, f);
@@ -1491,6 +1492,7 @@ int xfer_fetcher_start(struct nsync *ns, struct xfer_fetcher **out)
         return -rc;
     }
     f->manager_started = true;
+    pthread_setname_np(f->manager, "ns-fetch");
     *out = f;
     return 0;
 }
