@@ -20,7 +20,7 @@
 # idle CPU of every process over IDLE_S seconds.
 # Output: a table on stdout; JSON (and the table) in bench-results/.
 #
-# Environment: RUNS (3), SIZE_MIB (1024), FILES (2000), IDLE_S (20),
+# Environment: RUNS (5: single runs here vary by up to 4x), SIZE_MIB (1024), FILES (2000), IDLE_S (20),
 #   SYNC_TIMEOUT (300, seconds each syncbench workload may wait),
 #   WORKLOADS (latency,small,large,delete: the syncbench ones), BENCH_TMP (/tmp).
 # Everything is unmounted, stopped and removed on exit, also on failure or Ctrl-C.
@@ -31,7 +31,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=scripts/cluster-lib.sh
 source "$REPO/scripts/cluster-lib.sh"
 
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 SIZE_MIB=${SIZE_MIB:-1024}
 FILES=${FILES:-2000}
 IDLE_S=${IDLE_S:-20}
