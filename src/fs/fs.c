@@ -770,12 +770,11 @@ static void meta_from_stat(const struct stat *st, struct fsm_meta *m)
     m->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
-/* A FILE meta from an open fd. A write-only fd cannot be read for the hash:
- * then the same inode is opened again for reading via /proc. */
-/* The announce of the file open at fd. A file of at most FSM_INLINE_MAX
- * bytes is read once into inl (FSM_INLINE_MAX + 1 bytes, the caller's) and
- * travels in the announce (m->data = inl): replicas then install it without
- * a fetch, and hash and bytes come from the same read. */
+/* A FILE meta from an open fd (a write-only fd cannot be read: the same
+ * inode is then opened again for reading via /proc). With inl (the caller's,
+ * FSM_INLINE_MAX + 1 bytes), a file of at most FSM_INLINE_MAX bytes is read
+ * once into it and travels in the announce (m->data = inl): replicas then
+ * install it without a fetch, and hash and bytes come from the same read. */
 static int meta_of_fd(int fd, struct fsm_meta *m, uint8_t *inl)
 {
     struct stat st;

@@ -75,6 +75,7 @@ struct xfer_item {
     uint64_t *synced;
     uint32_t n_synced;
     bool inline_data;    /* the catalog holds the bytes (no fetch needed) */
+    bool need_sync;      /* installed before, but its fsync failed: fsync if "already here" */
     int result;          /* XFER_* or -errno */
     char msg[256];       /* what failed, for the (once per version) log line */
 };
@@ -89,6 +90,7 @@ struct xfer_retry {
     bool logged;
     bool installed;      /* installed, but the SYNCED report has not gone through */
     bool batched;        /* ...and waiting in the fetcher's batch: nothing to do */
+    bool need_sync;      /* its fsync failed: not reported, fsync it when seen again */
     uint64_t gen;        /* last pass that saw the entry pending */
     struct xfer_retry *next;
 };
@@ -97,6 +99,13 @@ struct xfer_peer_state {
     uint64_t id;
     uint64_t until_ms;
     unsigned fails;
+};
+
+/* Installed items waiting for their SYNCED; the paths are owned. */
+struct xfer_batch {
+    struct fsm_synced_item items[XFER_BATCH_MAX];
+    uint32_t n;
+    uint64_t first_ms;
 };
 
 struct xfer_fetcher;
@@ -141,7 +150,11 @@ struct xfer_fetcher {
     char **dirty_dirs;
     size_t n_dirty, cap_dirty;
     /* Installed files, still open, to fsync before that SYNCED (dirs_mu). */
-    int sync_fds[XFER_SYNC_FDS];
+    struct {
+        int fd;
+        char *path;      /* owned */
+        uint64_t version;
+    } sync_fds[XFER_SYNC_FDS];
     size_t n_sync_fds;
 
     /* Catch-up progress in the log (manager thread only). */
@@ -612,39 +625,72 @@ static int xfer_installed(struct xfer_fetcher *f, const char *rel)
  * Readers see the file at once; the cluster hears of it when it is
  * durable. A crash in between leaves this node unreported, and the
  * catch-up at the next start rehashes the file and fetches it again. */
-static int xfer_defer_fsync(struct xfer_fetcher *f, int fd)
+static int xfer_defer_fsync(struct xfer_fetcher *f, int fd, const struct xfer_item *it)
 {
+    char *path = strdup(it->path);
     pthread_mutex_lock(&f->dirs_mu);
-    bool queued = f->n_sync_fds < XFER_SYNC_FDS;
-    if (queued)
-        f->sync_fds[f->n_sync_fds++] = fd;
+    bool queued = path && f->n_sync_fds < XFER_SYNC_FDS;
+    if (queued) {
+        f->sync_fds[f->n_sync_fds].fd = fd;
+        f->sync_fds[f->n_sync_fds].path = path;
+        f->sync_fds[f->n_sync_fds].version = it->version;
+        f->n_sync_fds++;
+    }
     pthread_mutex_unlock(&f->dirs_mu);
     if (queued)
         return 0;
+    free(path);
     int rc = fsync(fd) < 0 ? -errno : 0;
     close(fd);
     return rc;
 }
 
+static struct xfer_retry *xfer_retry_get(struct xfer_fetcher *f, const char *path,
+                                         uint64_t version);
+
 /* Make the files and renames since the last call durable: fsync each
  * deferred file, then each directory they touched. Manager thread, before a
- * SYNCED. A file that cannot be fsynced is logged: its SYNCED still goes
- * (its bytes are in place and readable; only a crash could lose them). */
-static void xfer_sync_dirs(struct xfer_fetcher *f)
+ * SYNCED. A file that cannot be fsynced is taken out of b (when given) and
+ * forgotten, so that it is not reported: the next pass checks it again
+ * (and fsyncs it, or fetches it anew). */
+static void xfer_sync_dirs(struct xfer_fetcher *f, struct xfer_batch *b)
 {
-    int fds[XFER_SYNC_FDS];
+    struct xfer_pending_sync { int fd; char *path; uint64_t version; } fds[XFER_SYNC_FDS];
     pthread_mutex_lock(&f->dirs_mu);
     char **dirs = f->dirty_dirs;
     size_t n = f->n_dirty, nfd = f->n_sync_fds;
-    memcpy(fds, f->sync_fds, nfd * sizeof *fds);
+    for (size_t i = 0; i < nfd; i++)
+        fds[i] = (struct xfer_pending_sync){f->sync_fds[i].fd, f->sync_fds[i].path,
+                                            f->sync_fds[i].version};
     f->n_sync_fds = 0;
     f->dirty_dirs = NULL;
     f->n_dirty = f->cap_dirty = 0;
     pthread_mutex_unlock(&f->dirs_mu);
     for (size_t i = 0; i < nfd; i++) {
-        if (fsync(fds[i]) < 0)
-            log_warn("fsync of an installed file: %s", strerror(errno));
-        close(fds[i]);
+        int fd = fds[i].fd;
+        char *path = fds[i].path;
+        if (fsync(fd) < 0) {
+            int err = errno;
+            log_warn("fsync of installed file %s: %s (not reported; will check it again)",
+                     path, strerror(err));
+            for (uint32_t k = 0; b && k < b->n; k++) {
+                if (b->items[k].version == fds[i].version &&
+                    strcmp(b->items[k].path, path) == 0) {
+                    free((char *)b->items[k].path);
+                    b->items[k] = b->items[--b->n];
+                    break;
+                }
+            }
+            struct xfer_retry *r = xfer_retry_get(f, path, fds[i].version);
+            if (r) {
+                r->installed = r->batched = false;
+                r->need_sync = true;
+                r->next_ms = nsync_mono_ms() + XFER_RETRY_MIN_MS;
+                r->gen = f->gen;
+            }
+        }
+        close(fd);
+        free(path);
     }
     for (size_t i = 0; i < n; i++) {
         xfer_fsync_dir(f->ns->backing_fd, dirs[i]);
@@ -666,6 +712,10 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
     if (fd >= 0) {
         bool same = xfer_fd_matches(fd, it);
         rc = same ? xfer_fix_meta_fd(fd, it) : 0;
+        /* Installed by us before, but its fsync failed: the report that
+         * follows says it is durable here. */
+        if (same && rc == 0 && it->need_sync && fsync(fd) < 0)
+            rc = -errno;
         close(fd);
         if (same) {
             if (rc < 0)
@@ -737,7 +787,7 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
         unlinkat(ns->staging_fd, tmp, 0);
         return rc;
     }
-    rc = xfer_defer_fsync(f, fd);
+    rc = xfer_defer_fsync(f, fd, it);
     if (rc < 0) {
         xfer_fail(it, rc, "fsync of %s: %s", it->path, strerror(-rc));
         return rc;
@@ -1022,6 +1072,7 @@ static struct xfer_retry *xfer_retry_get(struct xfer_fetcher *f, const char *pat
         r->logged = false;
         r->installed = false;
         r->batched = false;
+        r->need_sync = false;
     }
     if (r)
         return r;
@@ -1145,17 +1196,13 @@ static int xfer_item_cmp(const void *a, const void *b)
     return tx ? -c : c;
 }
 
-struct xfer_batch {
-    struct fsm_synced_item items[XFER_BATCH_MAX];
-    uint32_t n;
-    uint64_t first_ms;
-};
-
 static void xfer_flush(struct xfer_fetcher *f, struct xfer_batch *b)
 {
     if (b->n == 0)
         return;
-    xfer_sync_dirs(f);
+    xfer_sync_dirs(f, b);
+    if (b->n == 0)
+        return;
     struct nsync *ns = f->ns;
     struct fsm_cmd cmd;
     memset(&cmd, 0, sizeof cmd);
@@ -1332,6 +1379,7 @@ static uint64_t xfer_pass(struct xfer_fetcher *f)
         struct xfer_retry *r = xfer_retry_find(f, it->path);
         if (r && r->version == it->version) {
             r->gen = f->gen;
+            it->need_sync = r->need_sync;
             if (r->batched)
                 continue; /* installed, its report waits in the batch */
             if (r->installed) {
@@ -1515,7 +1563,7 @@ void xfer_fetcher_stop(struct xfer_fetcher *f)
         xfer_worker_fini(&f->workers[i]);
     }
     xfer_worker_fini(&f->mgr_w);
-    xfer_sync_dirs(f); /* installed but not reported: durable all the same */
+    xfer_sync_dirs(f, NULL); /* installed but not reported: durable all the same */
     if (f->batch) {
         /* Unreported: the next start finds them here and reports them. */
         for (uint32_t i = 0; i < f->batch->n; i++)
