@@ -770,19 +770,23 @@ static void meta_from_stat(const struct stat *st, struct fsm_meta *m)
     m->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 }
 
-/* A FILE meta from an open fd (a write-only fd cannot be read: the same
- * inode is then opened again for reading via /proc). With inl (the caller's,
- * FSM_INLINE_MAX + 1 bytes), a file of at most FSM_INLINE_MAX bytes is read
- * once into it and travels in the announce (m->data = inl): replicas then
- * install it without a fetch, and hash and bytes come from the same read. */
-static int meta_of_fd(int fd, struct fsm_meta *m, uint8_t *inl)
+/* A FILE meta from the stat of a regular file, all but its hash. */
+static void meta_of_file(const struct stat *st, struct fsm_meta *m)
 {
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return -errno;
     memset(m, 0, sizeof *m);
     m->kind = FSM_FILE;
-    meta_from_stat(&st, m);
+    meta_from_stat(st, m);
+    m->size = (uint64_t)st->st_size;
+}
+
+/* The size and hash of the file open at fd (st: its fstat) into m (a
+ * write-only fd cannot be read: the same inode is then opened again for
+ * reading via /proc). With inl (the caller's, FSM_INLINE_MAX + 1 bytes), a
+ * file of at most FSM_INLINE_MAX bytes is read once into it and travels in
+ * the announce (m->data = inl): replicas then install it without a fetch,
+ * and hash and bytes come from the same read. */
+static int hash_of_fd(int fd, const struct stat *st, struct fsm_meta *m, uint8_t *inl)
+{
     int rfd = fd;
     char proc[64];
     if ((fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY) {
@@ -791,7 +795,7 @@ static int meta_of_fd(int fd, struct fsm_meta *m, uint8_t *inl)
             return -errno;
     }
     int rc = 1;
-    if (inl && st.st_size > 0 && st.st_size <= (off_t)FSM_INLINE_MAX) {
+    if (inl && st->st_size > 0 && st->st_size <= (off_t)FSM_INLINE_MAX) {
         /* A short read of a regular file is its end (or a writer that
          * truncated it meanwhile: we announce what we read). */
         ssize_t n = pread(rfd, inl, FSM_INLINE_MAX + 1, 0);
@@ -811,30 +815,34 @@ static int meta_of_fd(int fd, struct fsm_meta *m, uint8_t *inl)
     return rc;
 }
 
-/* The current state of rel in BACKING as an announce. target receives a
- * symlink's target. -ENOTSUP for kinds the catalog cannot carry (fifo...). */
+/* The current state of rel in BACKING as an announce; *st receives the
+ * stat of what it describes. target receives a symlink's target. -ENOTSUP
+ * for kinds the catalog cannot carry (fifo...). */
 static int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *target,
-                        size_t tsz)
+                        size_t tsz, struct stat *st)
 {
     int bfd = fs->ns->backing_fd;
-    struct stat st;
-    if (fstatat(bfd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
+    if (fstatat(bfd, rel, st, AT_SYMLINK_NOFOLLOW) < 0)
         return -errno;
-    if (S_ISREG(st.st_mode)) {
+    if (S_ISREG(st->st_mode)) {
         int fd = openat(bfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
             return -errno;
-        int rc = meta_of_fd(fd, m, NULL);
+        int rc = fstat(fd, st) < 0 ? -errno : 0; /* the file opened, if it changed */
+        if (rc == 0) {
+            meta_of_file(st, m);
+            rc = hash_of_fd(fd, st, m, NULL);
+        }
         close(fd);
         return rc;
     }
     memset(m, 0, sizeof *m);
-    meta_from_stat(&st, m);
-    if (S_ISDIR(st.st_mode)) {
+    meta_from_stat(st, m);
+    if (S_ISDIR(st->st_mode)) {
         m->kind = FSM_DIR;
         return 0;
     }
-    if (S_ISLNK(st.st_mode)) {
+    if (S_ISLNK(st->st_mode)) {
         ssize_t n = readlinkat(bfd, rel, target, tsz - 1);
         if (n < 0)
             return -errno;
@@ -874,15 +882,12 @@ static int mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum a
         struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = rel};
         char target[PATH_MAX];
         int mrc = 0;
+        struct stat st;
+        memset(&st, 0, sizeof st);
         if (after == AFTER_TOMBSTONE)
             cmd.meta.kind = FSM_TOMBSTONE;
         else
-            mrc = meta_of_path(fs, rel, &cmd.meta, target, sizeof target);
-        struct stat st;
-        memset(&st, 0, sizeof st);
-        if (mrc == 0 && after != AFTER_TOMBSTONE &&
-            fstatat(fs->ns->backing_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0)
-            mrc = -errno;
+            mrc = meta_of_path(fs, rel, &cmd.meta, target, sizeof target, &st);
         if (mrc == 0) {
             cmd.unlock = h.last;
             cmd.fresh = h.e->fresh;
@@ -1040,7 +1045,6 @@ static bool hash_ready(struct handle *h, const struct stat *st, uint8_t out[DIGE
     return ok;
 }
 
-
 /* Make h hold the lock of rel (h->rw held exclusively). A handle whose lock
  * went with an earlier flush takes it again; one whose file was renamed
  * moves to the new path's lock. If a newer version was installed meanwhile
@@ -1122,17 +1126,14 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel)
             fresh_lock_cancel(fs, hd.e);
         uint64_t t0 = nsync_mono_us();
         uint8_t inl[FSM_INLINE_MAX + 1];
-        if (st.st_size > (off_t)FSM_INLINE_MAX && hash_ready(h, &st, cmd.meta.hash)) {
-            cmd.meta.kind = FSM_FILE;
-            meta_from_stat(&st, &cmd.meta);
-            cmd.meta.size = (uint64_t)st.st_size;
-        } else {
+        meta_of_file(&st, &cmd.meta);
+        if (!(st.st_size > (off_t)FSM_INLINE_MAX && hash_ready(h, &st, cmd.meta.hash))) {
             /* Alone in the cluster, nobody would install the inline bytes;
              * raft would only keep them in its log. */
             pthread_rwlock_rdlock(&fs->ns->fsm_lock);
             bool peers = fsm_member_count(fs->ns->fsm) > 1;
             pthread_rwlock_unlock(&fs->ns->fsm_lock);
-            rc = meta_of_fd(h->fd, &cmd.meta, peers ? inl : NULL);
+            rc = hash_of_fd(h->fd, &st, &cmd.meta, peers ? inl : NULL);
         }
         if (rc == 0) {
             uint64_t t1 = nsync_mono_us();
@@ -1427,7 +1428,8 @@ static int rename_fallback(struct fs *fs, const char *from, const char *to, stru
 {
     struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = to};
     char target[PATH_MAX];
-    int rc = meta_of_path(fs, to, &cmd.meta, target, sizeof target);
+    struct stat st;
+    int rc = meta_of_path(fs, to, &cmd.meta, target, sizeof target, &st);
     if (rc == 0) {
         struct held *cover[] = {ht};
         rc = announce(fs, &cmd, cover, 1);
@@ -1896,7 +1898,8 @@ static void replay_one(struct fs *fs, const char *rel)
     struct nsync *ns = fs->ns;
     struct fsm_meta m;
     char target[PATH_MAX];
-    int rc = meta_of_path(fs, rel, &m, target, sizeof target);
+    struct stat st;
+    int rc = meta_of_path(fs, rel, &m, target, sizeof target, &st);
     if (rc == -ENOENT)
         m.kind = FSM_TOMBSTONE; /* deleted here just before the crash */
     else if (rc < 0)

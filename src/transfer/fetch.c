@@ -108,6 +108,13 @@ struct xfer_batch {
     uint64_t first_ms;
 };
 
+/* An installed file whose fsync waits for the SYNCED that reports it. */
+struct xfer_sync_fd {
+    int fd;
+    char *path;      /* owned */
+    uint64_t version;
+};
+
 struct xfer_fetcher;
 
 struct xfer_worker {
@@ -150,11 +157,7 @@ struct xfer_fetcher {
     char **dirty_dirs;
     size_t n_dirty, cap_dirty;
     /* Installed files, still open, to fsync before that SYNCED (dirs_mu). */
-    struct {
-        int fd;
-        char *path;      /* owned */
-        uint64_t version;
-    } sync_fds[XFER_SYNC_FDS];
+    struct xfer_sync_fd sync_fds[XFER_SYNC_FDS];
     size_t n_sync_fds;
 
     /* Catch-up progress in the log (manager thread only). */
@@ -220,7 +223,6 @@ static int xfer_mkparents(int dirfd, const char *rel)
     return 0;
 }
 
-/* Make the rename itself durable before we tell the cluster we have it. */
 /* fsync directory dir ("" for the top) of BACKING. */
 static void xfer_fsync_dir(int dirfd, const char *dir)
 {
@@ -301,7 +303,6 @@ static bool xfer_fd_matches(int fd, const struct xfer_item *it)
     return digest_fd(fd, d, &n) == 0 && n == it->size && memcmp(d, it->hash, DIGEST_LEN) == 0;
 }
 
-/* For the debug log's timings of a file install (download, fsync, rename). */
 static void xfer_fail(struct xfer_item *it, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void xfer_fail(struct xfer_item *it, int err, const char *fmt, ...)
@@ -592,7 +593,7 @@ static int xfer_download(struct xfer_worker *w, struct xfer_item *it, int fd)
 }
 
 /* rel is in place: readers see it now; its directory entry is made durable
- * before the SYNCED that reports it (xfer_sync_dirs), once per directory
+ * before the SYNCED that reports it (xfer_sync_installed), once per directory
  * for a whole batch instead of once per file. */
 static int xfer_installed(struct xfer_fetcher *f, const char *rel)
 {
@@ -630,12 +631,8 @@ static int xfer_defer_fsync(struct xfer_fetcher *f, int fd, const struct xfer_it
     char *path = strdup(it->path);
     pthread_mutex_lock(&f->dirs_mu);
     bool queued = path && f->n_sync_fds < XFER_SYNC_FDS;
-    if (queued) {
-        f->sync_fds[f->n_sync_fds].fd = fd;
-        f->sync_fds[f->n_sync_fds].path = path;
-        f->sync_fds[f->n_sync_fds].version = it->version;
-        f->n_sync_fds++;
-    }
+    if (queued)
+        f->sync_fds[f->n_sync_fds++] = (struct xfer_sync_fd){fd, path, it->version};
     pthread_mutex_unlock(&f->dirs_mu);
     if (queued)
         return 0;
@@ -653,15 +650,13 @@ static struct xfer_retry *xfer_retry_get(struct xfer_fetcher *f, const char *pat
  * SYNCED. A file that cannot be fsynced is taken out of b (when given) and
  * forgotten, so that it is not reported: the next pass checks it again
  * (and fsyncs it, or fetches it anew). */
-static void xfer_sync_dirs(struct xfer_fetcher *f, struct xfer_batch *b)
+static void xfer_sync_installed(struct xfer_fetcher *f, struct xfer_batch *b)
 {
-    struct xfer_pending_sync { int fd; char *path; uint64_t version; } fds[XFER_SYNC_FDS];
+    struct xfer_sync_fd fds[XFER_SYNC_FDS];
     pthread_mutex_lock(&f->dirs_mu);
     char **dirs = f->dirty_dirs;
     size_t n = f->n_dirty, nfd = f->n_sync_fds;
-    for (size_t i = 0; i < nfd; i++)
-        fds[i] = (struct xfer_pending_sync){f->sync_fds[i].fd, f->sync_fds[i].path,
-                                            f->sync_fds[i].version};
+    memcpy(fds, f->sync_fds, nfd * sizeof *fds);
     f->n_sync_fds = 0;
     f->dirty_dirs = NULL;
     f->n_dirty = f->cap_dirty = 0;
@@ -1200,7 +1195,7 @@ static void xfer_flush(struct xfer_fetcher *f, struct xfer_batch *b)
 {
     if (b->n == 0)
         return;
-    xfer_sync_dirs(f, b);
+    xfer_sync_installed(f, b);
     if (b->n == 0)
         return;
     struct nsync *ns = f->ns;
@@ -1563,7 +1558,7 @@ void xfer_fetcher_stop(struct xfer_fetcher *f)
         xfer_worker_fini(&f->workers[i]);
     }
     xfer_worker_fini(&f->mgr_w);
-    xfer_sync_dirs(f, NULL); /* installed but not reported: durable all the same */
+    xfer_sync_installed(f, NULL); /* installed but not reported: durable all the same */
     if (f->batch) {
         /* Unreported: the next start finds them here and reports them. */
         for (uint32_t i = 0; i < f->batch->n; i++)
