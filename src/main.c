@@ -265,6 +265,8 @@ static void parse_o(struct nsync_config *cfg, const char *opts, char **fuse_opts
             cfg->strict_excl = true;
             continue;
         }
+        if (strcmp(o, "allow_other") == 0)
+            cfg->allow_other = true;
         if (target) {
             if (parse_seconds(val, target) < 0)
                 die_usage("-o %s: expected a number of seconds", o);
@@ -393,8 +395,14 @@ int main(int argc, char **argv)
         die_usage("out of memory");
 
     struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+    /* Only with allow_other can users other than the one who mounted reach
+     * the mount, and only then must the kernel check their permissions. For
+     * the mounting user the checks BACKING does on our calls (we run as that
+     * user) are the same, and the kernel's would cost a GETATTR per directory
+     * walked and per open, since attributes are not cached (docs/decisions.md). */
     if (fuse_opt_add_arg(&args, argv[0]) < 0 ||
-        fuse_opt_add_arg(&args, "-ofsname=nsyncfs,subtype=nsyncfs,default_permissions") < 0)
+        fuse_opt_add_arg(&args, "-ofsname=nsyncfs,subtype=nsyncfs") < 0 ||
+        (ns.cfg.allow_other && fuse_opt_add_arg(&args, "-odefault_permissions") < 0))
         die_usage("out of memory");
     if (fuse_opts) {
         char *o = malloc(strlen(fuse_opts) + 3);

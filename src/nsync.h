@@ -42,6 +42,8 @@ struct nsync_config {
     bool strict_excl;              /* -o strict_excl: O_EXCL creates take the cluster
                                     * lock first (exclusive cluster-wide) */
     unsigned submit_timeout_ms;    /* how long a change waits for a quorum */
+    bool allow_other;              /* -o allow_other: other users reach the mount, so
+                                    * the kernel checks permissions (default_permissions) */
     bool foreground;               /* -f: stay in front, log to stderr */
     int log_level;                 /* LOG_ERR..LOG_DEBUG (syslog levels) */
 };
