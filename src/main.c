@@ -382,6 +382,10 @@ int main(int argc, char **argv)
     memset(&ns, 0, sizeof ns);
     ns.backing_fd = ns.data_fd = ns.staging_fd = -1;
     char *fuse_opts = NULL;
+    /* Modes reach us with the caller's umask applied by the kernel, and
+     * every file the daemon makes for itself names its mode: ours would only
+     * strip bits again, and cost a chmod after every create to undo. */
+    umask(0);
     parse_args(argc, argv, &ns, &fuse_opts);
     log_init("nsyncfs", ns.cfg.log_level, 0);
     prepare_backing(&ns);

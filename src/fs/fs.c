@@ -104,6 +104,7 @@ struct fs {
     bool replayer_started;
     _Atomic(struct fuse *) fuse;
     bool as_root;              /* new nodes get the caller's owner */
+    gid_t egid;                /* our group: a new node's group unless the parent is set-gid */
 };
 
 /* An open regular file. */
@@ -904,12 +905,16 @@ static int mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum a
     return rc;
 }
 
-/* New nodes belong to the caller when we can arrange it (running as root). */
+/* New nodes belong to the caller when we can arrange it (running as root).
+ * A caller with our own ids already owns what we created, as in a native
+ * create (a set-gid parent's group included). */
 static void own_by_caller(struct fs *fs, int dirfd, const char *rel, int flags)
 {
     if (!fs->as_root)
         return;
     struct fuse_context *c = fuse_get_context();
+    if (c->uid == 0 && c->gid == fs->egid)
+        return;
     if (fchownat(dirfd, rel, c->uid, c->gid, flags) < 0)
         log_warn("chown %s to %u:%u: %s", rel, (unsigned)c->uid, (unsigned)c->gid,
                  strerror(errno));
@@ -929,11 +934,8 @@ static int do_mkdir(struct fs *fs, const char *rel, void *arg)
 {
     mode_t mode = *(const mode_t *)arg & 07777;
     int bfd = fs->ns->backing_fd;
-    if (mkdirat(bfd, rel, mode) < 0)
+    if (mkdirat(bfd, rel, mode) < 0) /* the caller's umask is applied, ours is 0 */
         return -errno;
-    /* The kernel already applied the caller's umask; undo the daemon's. */
-    if (fchmodat(bfd, rel, mode, 0) < 0)
-        log_warn("chmod new dir %s: %s", rel, strerror(errno));
     own_by_caller(fs, bfd, rel, AT_SYMLINK_NOFOLLOW);
     return 0;
 }
@@ -945,8 +947,6 @@ static int do_mknod_reg(struct fs *fs, const char *rel, void *arg)
                     mode);
     if (fd < 0)
         return -errno;
-    if (fchmod(fd, mode) < 0)
-        log_warn("chmod new file %s: %s", rel, strerror(errno));
     own_by_caller(fs, fd, "", AT_EMPTY_PATH);
     close(fd);
     return 0;
@@ -1269,12 +1269,8 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
         handle_free(h);
         return rc;
     }
-    if (created) {
-        /* The kernel applied the caller's umask; undo the daemon's. */
-        if (fchmod(fd, mode & 07777) < 0)
-            log_warn("chmod new file %s: %s", rel, strerror(errno));
-        own_by_caller(fs, fd, "", AT_EMPTY_PATH);
-    }
+    if (created)
+        own_by_caller(fs, fd, "", AT_EMPTY_PATH); /* mode: as for mkdir */
     h->fd = fd;
     h->oflags = oflags;
     atomic_store(&h->dirty, create || (writable && (flags & O_TRUNC)));
@@ -1835,6 +1831,7 @@ int fs_new(struct nsync *ns, struct fs **out)
     fs->ns = ns;
     fs->journal_fd[0] = fs->journal_fd[1] = -1;
     fs->as_root = geteuid() == 0;
+    fs->egid = getegid();
     atomic_init(&fs->fuse, NULL);
     if (pthread_cond_init(&fs->fix_cv, NULL) != 0) {
         pthread_cond_destroy(&fs->cv);

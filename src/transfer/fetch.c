@@ -292,6 +292,19 @@ static int xfer_fix_meta_fd(int fd, const struct xfer_item *it)
     return 0;
 }
 
+/* The same for a staging file this thread just created with the item's
+ * mode (the daemon's umask is 0): it is ours, so a chown is needed only for
+ * another owner, and then the mode again, since a chown clears set-id bits. */
+static int xfer_fix_meta_new(int fd, const struct xfer_item *it)
+{
+    if (it->uid == geteuid() && it->gid == getegid()) {
+        struct timespec ts[2];
+        xfer_times(it->mtime_ns, ts);
+        return futimens(fd, ts) < 0 ? -errno : 0;
+    }
+    return xfer_fix_meta_fd(fd, it);
+}
+
 /* fd's content has the item's size and hash. */
 static bool xfer_fd_matches(int fd, const struct xfer_item *it)
 {
@@ -740,7 +753,7 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
     char tmp[64];
     snprintf(tmp, sizeof tmp, XFER_TMP_PREFIX "%d-%u", (int)getpid(),
              atomic_fetch_add(&f->tmp_seq, 1));
-    fd = openat(ns->staging_fd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    fd = openat(ns->staging_fd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, it->mode & 07777);
     if (fd < 0) {
         rc = -errno;
         xfer_fail(it, rc, "creating staging file: %s", strerror(-rc));
@@ -755,7 +768,7 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
         rc = xfer_download(w, it, fd);
     if (rc == 0) {
         t1 = nsync_mono_us();
-        rc = xfer_fix_meta_fd(fd, it);
+        rc = xfer_fix_meta_new(fd, it);
         /* Start the writeback now; the fsync that waits for it comes
          * after the rename (xfer_defer_fsync). */
         if (rc == 0 && it->size > 0 && sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0)

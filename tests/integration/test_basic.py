@@ -294,6 +294,45 @@ def test_chmod(shared_cluster):
     wait_for(modes_ok, SYNC_TIMEOUT, "mode 0751 on mode.sh and 0705 on mode-dir everywhere")
 
 
+def test_create_modes_follow_the_callers_umask(shared_cluster):
+    """The mode a create asks for, less the caller's umask, on every node
+    (the daemon's own umask must not strip more); owners and set-id bits
+    travel too."""
+    c = shared_cluster
+    n0 = c.node(0)
+    old = os.umask(0o027)
+    try:
+        fd = os.open(n0.path("umask-file"), os.O_WRONLY | os.O_CREAT, 0o666)
+        os.write(fd, b"u")
+        os.close(fd)
+        os.mkdir(n0.path("umask-dir"), 0o777)
+        os.umask(0)
+        fd = os.open(n0.path("umask-open"), os.O_WRONLY | os.O_CREAT, 0o4777)
+        os.close(fd)
+        write_file(n0.path("umask-other"), b"o")
+        os.chown(n0.path("umask-other"), 1234, 5678)
+    finally:
+        os.umask(old)
+    want = {"umask-file": (0o100640, 0, 0), "umask-dir": (0o040750, 0, 0),
+            "umask-open": (0o104777, 0, 0), "umask-other": (None, 1234, 5678)}
+
+    def got(base, name):
+        st = os.lstat(base / name)
+        return (st.st_mode, st.st_uid, st.st_gid)
+
+    def same(have, w):
+        return (w[0] is None or have[0] == w[0]) and have[1:] == w[1:]
+
+    for name, w in want.items():
+        assert same(got(n0.mnt, name), w), (name, oct(got(n0.mnt, name)[0]))
+
+    def everywhere():
+        return all(same(got(base, name), w) for i in range(3)
+                   for base in (c.node(i).mnt, c.node(i).backing) for name, w in want.items())
+
+    wait_for(everywhere, SYNC_TIMEOUT, "modes and owners of the new nodes on every node")
+
+
 @pytest.mark.secondary
 def test_mtime(shared_cluster):
     c = shared_cluster
