@@ -17,7 +17,8 @@
 # step the clusters are left to finish replicating, and the page cache is synced.
 # Then, on the 3-node cluster: ../shared/bench/syncbench.py (latency, small,
 # large = SIZE_MIB, delete), each node's peak RSS during it (VmHWM), and the
-# idle CPU of every process over IDLE_S seconds.
+# idle CPU of every process over IDLE_S seconds. The large workload is also run
+# with one native folder as writer and both checks: the floor of that yardstick.
 # Output: a table on stdout; JSON (and the table) in bench-results/.
 #
 # Environment: RUNS (5: single runs here vary by up to 4x), SIZE_MIB (1024), FILES (2000), IDLE_S (20),
@@ -174,6 +175,18 @@ if [[ -f "$SYNCBENCH" ]]; then
     --check "$DIR/nsyncfs-3/m3" --workloads "$WORKLOADS" --large-mib "$SIZE_MIB" \
     --timeout "$SYNC_TIMEOUT" --json "$DIR/out/syncbench.json" >/dev/null
   SB_ARGS=(--syncbench "$DIR/out/syncbench.json" --procs-before "$DIR/out/procs-before.json")
+  if [[ ",$WORKLOADS," == *,large,* ]]; then
+    # What syncbench's large workload costs by itself here: it times the write
+    # and then hashes each checked copy through its path, one after the other.
+    echo "== syncbench floor: large $SIZE_MIB MiB, writer and both checks one native folder"
+    mkdir -p "$DIR/native/floor"
+    sync
+    "$NSYNC_PY" "$SYNCBENCH" --write "$DIR/native/floor" --check "$DIR/native/floor" \
+      --check "$DIR/native/floor" --workloads large --large-mib "$SIZE_MIB" \
+      --timeout "$SYNC_TIMEOUT" --json "$DIR/out/syncbench-floor.json" >/dev/null
+    rm -rf "$DIR/native/floor"
+    SB_ARGS+=(--syncbench-floor "$DIR/out/syncbench-floor.json")
+  fi
 else
   echo "== $SYNCBENCH is missing (the shared/ folder beside the repo): no syncbench"
 fi

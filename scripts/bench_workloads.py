@@ -15,7 +15,7 @@
         (utime+stime from /proc/PID/stat) each uses over S seconds.
     bench_workloads.py settle --url URL [...]
         Wait until those nodes report no pending work.
-    bench_workloads.py report --workloads J [--syncbench J] [--procs-before J]
+    bench_workloads.py report --workloads J [--syncbench J] [--syncbench-floor J] [--procs-before J]
                               [--procs-after J] [--meta K=V ...] --json OUT
         Print the table (medians, ratios) and write the combined JSON.
 """
@@ -365,6 +365,13 @@ def cmd_report(a):
                          f"nodes 2 and 3 after {fmt(x.get('replicated_s'), 2)} s = "
                          f"{fmt(x.get('replicated_mib_per_s'), 1)} MiB/s "
                          f"({ratio(x.get('replicated_mib_per_s'), nat)} native write)"])
+            fl = ((load(a.syncbench_floor) or {}).get("workloads") or {}).get("large")
+            if fl:
+                rows.append(["  yardstick floor",
+                             f"the same workload with one native folder as writer and both "
+                             f"checks (nothing to replicate): {fmt(fl.get('replicated_s'), 2)} s "
+                             f"= {fmt(fl.get('replicated_mib_per_s'), 1)} MiB/s "
+                             f"({ratio(fl.get('replicated_mib_per_s'), nat)} native write)"])
         if "delete" in w:
             x = w["delete"]
             rows.append([f"delete {x.get('files')} files",
@@ -388,6 +395,7 @@ def cmd_report(a):
     text = "\n".join(lines)
     print(text)
     out = {"meta": meta, "workloads": wl, "syncbench": sb,
+           "syncbench_floor": load(a.syncbench_floor),
            "procs_before_syncbench": before, "procs_after": after, "table": text}
     with open(a.json, "w") as f:
         json.dump(out, f, indent=2)
@@ -421,6 +429,7 @@ def main():
     t = sub.add_parser("report")
     t.add_argument("--workloads", required=True)
     t.add_argument("--syncbench")
+    t.add_argument("--syncbench-floor")
     t.add_argument("--procs-before")
     t.add_argument("--procs-after")
     t.add_argument("--meta", action="append")
