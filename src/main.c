@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
+#include <fuse_lowlevel.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netdb.h>
@@ -25,6 +26,7 @@
 #include "cluster/fsm.h"
 #include "common/log.h"
 #include "fs/fs.h"
+#include "fs/ll.h"
 #include "fs/reconcile.h"
 #include "nsync.h"
 #include "transfer/client.h"
@@ -417,13 +419,16 @@ int main(int argc, char **argv)
             die_usage("out of memory");
         free(o);
     }
-    struct fuse *fuse = fuse_new(&args, fs_operations(), sizeof(struct fuse_operations), &ns);
-    if (!fuse)
+    struct ll *ll = NULL;
+    int lrc0 = ll_new(&ns, &args, fs_operations(), &ll);
+    if (lrc0 == -ENOMEM)
+        die_usage("out of memory");
+    if (lrc0 < 0)
         die_usage("invalid mount options (-o %s)", fuse_opts ? fuse_opts : "");
-    if (fuse_mount(fuse, ns.cfg.mountpoint) != 0)
+    if (ll_mount(ll, ns.cfg.mountpoint) != 0)
         die_usage("cannot mount at %s", ns.cfg.mountpoint);
     if (fuse_daemonize(ns.cfg.foreground) != 0) {
-        fuse_unmount(fuse);
+        ll_unmount(ll);
         die_usage("cannot daemonize");
     }
     if (!ns.cfg.foreground)
@@ -434,7 +439,7 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = xfer_server_start(&ns, &ns.server);
     if (rc == 0) {
-        fs_set_fuse(ns.fs, fuse);
+        fs_set_ll(ns.fs, ll);
         rc = fs_start(ns.fs);
     }
     if (rc == 0) {
@@ -443,14 +448,11 @@ int main(int argc, char **argv)
     }
     if (rc == 0)
         rc = xfer_fetcher_start(&ns, &ns.fetcher);
-    if (rc == 0 && fuse_set_signal_handlers(fuse_get_session(fuse)) == 0) {
+    if (rc == 0 && fuse_set_signal_handlers(ll_session(ll)) == 0) {
         log_info("mounted %s (backing %s), node %016llx", ns.cfg.mountpoint, ns.cfg.backing,
                  (unsigned long long)ns.self_id);
-        struct fuse_loop_config *lc = fuse_loop_cfg_create();
-        fuse_loop_cfg_set_max_threads(lc, 16);
-        rc = fuse_loop_mt(fuse, lc);
-        fuse_loop_cfg_destroy(lc);
-        fuse_remove_signal_handlers(fuse_get_session(fuse));
+        rc = ll_loop(ll, 16);
+        fuse_remove_signal_handlers(ll_session(ll));
         /* The loop returns the number of the signal that ended it: SIGTERM,
          * SIGINT and SIGHUP ask for a clean leave, like an unmount. */
         exit_code = (rc == 0 || rc == SIGTERM || rc == SIGINT || rc == SIGHUP) ? 0 : 1;
@@ -490,8 +492,9 @@ int main(int argc, char **argv)
         else
             log_info("left the cluster");
     }
-    fuse_unmount(fuse);
-    fuse_destroy(fuse);
+    fs_set_ll(ns.fs, NULL);
+    ll_unmount(ll);
+    ll_free(ll);
     fuse_opt_free_args(&args);
     xfer_client_free(ns.client);
     fs_free(ns.fs);

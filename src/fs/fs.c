@@ -25,6 +25,7 @@
 #include "common/digest.h"
 #include "common/log.h"
 #include "common/path.h"
+#include "fs/ll.h"
 #include "nsync.h"
 
 #define LOCK_BUCKETS 256
@@ -102,7 +103,7 @@ struct fs {
     size_t n_replay;
     pthread_t replayer;
     bool replayer_started;
-    _Atomic(struct fuse *) fuse;
+    _Atomic(struct ll *) ll;
     bool as_root;              /* new nodes get the caller's owner */
     gid_t egid;                /* our group: a new node's group unless the parent is set-gid */
 };
@@ -144,7 +145,7 @@ struct held {
 
 static struct nsync *ctx_ns(void)
 {
-    return fuse_get_context()->private_data;
+    return ll_caller()->ns;
 }
 
 static unsigned lock_timeout(const struct nsync *ns)
@@ -912,7 +913,7 @@ static void own_by_caller(struct fs *fs, int dirfd, const char *rel, int flags)
 {
     if (!fs->as_root)
         return;
-    struct fuse_context *c = fuse_get_context();
+    const struct ll_caller *c = ll_caller();
     if (c->uid == 0 && c->gid == fs->egid)
         return;
     if (fchownat(dirfd, rel, c->uid, c->gid, flags) < 0)
@@ -1326,7 +1327,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     /* Read replies spliced from the backing file (op_read_buf). */
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want |= FUSE_CAP_SPLICE_WRITE;
-    return fuse_get_context()->private_data;
+    return ll_caller()->ns;
 }
 
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
@@ -1832,7 +1833,7 @@ int fs_new(struct nsync *ns, struct fs **out)
     fs->journal_fd[0] = fs->journal_fd[1] = -1;
     fs->as_root = geteuid() == 0;
     fs->egid = getegid();
-    atomic_init(&fs->fuse, NULL);
+    atomic_init(&fs->ll, NULL);
     if (pthread_cond_init(&fs->fix_cv, NULL) != 0) {
         pthread_cond_destroy(&fs->cv);
         pthread_mutex_destroy(&fs->mu);
@@ -2074,36 +2075,14 @@ void fs_free(struct fs *fs)
     free(fs);
 }
 
-void fs_set_fuse(struct fs *fs, struct fuse *f)
+void fs_set_ll(struct fs *fs, struct ll *ll)
 {
-    atomic_store(&fs->fuse, f);
-}
-
-static void invalidate_one(struct fuse *f, const char *fuse_path)
-{
-    int rc = fuse_invalidate_path(f, fuse_path);
-    /* -ENOENT: the kernel does not know the path, nothing is cached. */
-    if (rc < 0 && rc != -ENOENT)
-        log_debug("invalidate %s: %s", fuse_path, strerror(-rc));
+    atomic_store(&fs->ll, ll);
 }
 
 void fs_invalidate(struct fs *fs, const char *rel)
 {
-    struct fuse *f = atomic_load(&fs->fuse);
-    if (!f || !rel || !*rel)
-        return;
-    char p[PATH_MAX + 1];
-    int n = snprintf(p, sizeof p, "/%s", rel);
-    if (n < 0 || (size_t)n >= sizeof p)
-        return;
-    invalidate_one(f, p);
-    /* The parent's cached attributes (size, mtime, nlink) change too. */
-    char *slash = strrchr(p, '/');
-    if (slash == p)
-        slash[1] = '\0';
-    else
-        *slash = '\0';
-    invalidate_one(f, p);
+    ll_invalidate(atomic_load(&fs->ll), rel);
 }
 
 bool fs_path_busy(struct fs *fs, const char *rel)

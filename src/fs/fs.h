@@ -9,7 +9,7 @@
 
 struct nsync;
 struct fs;
-struct fuse;
+struct ll;
 struct fuse_operations;
 
 /* 0 or -ENOMEM. */
@@ -23,15 +23,16 @@ int fs_start(struct fs *fs);
 int fs_stop(struct fs *fs, unsigned timeout_ms);
 void fs_free(struct fs *fs);
 
-/* The operations table; fuse_new must be given ns as user_data. */
+/* The path-based operations, served through ll.c (which gives them ns). */
 const struct fuse_operations *fs_operations(void);
 
-/* Once mounted, so that the fetch worker can invalidate cached pages/attrs. */
-void fs_set_fuse(struct fs *fs, struct fuse *f);
+/* Once mounted, so that the fetch worker can tell the kernel of changes. */
+void fs_set_ll(struct fs *fs, struct ll *ll);
 
-/* Drop the kernel's cached attributes and pages of rel (a catalog path) and
- * of its parent's entry. Call from the fetch worker only, never from inside a
- * FUSE operation. */
+/* rel (a catalog path) changed in BACKING behind the kernel's back: a
+ * replaced or removed file gets a new kernel inode at its next lookup, a
+ * changed one loses its cached attributes and pages (ll_invalidate). Any
+ * thread but a FUSE handler's. */
 void fs_invalidate(struct fs *fs, const char *rel);
 
 /* True while a handle on this node has rel open for writing (this node holds

@@ -333,6 +333,30 @@ def test_create_modes_follow_the_callers_umask(shared_cluster):
     wait_for(everywhere, SYNC_TIMEOUT, "modes and owners of the new nodes on every node")
 
 
+def test_open_reader_keeps_its_version_when_replaced(shared_cluster):
+    """A reader that has a file open on one node while another node replaces
+    it keeps reading the version it opened, whole, and fstat on its fd gives
+    that version's size; the path (stat, a new open) gives the new version.
+    Each installed version is a new inode for the kernel, so the two never
+    share a cached size or page cache."""
+    c = shared_cluster
+    rel = "replaced-under-reader.bin"
+    v1 = b"1" * 100 + os.urandom(20000)
+    v2 = b"2" * 100 + os.urandom(3000)
+    write_file(c.node(0).path(rel), v1)
+    c.wait_file(rel, v1)
+    with open(c.node(1).path(rel), "rb", buffering=0) as f:
+        head = f.read(100)
+        write_file(c.node(0).path(rel), v2)
+        c.wait_file(rel, v2, idxs=[1], backing=True)
+        assert os.stat(c.node(1).path(rel)).st_size == len(v2)
+        assert os.fstat(f.fileno()).st_size == len(v1)
+        assert read_bytes(c.node(1).path(rel)) == v2
+        rest = f.read()
+        assert os.fstat(f.fileno()).st_size == len(v1)
+    assert head + rest == v1, f"the reader got {len(head + rest)} bytes, not its version's"
+
+
 @pytest.mark.secondary
 def test_mtime(shared_cluster):
     c = shared_cluster

@@ -161,14 +161,11 @@ def test_two_whole_file_rewriters(cluster):
     rewrite_rounds(cluster, 50, watch_reader=False)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known, narrowed but not closed: a reader on a third node can, rarely, read "
-    "a just-installed version cut at the previous version's size (the kernel's "
-    "cached size vs the rename by the fetch worker); see docs/decisions.md"))
 def test_third_node_reader_sees_only_whole_versions(cluster):
     """While two nodes rewrite a file, a reader on the third node never sees
-    anything but a whole payload: installs are atomic renames, and a
-    truncation is not a version of its own."""
+    anything but a whole payload: installs are atomic renames, a truncation
+    is not a version of its own, and each installed version is a new inode
+    for the kernel (no cached size or page shared with the previous one)."""
     r3, bad = rewrite_rounds(cluster, 30, watch_reader=True)
     assert not bad, (
         f"node {r3} (not writing) read {len(bad)} times a content that is no whole "
