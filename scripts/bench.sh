@@ -12,7 +12,7 @@
 #   nsyncfs-1       a single-node nsyncfs (--cluster lists only itself)
 #   nsyncfs-3       node 1 of a 3-node nsyncfs cluster on 127.0.0.1
 # Workloads (scripts/bench_workloads.py, the same code for every target),
-# medians of RUNS runs: FILES x 4 KiB creates (files/s); SIZE_MIB sequential
+# medians of RUNS runs: FILES x 4 KiB creates (files/s), a stat of each (stats/s); SIZE_MIB sequential
 # write + fsync (MiB/s); cold sequential read of it (MiB/s). Before each timed
 # step the clusters are left to finish replicating, and the page cache is synced.
 # Then, on the 3-node cluster: ../shared/bench/syncbench.py (latency, small,

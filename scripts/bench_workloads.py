@@ -4,7 +4,9 @@
     bench_workloads.py run --target NAME=DIR [--target ...] [--settle NAME=URL[,URL...]]
                            [--runs 3] [--size-mib 1024] [--files 2000] --json OUT
         Per round and per target (the order rotates each round): 4 KiB creates
-        (open/write/close each, one process) in files/s; SIZE_MIB sequential write
+        (open/write/close each, one process) in files/s; a stat of each of
+        those files, as ls -l and make do (readdir with stats, then stat by
+        path, twice) in stats/s; SIZE_MIB sequential write
         with fsync before close in MiB/s; cold sequential read of that file (page
         cache dropped first) in MiB/s. Before every timed step: the nsyncfs
         targets given with --settle are waited on until no node reports pending
@@ -106,6 +108,22 @@ def w_creates(d, n):
     return n / dt, dt
 
 
+def w_stats(d, n):
+    """What ls -l and make do to the n files w_creates made: a readdir with a
+    stat of each entry, then a stat of each by path, twice. stats/s."""
+    t0 = time.perf_counter()
+    count = 0
+    for _ in range(2):
+        for e in os.scandir(d):
+            e.stat(follow_symlinks=False)
+            count += 1
+        for i in range(n):
+            os.stat(os.path.join(d, f"f{i:05d}"))
+            count += 1
+    dt = time.perf_counter() - t0
+    return count / dt, dt
+
+
 def w_write(path, mib):
     """mib MiB written sequentially in 1 MiB writes, fsync, close. MiB/s
     (the time includes open, fsync and close: close is when nsyncfs commits)."""
@@ -158,8 +176,8 @@ def cmd_run(a):
     targets = pairs(a.target, "--target")
     settle_urls = [u for _, v in pairs(a.settle, "--settle") for u in v.split(",") if u]
     names = [n for n, _ in targets]
-    res = {n: {"creates_files_per_s": [], "write_mib_per_s": [], "read_mib_per_s": []}
-           for n in names}
+    res = {n: {"creates_files_per_s": [], "stats_per_s": [], "write_mib_per_s": [],
+               "read_mib_per_s": []} for n in names}
     notes = []
     cold = True
     tag = f"{os.getpid()}"
@@ -177,9 +195,14 @@ def cmd_run(a):
         log(f"== round {r + 1}/{a.runs}: {', '.join(n for n, _ in order)}")
         for name, d in order:
             prepare(f"{name} creates round {r + 1}")
-            rate, dt = w_creates(os.path.join(d, f"bench-creates-{tag}-{r}"), a.files)
+            cdir = os.path.join(d, f"bench-creates-{tag}-{r}")
+            rate, dt = w_creates(cdir, a.files)
             res[name]["creates_files_per_s"].append(rate)
             log(f"   {name:16s} creates  {rate:10.0f} files/s ({dt:.2f} s)")
+            prepare(f"{name} stats round {r + 1}")
+            rate, dt = w_stats(cdir, a.files)
+            res[name]["stats_per_s"].append(rate)
+            log(f"   {name:16s} stats    {rate:10.0f} stats/s ({dt:.2f} s)")
         for name, d in order:
             path = os.path.join(d, f"bench-seq-{tag}-{r}.bin")
             prepare(f"{name} write round {r + 1}")
@@ -323,8 +346,11 @@ def cmd_report(a):
     header += [r[2] for r in ratios]
     rows = []
     for key, label, nd in (("creates_files_per_s", "4 KiB creates (files/s)", 0),
+                           ("stats_per_s", "stat of those (stats/s)", 0),
                            ("write_mib_per_s", "seq write+fsync (MiB/s)", 1),
                            ("read_mib_per_s", "cold seq read (MiB/s)", 1)):
+        if not any(med(c, key) for c in cols):
+            continue
         rows.append([label] + [fmt(med(c, key), nd) for c in cols] +
                     [ratio(med(x, key), med(y, key)) for x, y, _ in ratios])
     p(table(rows, header))
@@ -332,8 +358,10 @@ def cmd_report(a):
                             f"{fmt((T.get(t) or {}).get(k, {}).get('max'), nd)}")
     rows = [[label] + [rng(c, key, nd) for c in cols]
             for key, label, nd in (("creates_files_per_s", "4 KiB creates (files/s)", 0),
+                                   ("stats_per_s", "stat of those (stats/s)", 0),
                                    ("write_mib_per_s", "seq write+fsync (MiB/s)", 0),
-                                   ("read_mib_per_s", "cold seq read (MiB/s)", 0))]
+                                   ("read_mib_per_s", "cold seq read (MiB/s)", 0))
+            if any(med(c, key) for c in cols)]
     p("")
     p("range over the runs (min-max), to judge the noise:")
     p(table(rows, ["workload"] + cols))

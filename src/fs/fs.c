@@ -1292,36 +1292,23 @@ static int open_common(struct fs *fs, const char *rel, int flags, mode_t mode, b
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-    cfg->use_ino = 1;
-    /* Paths are asked for in every op: a flush needs the file's current
-     * name to announce it after a rename. */
-    cfg->nullpath_ok = 0;
-    /* Without it libfuse renames an open, unlinked file to .fuse_hidden*,
-     * which we would replicate. Open handles keep working through the fd. */
-    cfg->hard_remove = 1;
-    /* Caching: the fetch worker calls fs_invalidate after installing a
-     * remote change, which drops the cached attributes and pages of the path
-     * and of its parent, so cached attributes can live 1 s without hiding a
-     * change. The high-level API cannot drop a cached name (dentry), but a
-     * stale name only reaches us by path, and we resolve it in BACKING
-     * afresh; negative lookups are never cached, so a file created remotely
-     * is visible at once. Each open also drops the page cache (no
-     * kernel_cache). */
+    /* Of cfg, ll.c reads the two timeouts (and gives every operation a
+     * path while the node has one, reports BACKING's inode numbers, and
+     * removes an open file for real: what use_ino, nullpath_ok=0 and
+     * hard_remove did). Names and attributes are cached for 1 s: a file
+     * the fetch worker replaces gets a new node whose name the kernel is
+     * told to drop at once (ll_invalidate), and a file it changes in place
+     * (its mode, say) loses its cached attributes, so the cache hides a
+     * remote change only for the moment until that notice is read. A
+     * negative lookup is never cached, so a file created remotely is
+     * visible at once. */
     cfg->entry_timeout = 1.0;
-    /* Attributes are not cached: the fetch worker replaces a file by a
-     * rename, and a reader that opens the new file between that rename and
-     * the invalidation would otherwise read it cut at the old cached size.
-     * With AUTO_INVAL_DATA below, the kernel asks for the size (through the
-     * open handle) before it reads. */
-    cfg->attr_timeout = 0.0;
-    cfg->negative_timeout = 0.0;
-    cfg->kernel_cache = 0;
-    cfg->auto_cache = 0;
+    cfg->attr_timeout = 1.0;
     /* O_APPEND is passed through to BACKING, which is only right without
      * the kernel's writeback cache. */
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
-    /* A read after fs_invalidate must ask for the size again, or it stops
-     * at the size of the version the fetch worker just replaced. */
+    /* Pages cached for a file whose mtime changed (in place, through
+     * another handle) are dropped. */
     if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
         conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
     /* Read replies spliced from the backing file (op_read_buf). */

@@ -641,15 +641,57 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 struct dirbuf {
     fuse_req_t req;
+    struct ll *ll;
+    fuse_ino_t dir;
+    const char *dirpath; /* readdirplus: entries come with their attributes */
     char *buf;
     size_t size, used;
+    fuse_ino_t *counted; /* readdirplus: lookups to take back if the reply is lost */
+    size_t ncounted, capcounted;
 };
+
+/* readdirplus: the entry and its attributes, as a lookup would answer (the
+ * kernel counts it as one). An entry that cannot be stat'ed goes without
+ * (ino 0: the kernel looks it up when it needs it). */
+static int dir_fill_plus(struct dirbuf *d, const char *name, const struct stat *st, off_t next)
+{
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    e.attr = *st;
+    size_t need = fuse_add_direntry_plus(d->req, NULL, 0, name, &e, next);
+    if (need > d->size - d->used)
+        return 1;
+    bool dots = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+    char path[PATH_MAX + 1];
+    struct stat full;
+    int n = snprintf(path, sizeof path, "%s%s%s", d->dirpath, d->dirpath[1] ? "/" : "", name);
+    if (d->ncounted == d->capcounted) {
+        size_t cap = d->capcounted ? d->capcounted * 2 : 64;
+        fuse_ino_t *c = realloc(d->counted, cap * sizeof *c);
+        if (c) {
+            d->counted = c;
+            d->capcounted = cap;
+        }
+    }
+    if (!dots && d->ncounted < d->capcounted && n > 0 && (size_t)n < sizeof path &&
+        d->ll->ops->getattr(path, &full, NULL) == 0) {
+        if (make_entry(d->ll, d->dir, name, &full, &e) == 0)
+            d->counted[d->ncounted++] = e.ino;
+        else
+            memset(&e, 0, sizeof e), e.attr = *st;
+    }
+    fuse_add_direntry_plus(d->req, d->buf + d->used, d->size - d->used, name, &e, next);
+    d->used += need;
+    return 0;
+}
 
 static int dir_fill(void *arg, const char *name, const struct stat *st, off_t next,
                     enum fuse_fill_dir_flags flags)
 {
     struct dirbuf *d = arg;
     (void)flags;
+    if (d->dirpath)
+        return dir_fill_plus(d, name, st, next);
     size_t need = fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used, name, st, next);
     if (need > d->size - d->used)
         return 1; /* full: this entry comes first next time */
@@ -657,22 +699,45 @@ static int dir_fill(void *arg, const char *name, const struct stat *st, off_t ne
     return 0;
 }
 
-static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                       struct fuse_file_info *fi)
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi, bool plus)
 {
     struct ll *ll = enter(req);
-    struct dirbuf d = {.req = req, .buf = malloc(size), .size = size};
+    char path[PATH_MAX + 1];
+    const char *dirpath = path_or_null(ll, ino, path, sizeof path);
+    struct dirbuf d = {.req = req, .ll = ll, .dir = ino, .dirpath = plus ? dirpath : NULL,
+                       .buf = malloc(size), .size = size};
     if (!d.buf) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    char path[PATH_MAX + 1];
-    int rc = ll->ops->readdir(path_or_null(ll, ino, path, sizeof path), &d, dir_fill, off, fi, 0);
+    if (plus && !dirpath) { /* a removed directory: no names to count */
+        fuse_reply_buf(req, d.buf, 0);
+        free(d.buf);
+        return;
+    }
+    int rc = ll->ops->readdir(dirpath, &d, dir_fill, off, fi, 0);
     if (rc < 0 && d.used == 0)
         fuse_reply_err(req, -rc);
-    else
-        fuse_reply_buf(req, d.buf, d.used);
+    else if (fuse_reply_buf(req, d.buf, d.used) < 0) /* interrupted: not counted */
+        for (size_t i = 0; i < d.ncounted; i++)
+            forget_one(ll, d.counted[i]);
+    free(d.counted);
     free(d.buf);
+}
+
+static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    readdir_common(req, ino, size, off, fi, false);
+}
+
+/* Entries with their attributes: an ls -l or a find costs one request per
+ * directory block instead of one lookup per name. */
+static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+    readdir_common(req, ino, size, off, fi, true);
 }
 
 static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -760,6 +825,7 @@ static const struct fuse_lowlevel_ops ll_ops = {
     .fsync = ll_fsync,
     .opendir = ll_opendir,
     .readdir = ll_readdir,
+    .readdirplus = ll_readdirplus,
     .releasedir = ll_releasedir,
     .fsyncdir = ll_fsyncdir,
     .statfs = ll_statfs,
