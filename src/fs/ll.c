@@ -369,35 +369,34 @@ static void ll_readlink(fuse_req_t req, fuse_ino_t ino)
         fuse_reply_readlink(req, target);
 }
 
-static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-                     dev_t rdev)
+/* mknod, mkdir, symlink: make parent/name, answer with its entry. */
+static void make_common(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                        dev_t rdev, const char *link)
 {
     struct ll *ll = enter(req);
     char path[PATH_MAX + 1];
     int rc = child_path(ll, parent, name, path, sizeof path);
     if (rc == 0)
-        rc = ll->ops->mknod(path, mode, rdev);
+        rc = link            ? ll->ops->symlink(link, path)
+             : S_ISDIR(mode) ? ll->ops->mkdir(path, mode)
+                             : ll->ops->mknod(path, mode, rdev);
     reply_new_entry(ll, req, parent, name, path, rc);
+}
+
+static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                     dev_t rdev)
+{
+    make_common(req, parent, name, mode, rdev, NULL); /* never a directory */
 }
 
 static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-    struct ll *ll = enter(req);
-    char path[PATH_MAX + 1];
-    int rc = child_path(ll, parent, name, path, sizeof path);
-    if (rc == 0)
-        rc = ll->ops->mkdir(path, mode | S_IFDIR);
-    reply_new_entry(ll, req, parent, name, path, rc);
+    make_common(req, parent, name, (mode & ~S_IFMT) | S_IFDIR, 0, NULL);
 }
 
 static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-    struct ll *ll = enter(req);
-    char path[PATH_MAX + 1];
-    int rc = child_path(ll, parent, name, path, sizeof path);
-    if (rc == 0)
-        rc = ll->ops->symlink(link, path);
-    reply_new_entry(ll, req, parent, name, path, rc);
+    make_common(req, parent, name, S_IFLNK | 0777, 0, link);
 }
 
 static void remove_common(fuse_req_t req, fuse_ino_t parent, const char *name, bool dir)
