@@ -871,14 +871,14 @@ struct fuse_session *ll_session(struct ll *ll)
 
 int ll_loop(struct ll *ll, unsigned max_threads)
 {
-    if (pthread_create(&ll->notifier, NULL, notifier_main, ll) == 0)
-        ll->notifier_started = true;
-    else
-        log_warn("no notifier thread: replaced files keep their kernel name until it expires");
     struct fuse_loop_config *lc = fuse_loop_cfg_create();
     if (!lc)
         return -ENOMEM;
     fuse_loop_cfg_set_max_threads(lc, max_threads);
+    if (pthread_create(&ll->notifier, NULL, notifier_main, ll) == 0)
+        ll->notifier_started = true;
+    else
+        log_warn("no notifier thread: replaced files keep their kernel name until it expires");
     int rc = fuse_session_loop_mt(ll->se, lc);
     fuse_loop_cfg_destroy(lc);
     pthread_mutex_lock(&ll->qmu);
