@@ -128,6 +128,17 @@ static int fsm_iface_apply(struct raft_fsm *iface, const struct raft_buffer *buf
     return 0;
 }
 
+/* How long a leader waits for a follower to install a snapshot before it
+ * gives up and starts over. libraft's default, 30 s, is also how long a
+ * follower killed during an install got nothing from the leader once it was
+ * back: its writers waited on its catalog until their lock timeout (chaos
+ * runs). 3 s plus 1 s per MiB of snapshot keeps a big catalog on a slow link
+ * possible. Loop thread. */
+static void cluster_snapshot_timeout(struct cluster *c, size_t len)
+{
+    raft_set_install_snapshot_timeout(&c->raft, 3000u + (unsigned)(len >> 20) * 1000u);
+}
+
 static int fsm_iface_snapshot(struct raft_fsm *iface, struct raft_buffer *bufs[], unsigned *n_bufs)
 {
     struct cluster *c = iface->data;
@@ -147,6 +158,7 @@ static int fsm_iface_snapshot(struct raft_fsm *iface, struct raft_buffer *bufs[]
     (*bufs)[0].base = data; /* raft_free is free() with the default heap */
     (*bufs)[0].len = len;
     *n_bufs = 1;
+    cluster_snapshot_timeout(c, len);
     log_debug("cluster: snapshot of %zu bytes (%zu entries)", len, fsm_entry_count(c->ns->fsm));
     return 0;
 }
@@ -161,6 +173,7 @@ static int fsm_iface_restore(struct raft_fsm *iface, struct raft_buffer *buf)
         log_error("cluster: cannot restore snapshot (%zu bytes): %s", buf->len, strerror(-rc));
         return RAFT_CORRUPT;
     }
+    cluster_snapshot_timeout(c, buf->len);
     raft_free(buf->base); /* on success the buffer is ours */
     pthread_mutex_lock(&c->applied_mu);
     c->applied_seq++;
@@ -707,6 +720,7 @@ int cluster_start(struct nsync *ns, struct cluster **out)
      * 6000 creates: ~10 MiB less peak RSS per node, the same create rate. */
     raft_set_snapshot_threshold(&c->raft, 2048);
     raft_set_snapshot_trailing(&c->raft, 512);
+    cluster_snapshot_timeout(c, 0);
 
     /* A node that left cleanly must never bootstrap again: its old peers
      * went on without it, and a fresh configuration would split the cluster. */
