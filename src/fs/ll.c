@@ -145,6 +145,14 @@ static int path_of(struct ll *ll, fuse_ino_t ino, char *buf, size_t size)
     return rc;
 }
 
+/* The path of an operation that works by path alone: a node whose name
+ * is gone answers -ESTALE, so that the kernel looks the path up again. */
+static int path_needed(struct ll *ll, fuse_ino_t ino, char *buf, size_t size)
+{
+    int rc = path_of(ll, ino, buf, size);
+    return rc == -ENOENT ? -ESTALE : rc;
+}
+
 /* The path of ino, or NULL when it has none (open but unlinked or
  * replaced: the operations then work through the handle). */
 static const char *path_or_null(struct ll *ll, fuse_ino_t ino, char *buf, size_t size)
@@ -358,9 +366,7 @@ static void ll_readlink(fuse_req_t req, fuse_ino_t ino)
 {
     struct ll *ll = enter(req);
     char path[PATH_MAX + 1], target[PATH_MAX + 1];
-    int rc = path_of(ll, ino, path, sizeof path);
-    if (rc == -ENOENT)
-        rc = -ESTALE;
+    int rc = path_needed(ll, ino, path, sizeof path);
     if (rc == 0)
         rc = ll->ops->readlink(path, target, sizeof target);
     if (rc < 0)
@@ -507,28 +513,37 @@ stale:
     return -ESTALE;
 }
 
+/* Record fi's handle on its node and answer the open (e: the entry of a
+ * create, NULL for an open). If the answer cannot be delivered (the call was
+ * interrupted), nobody will release the handle: we do, and a create's lookup
+ * is taken back. */
+static void reply_opened(struct ll *ll, fuse_req_t req, fuse_ino_t ino, const char *path,
+                         struct fuse_file_info *fi, const struct fuse_entry_param *e)
+{
+    pthread_mutex_lock(&ll->mu);
+    nodes_opened(ll->nodes, ino, fi->fh);
+    pthread_mutex_unlock(&ll->mu);
+    if ((e ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi)) == 0)
+        return;
+    pthread_mutex_lock(&ll->mu);
+    nodes_released(ll->nodes, ino, fi->fh);
+    if (e)
+        nodes_forget(ll->nodes, ino, 1);
+    pthread_mutex_unlock(&ll->mu);
+    ll->ops->release(path, fi);
+}
+
 static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct ll *ll = enter(req);
     char path[PATH_MAX + 1];
-    int rc = path_of(ll, ino, path, sizeof path);
-    if (rc == -ENOENT)
-        rc = -ESTALE;
+    int rc = path_needed(ll, ino, path, sizeof path);
     if (rc == 0)
         rc = open_checked(ll, ino, path, fi);
-    if (rc < 0) {
+    if (rc < 0)
         fuse_reply_err(req, -rc);
-        return;
-    }
-    pthread_mutex_lock(&ll->mu);
-    nodes_opened(ll->nodes, ino, fi->fh);
-    pthread_mutex_unlock(&ll->mu);
-    if (fuse_reply_open(req, fi) < 0) { /* interrupted: nobody will release it */
-        pthread_mutex_lock(&ll->mu);
-        nodes_released(ll->nodes, ino, fi->fh);
-        pthread_mutex_unlock(&ll->mu);
-        ll->ops->release(path, fi);
-    }
+    else
+        reply_opened(ll, req, ino, path, fi, NULL);
 }
 
 static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
@@ -554,16 +569,7 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         fuse_reply_err(req, -rc);
         return;
     }
-    pthread_mutex_lock(&ll->mu);
-    nodes_opened(ll->nodes, e.ino, fi->fh);
-    pthread_mutex_unlock(&ll->mu);
-    if (fuse_reply_create(req, &e, fi) < 0) {
-        pthread_mutex_lock(&ll->mu);
-        nodes_released(ll->nodes, e.ino, fi->fh);
-        nodes_forget(ll->nodes, e.ino, 1);
-        pthread_mutex_unlock(&ll->mu);
-        ops->release(path, fi);
-    }
+    reply_opened(ll, req, e.ino, path, fi, &e);
 }
 
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -627,9 +633,7 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     struct ll *ll = enter(req);
     char path[PATH_MAX + 1];
-    int rc = path_of(ll, ino, path, sizeof path);
-    if (rc == -ENOENT)
-        rc = -ESTALE;
+    int rc = path_needed(ll, ino, path, sizeof path);
     if (rc == 0)
         rc = ll->ops->opendir(path, fi);
     if (rc < 0)
@@ -771,9 +775,7 @@ static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
     struct ll *ll = enter(req);
     char path[PATH_MAX + 1];
-    int rc = path_of(ll, ino, path, sizeof path);
-    if (rc == -ENOENT)
-        rc = -ESTALE;
+    int rc = path_needed(ll, ino, path, sizeof path);
     if (rc == 0)
         rc = ll->ops->access(path, mask);
     fuse_reply_err(req, -rc);
@@ -916,10 +918,19 @@ void ll_invalidate(struct ll *ll, const char *rel)
 {
     if (!ll || !rel || !*rel)
         return;
+    /* Most installs are of paths the kernel has never looked up: nothing
+     * to tell it, and no need to look at BACKING. */
+    pthread_mutex_lock(&ll->mu);
+    uint64_t node = nodes_find(ll->nodes, rel, NULL);
+    pthread_mutex_unlock(&ll->mu);
+    if (!node)
+        return;
     struct stat st;
     bool there = fstatat(ll->ns->backing_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0;
     pthread_mutex_lock(&ll->mu);
-    uint64_t node = nodes_find(ll->nodes, rel, NULL);
+    /* A lookup may have made a new node for rel meanwhile (from what BACKING
+     * has now): that one is current. */
+    node = nodes_find(ll->nodes, rel, NULL);
     struct node_ident id;
     bool same = node && nodes_ident(ll->nodes, node, &id) == 0 && there && same_ident(&id, &st);
     if (node && !same)
