@@ -469,14 +469,14 @@ static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 }
 
 /* An open of a node whose name now holds another file would share this
- * node's cached size and pages with the readers of the old file. On a node
- * already used, that is -ESTALE, and the kernel looks the path up again
- * (once) and opens the new node. On a node fresh from that lookup (the file
- * was replaced once more in between), the open goes on: a reader's handle
- * then bypasses the kernel's cache, a writer's writes go through its handle
- * anyway (no writeback cache). A reader is checked on the file it opened; a
- * writer before opening, since its open may truncate (and after it, it holds
- * the path's lock). */
+ * node's cached size and pages with the readers of the old file. A reader
+ * is checked on the file it opened: on a node already used, that is
+ * -ESTALE, and the kernel looks the path up again (once) and opens the new
+ * node; on a node fresh from that lookup (the file was replaced once more in
+ * between), the handle bypasses the kernel's cache instead. Writers are not
+ * checked: their writes go through their handle (no writeback cache), and
+ * an -ESTALE could reach them when files are replaced faster than the
+ * kernel's one retry (test_concurrent_appenders saw it). */
 static int open_checked(struct ll *ll, fuse_ino_t ino, const char *path, struct fuse_file_info *fi)
 {
     const struct fuse_operations *ops = ll->ops;
@@ -488,15 +488,10 @@ static int open_checked(struct ll *ll, fuse_ino_t ino, const char *path, struct 
     if (rc < 0)
         return rc;
     bool reader = (fi->flags & O_ACCMODE) == O_RDONLY && !(fi->flags & O_TRUNC);
-    struct stat st;
-    if (!reader && !fresh) {
-        rc = ops->getattr(path, &st, NULL);
-        if (rc == 0 && !same_ident(&id, &st))
-            goto stale;
-    }
     rc = ops->open(path, fi);
     if (rc < 0 || !reader || !S_ISREG(id.type))
         return rc;
+    struct stat st;
     rc = ops->getattr(path, &st, fi);
     if (rc == 0 && same_ident(&id, &st))
         return 0;
@@ -506,7 +501,6 @@ static int open_checked(struct ll *ll, fuse_ino_t ino, const char *path, struct 
         return 0;
     }
     ops->release(path, fi);
-stale:
     pthread_mutex_lock(&ll->mu);
     detach_locked(ll, ino);
     pthread_mutex_unlock(&ll->mu);
