@@ -313,10 +313,30 @@ static int propose(struct cluster *c, struct submit_req *r)
     return 0;
 }
 
+const char *cluster_role_name(enum cluster_role role)
+{
+    switch (role) {
+    case CLUSTER_LEADER: return "leader";
+    case CLUSTER_FOLLOWER: return "follower";
+    case CLUSTER_CANDIDATE: return "candidate";
+    default: return "unavailable";
+    }
+}
+
+static enum cluster_role cluster_role_of(int raft_st)
+{
+    switch (raft_st) {
+    case RAFT_LEADER: return CLUSTER_LEADER;
+    case RAFT_FOLLOWER: return CLUSTER_FOLLOWER;
+    case RAFT_CANDIDATE: return CLUSTER_CANDIDATE;
+    default: return CLUSTER_UNAVAILABLE;
+    }
+}
+
 static void publish_status(struct cluster *c)
 {
     struct cluster_status st = {0};
-    st.state = raft_state(&c->raft);
+    st.state = cluster_role_of(raft_state(&c->raft));
     raft_id lid = 0;
     const char *laddr = NULL;
     raft_leader(&c->raft, &lid, &laddr);
@@ -330,11 +350,10 @@ static void publish_status(struct cluster *c)
     pthread_mutex_lock(&c->mu);
     c->status = st;
     pthread_mutex_unlock(&c->mu);
-    if (st.state != c->last_state) {
-        static const char *names[] = {"unavailable", "follower", "candidate", "leader"};
+    if ((int)st.state != c->last_state) {
         log_info("cluster: now %s (term %" PRIu64 ", leader %016" PRIx64 ")",
-                 names[st.state & 3], st.term, st.leader_id);
-        c->last_state = st.state;
+                 cluster_role_name(st.state), st.term, st.leader_id);
+        c->last_state = (int)st.state;
     }
 }
 
@@ -1012,9 +1031,9 @@ static void warn_no_quorum(struct cluster *c, unsigned timeout_ms)
         if (n > 0 && (size_t)n < sizeof peers - off)
             off += (size_t)n;
     }
-    log_warn("cluster: no quorum: change not committed within %u ms (role %d, leader %016" PRIx64
+    log_warn("cluster: no quorum: change not committed within %u ms (role %s, leader %016" PRIx64
              "); unreachable peers: %s",
-             timeout_ms, st.state, st.leader_id, off ? peers : "none (a vote or a leader change is under way)");
+             timeout_ms, cluster_role_name(st.state), st.leader_id, off ? peers : "none (a vote or a leader change is under way)");
 }
 
 int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
@@ -1074,7 +1093,7 @@ int cluster_deliver(struct cluster *c, struct cluster_item *items, size_t n, uns
         return -ESHUTDOWN;
     struct cluster_status st;
     cluster_get_status(c, &st);
-    if (st.state == RAFT_LEADER)
+    if (st.state == CLUSTER_LEADER)
         return submit_local_batch(c, items, n, timeout_ms);
     if (st.leader_id == 0 || st.leader_id == c->ns->self_id)
         return -ENOTCONN;
@@ -1092,7 +1111,7 @@ int cluster_submit_batch_encoded(struct cluster *c, struct cluster_item *items, 
 {
     struct cluster_status st;
     cluster_get_status(c, &st);
-    if (st.state != RAFT_LEADER)
+    if (st.state != CLUSTER_LEADER)
         return -ENOTCONN;
     return submit_local_batch(c, items, n, timeout_ms);
 }
@@ -1206,11 +1225,11 @@ int cluster_leave(struct cluster *c, unsigned timeout_ms)
     uint64_t seen = 0;
     struct cluster_status st;
     cluster_get_status(c, &st);
-    if (st.voters <= 1 && st.state == RAFT_LEADER)
+    if (st.voters <= 1 && st.state == CLUSTER_LEADER)
         return -EALREADY;
     /* A leader cannot vote on its own removal gracefully: hand over first,
      * so the remaining nodes elect nobody and lose no time. */
-    while (st.state == RAFT_LEADER && nsync_mono_ms() < deadline) {
+    while (st.state == CLUSTER_LEADER && nsync_mono_ms() < deadline) {
         if (membership_local(c, REQ_TRANSFER, 0, NULL, 2000) < 0)
             break;
         cluster_wait_change(c, &seen, 100);
@@ -1221,7 +1240,7 @@ int cluster_leave(struct cluster *c, unsigned timeout_ms)
     while (nsync_mono_ms() < deadline) {
         unsigned left = (unsigned)(deadline - nsync_mono_ms());
         cluster_get_status(c, &st);
-        if (st.state == RAFT_LEADER) {
+        if (st.state == CLUSTER_LEADER) {
             rc = cluster_remove_node(c, c->ns->self_id, left);
         } else if (st.leader_id) {
             char faddr[NSYNC_ADDR_MAX];

@@ -105,9 +105,20 @@ bool cluster_wait_change(struct cluster *c, uint64_t *seen, unsigned timeout_ms)
 /* Wake every cluster_wait_change waiter (e.g. at shutdown). */
 void cluster_kick(struct cluster *c);
 
+/* This node's part in the cluster, in the cluster's own terms, so that callers
+ * need not include raft.h. */
+enum cluster_role {
+    CLUSTER_UNAVAILABLE = 0, /* not started, stopping, or raft is not running */
+    CLUSTER_FOLLOWER,
+    CLUSTER_CANDIDATE,
+    CLUSTER_LEADER,
+};
+/* "unavailable", "follower", "candidate", "leader". */
+const char *cluster_role_name(enum cluster_role role);
+
 /* Role as last published by the loop thread (cheap, any thread). */
 struct cluster_status {
-    int state;               /* RAFT_FOLLOWER, RAFT_CANDIDATE, RAFT_LEADER, RAFT_UNAVAILABLE */
+    enum cluster_role state;
     uint64_t leader_id;      /* 0: unknown */
     uint64_t term;
     uint64_t last_applied;   /* raft index */

@@ -22,14 +22,12 @@
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
-#include <raft.h>
 
 #include "cluster/cluster.h"
 #include "cluster/fsm.h"
 #include "common/digest.h"
 #include "common/log.h"
 #include "common/path.h"
-#include "fs/fs.h"
 #include "nsync.h"
 #include "transfer/fetch.h"
 
@@ -208,16 +206,6 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
     return ret;
 }
 
-static const char *xfer_role_name(int state)
-{
-    switch (state) {
-    case RAFT_LEADER: return "leader";
-    case RAFT_FOLLOWER: return "follower";
-    case RAFT_CANDIDATE: return "candidate";
-    default: return "unavailable";
-    }
-}
-
 /* JSON numbers are doubles: 64-bit ids and indexes travel as decimal strings. */
 static void xfer_json_u64(cJSON *obj, const char *key, uint64_t v)
 {
@@ -241,7 +229,7 @@ static int xfer_count_lack(const struct fsm_entry *e, void *arg)
 
 static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connection *conn)
 {
-    struct cluster_status cs = { .state = RAFT_UNAVAILABLE };
+    struct cluster_status cs = { .state = CLUSTER_UNAVAILABLE };
     if (ns->cluster)
         cluster_get_status(ns->cluster, &cs);
     cJSON *o = cJSON_CreateObject();
@@ -251,7 +239,7 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
     cJSON_AddStringToObject(o, "host", ns->cfg.host);
     cJSON_AddNumberToObject(o, "fport", ns->cfg.fport);
     cJSON_AddNumberToObject(o, "cport", ns->cfg.cport);
-    cJSON_AddStringToObject(o, "role", xfer_role_name(cs.state));
+    cJSON_AddStringToObject(o, "role", cluster_role_name(cs.state));
     xfer_json_u64(o, "leader", cs.leader_id);
     xfer_json_u64(o, "term", cs.term);
     xfer_json_u64(o, "applied", cs.last_applied);
@@ -446,7 +434,7 @@ static enum MHD_Result xfer_handle_membership(struct nsync *ns, struct MHD_Conne
     struct cluster_status cs;
     cluster_get_status(ns->cluster, &cs);
     int rc;
-    if (cs.state != RAFT_LEADER)
+    if (cs.state != CLUSTER_LEADER)
         rc = -ENOTCONN;
     else if (join)
         rc = cluster_add_node(ns->cluster, node, ca->valuestring, fa->valuestring, 60000);
