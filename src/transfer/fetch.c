@@ -1370,7 +1370,8 @@ static uint64_t xfer_pass(struct xfer_fetcher *f)
         wake = nsync_mono_ms() + 1000;
     }
     f->gen++;
-    qsort(l.v, l.n, sizeof *l.v, xfer_item_cmp);
+    if (l.n > 1) /* qsort(NULL, 0) is undefined */
+        qsort(l.v, l.n, sizeof *l.v, xfer_item_cmp);
     xfer_log_progress(f, &l);
 
     struct xfer_batch *b = f->batch;
