@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Build nsyncfs and run every test: the cmocka unit tests (ctest) and the
 # FUSE integration tests (pytest; real 3-node clusters on 127.0.0.1, needs
-# root for /dev/fuse). Runnable from any directory. Exit status: 0 only if the
+# root for /dev/fuse), then both again on a build with AddressSanitizer and
+# UndefinedBehaviorSanitizer (build-asan/), where any report fails the run.
+# Runnable from any directory. Exit status: 0 only if the
 # build and every suite passed.
 #   scripts/test.sh                 everything
 #   PYTEST_ARGS="-k basic" scripts/test.sh   extra pytest arguments
+#   NSYNC_NO_ASAN=1 scripts/test.sh          skip the sanitizer steps
 # shellcheck disable=SC2317  # functions below are called through step()
 set -uo pipefail
 
@@ -15,7 +18,7 @@ cd "$REPO" || exit 1
 PY=/usr/bin/python3
 
 declare -A RESULT=()
-ORDER=(deps build unit integration chaos)
+ORDER=(deps build unit integration chaos asan-build asan-unit asan-integration)
 fail=0
 
 step() { # name, command...
@@ -61,6 +64,36 @@ step integration integration
 
 # A short fault campaign: kill -9 random nodes under load (scripts/chaos.sh).
 step chaos "$REPO/scripts/chaos.sh" 3 --max-seconds 80
+
+# The same code under ASan + UBSan. Reports go to files (the daemons'
+# stderr is their log), and a run with any report fails even if every
+# test passed: a leak or an overflow at exit is not seen by the tests.
+ASAN_LOGS="$REPO/build-asan/reports"
+sanitized() { # command...
+  mkdir -p "$ASAN_LOGS"
+  ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:log_path=$ASAN_LOGS/asan" \
+    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$ASAN_LOGS/ubsan" \
+    NSYNCFS_BIN="$REPO/build-asan/nsyncfs" "$@"
+  local rc=$?
+  if compgen -G "$ASAN_LOGS/*" >/dev/null; then
+    echo "sanitizer reports:"
+    for f in "$ASAN_LOGS"/*; do echo "--- $f"; head -60 "$f"; done
+    return 1
+  fi
+  return "$rc"
+}
+asan_build() {
+  rm -rf "$ASAN_LOGS"
+  cmake -B build-asan -S . -DNSYNC_SANITIZE=ON && cmake --build build-asan -j"$(nproc)"
+}
+if [[ -z "${NSYNC_NO_ASAN:-}" ]]; then
+  step asan-build asan_build
+  if [[ "${RESULT[asan-build]}" == ok* ]]; then
+    step asan-unit sanitized ctest --test-dir build-asan --output-on-failure
+    # shellcheck disable=SC2086
+    step asan-integration sanitized "$PY" -m pytest -q -rfE ${PYTEST_ARGS:-} tests/integration
+  fi
+fi
 
 summary
 exit "$fail"
