@@ -23,7 +23,6 @@
 #include "common/path.h"
 #include "fs/fs.h"
 #include "nsync.h"
-#include "transfer/fetch.h"
 
 #define MANIFEST "known"
 #define MANIFEST_TMP "known.tmp"

@@ -16,7 +16,8 @@ int reconcile_save(struct nsync *ns);
 /* If this node joined (cluster_joined) or a manifest exists, load the
  * manifest and start the thread that, once the node has caught up, applies the manifest and
  * announces local-only paths; *out is NULL when there is nothing to do. 0 or -errno.
- * ns->cluster, ns->fetcher and ns->fs must exist. */
+ * ns->cluster and ns->fs must exist; the fetch worker, which calls
+ * reconcile_before_install, starts after it. */
 int reconcile_start(struct nsync *ns, struct reconcile **out);
 void reconcile_stop(struct reconcile *r);
 
