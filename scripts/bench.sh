@@ -11,6 +11,8 @@
 #                   libfuse3-dev examples into build/bench/, default options
 #   nsyncfs-1       a single-node nsyncfs (--cluster lists only itself)
 #   nsyncfs-3       node 1 of a 3-node nsyncfs cluster on 127.0.0.1
+#   base-1, base-3  the same two with the binary BASELINE names (a build of an
+#                   earlier commit), when set: before/after in one run
 # Workloads (scripts/bench_workloads.py, the same code for every target),
 # medians of RUNS runs: FILES x 4 KiB creates (files/s), a stat of each (stats/s); SIZE_MIB sequential
 # write + fsync (MiB/s); cold sequential read of it (MiB/s). Before each timed
@@ -23,7 +25,9 @@
 #
 # Environment: RUNS (5: single runs here vary by up to 4x), SIZE_MIB (1024), FILES (2000), IDLE_S (20),
 #   SYNC_TIMEOUT (300, seconds each syncbench workload may wait),
-#   WORKLOADS (latency,small,large,delete: the syncbench ones), BENCH_TMP (/tmp).
+#   WORKLOADS (latency,small,large,delete: the syncbench ones), BENCH_TMP (/tmp),
+#   BASELINE (unset: path of another nsyncfs binary to run beside this one;
+#   e.g. `git worktree add /tmp/base v; cmake -B /tmp/base/build -S /tmp/base && cmake --build /tmp/base/build`).
 # Everything is unmounted, stopped and removed on exit, also on failure or Ctrl-C.
 # shellcheck disable=SC2317  # cleanup runs from the EXIT trap
 set -euo pipefail
@@ -41,6 +45,13 @@ WORKLOADS=${WORKLOADS:-latency,small,large,delete}
 BENCH_TMP=${BENCH_TMP:-/tmp}
 PORTS_1=47500  # single node: cluster port 47501, file server 47601
 PORTS_3=47300  # 3 nodes: cluster ports 47301-47303, file servers 47401-47403
+PORTS_B1=47700 # baseline, 1 node
+PORTS_B3=47800 # baseline, 3 nodes
+BASELINE=${BASELINE:-}
+if [[ -n "$BASELINE" && ! -x "$BASELINE" ]]; then
+  echo "bench: BASELINE=$BASELINE is not an executable nsyncfs" >&2
+  exit 2
+fi
 SYNCBENCH="$REPO/../shared/bench/syncbench.py"
 DRIVER="$REPO/scripts/bench_workloads.py"
 PT_SRC=/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c
@@ -76,7 +87,9 @@ fi
 
 # Disk: the bench file on 3 targets + 3 cluster nodes at most at once, syncbench's
 # large file on 3 nodes, plus the creates and Raft logs.
-need_mib=$((SIZE_MIB * 6 + 2048))
+copies=6
+[[ -n "$BASELINE" ]] && copies=10 # the baseline's 4 nodes hold the bench file too
+need_mib=$((SIZE_MIB * copies + 2048))
 free_mib=$(df -Pm "$BENCH_TMP" | awk 'NR == 2 { print $4 }')
 if ((free_mib < need_mib)); then
   echo "bench: $BENCH_TMP has $free_mib MiB free, the bench needs about $need_mib MiB (lower SIZE_MIB)" >&2
@@ -105,7 +118,7 @@ cleanup() {
     for ((i = 0; i < 50; i++)); do alive "$PT_PID" || break; sleep 0.1; done
     alive "$PT_PID" && kill "$PT_PID"
   fi
-  for d in "$DIR/nsyncfs-3" "$DIR/nsyncfs-1"; do
+  for d in "$DIR/base-3" "$DIR/base-1" "$DIR/nsyncfs-3" "$DIR/nsyncfs-1"; do
     [[ -d "$d" ]] && nsync_cluster_stop "$d" >/dev/null
   done
   # anything still alive or mounted (a daemon that hung): kill it, by its pid
@@ -154,6 +167,24 @@ for i in 1 2 3; do
 done
 echo "   pids: passthrough_ll $PT_PID, nsyncfs-1 ${NODE_PIDS[0]}, nsyncfs-3 ${NODE_PIDS[*]:1}"
 URL_LIST=$(IFS=,; echo "${URLS_1[*]},${URLS_3[*]}")
+BASE_TARGETS=()
+BASE_PROCS=()
+if [[ -n "$BASELINE" ]]; then
+  echo "   baseline $BASELINE, 1 node and 3 nodes:"
+  mkdir -p "$DIR/base-1" "$DIR/base-3"
+  MOUNTS+=("$DIR/base-1/m1" "$DIR/base-3/m1" "$DIR/base-3/m2" "$DIR/base-3/m3")
+  nsync_cluster_start "$REPO" "$DIR/base-1" 1 "$PORTS_B1" "$BASELINE"
+  BASE_PROCS+=(--proc "base-1=$(nsync_node_pid "$DIR/base-1" 1)")
+  NODE_PIDS+=("$(nsync_node_pid "$DIR/base-1" 1)")
+  URL_LIST+=",$(nsync_status_url 1)"
+  nsync_cluster_start "$REPO" "$DIR/base-3" 3 "$PORTS_B3" "$BASELINE"
+  for i in 1 2 3; do
+    NODE_PIDS+=("$(nsync_node_pid "$DIR/base-3" "$i")")
+    BASE_PROCS+=(--proc "base-3 node $i=$(nsync_node_pid "$DIR/base-3" "$i")")
+    URL_LIST+=",$(nsync_status_url "$i")"
+  done
+  BASE_TARGETS=(--target base-1="$DIR/base-1/m1" --target base-3="$DIR/base-3/m1")
+fi
 
 t_start=$(date +%s)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -161,10 +192,11 @@ echo "== workloads: RUNS=$RUNS SIZE_MIB=$SIZE_MIB FILES=$FILES"
 "$NSYNC_PY" "$DRIVER" run --runs "$RUNS" --size-mib "$SIZE_MIB" --files "$FILES" \
   --target native="$DIR/native" --target passthrough_ll="$DIR/pt/mnt" \
   --target nsyncfs-1="$DIR/nsyncfs-1/m1" --target nsyncfs-3="$DIR/nsyncfs-3/m1" \
-  --settle all="$URL_LIST" --json "$DIR/out/workloads.json"
+  "${BASE_TARGETS[@]}" --settle all="$URL_LIST" --json "$DIR/out/workloads.json"
 
 PROCS=(--proc "passthrough_ll=$PT_PID" --proc "nsyncfs-1=${NODE_PIDS[0]}")
 for i in 1 2 3; do PROCS+=(--proc "nsyncfs-3 node $i=${NODE_PIDS[$i]}"); done
+PROCS+=("${BASE_PROCS[@]}")
 
 SB_ARGS=()
 if [[ -f "$SYNCBENCH" ]]; then

@@ -327,7 +327,8 @@ def cmd_report(a):
     after = load(a.procs_after) or {}
     meta = dict(pairs(a.meta, "--meta"))
     T = wl.get("targets", {})
-    cols = [c for c in ("native", "passthrough_ll", "nsyncfs-1", "nsyncfs-3") if c in T]
+    cols = [c for c in ("native", "passthrough_ll", "nsyncfs-1", "nsyncfs-3", "base-1", "base-3")
+            if c in T]
     med = lambda t, k: ((T.get(t) or {}).get(k) or {}).get("median")
     lines = []
     p = lines.append
@@ -341,7 +342,9 @@ def cmd_report(a):
     header = ["workload"] + cols
     ratios = [("nsyncfs-1", "passthrough_ll", "1n/pt"), ("nsyncfs-3", "passthrough_ll", "3n/pt"),
               ("nsyncfs-1", "native", "1n/native"), ("nsyncfs-3", "native", "3n/native"),
-              ("passthrough_ll", "native", "pt/native")]
+              ("passthrough_ll", "native", "pt/native"),
+              ("base-1", "passthrough_ll", "b1/pt"), ("base-3", "passthrough_ll", "b3/pt"),
+              ("nsyncfs-1", "base-1", "1n/b1"), ("nsyncfs-3", "base-3", "3n/b3")]
     ratios = [r for r in ratios if r[0] in T and r[1] in T]
     header += [r[2] for r in ratios]
     rows = []

@@ -93,10 +93,11 @@ sys.exit(0 if ok else 1)
 EOF
 }
 
-# nsync_cluster_start REPO DIR N BASEPORT: N daemonized nodes under DIR.
+# nsync_cluster_start REPO DIR N BASEPORT [BINARY]: N daemonized nodes under
+# DIR, running BINARY (default REPO/build/nsyncfs).
 nsync_cluster_start() {
   local repo=$1 d=$2 n=$3 base=$4 i list="" cport fport
-  local bin="$repo/build/nsyncfs"
+  local bin="${5:-$repo/build/nsyncfs}"
   nsync_pick_ports "$n" "$base"
   NSYNC_N=$n
   for ((i = 1; i <= n; i++)); do
