@@ -3,6 +3,7 @@
 #include "common/log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -10,6 +11,7 @@
 static int g_level = LOG_INFO;
 static int g_syslog;
 static const char *g_ident = "nsyncfs";
+static atomic_int g_tee_level = -1; /* with syslog, also to stderr up to this level */
 
 void log_init(const char *ident, int level, int to_syslog)
 {
@@ -25,6 +27,11 @@ void log_set_syslog(int to_syslog)
         openlog(g_ident, LOG_PID, LOG_DAEMON);
 }
 
+void log_tee_stderr(int level)
+{
+    atomic_store(&g_tee_level, level);
+}
+
 int log_enabled(int level)
 {
     return level <= g_level;
@@ -37,9 +44,15 @@ void log_msg(int level, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    if (g_syslog) {
+    if (g_syslog)
         vsyslog(level, fmt, ap);
-    } else {
+    if (g_syslog && level <= atomic_load(&g_tee_level)) {
+        char line[2048];
+        va_end(ap);
+        va_start(ap, fmt);
+        vsnprintf(line, sizeof line, fmt, ap);
+        fprintf(stderr, "%s: %s: %s\n", g_ident, names[level & 7], line);
+    } else if (!g_syslog) {
         char line[2048];
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

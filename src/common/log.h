@@ -9,6 +9,9 @@
  * LOG_WARNING, LOG_INFO, LOG_DEBUG); to_syslog selects the sink. */
 void log_init(const char *ident, int level, int to_syslog);
 void log_set_syslog(int to_syslog);
+/* While a daemon starts, its stderr is still its caller's: with syslog as the
+ * sink, messages up to level also go there (-1: none). Any thread. */
+void log_tee_stderr(int level);
 int log_enabled(int level);
 void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
