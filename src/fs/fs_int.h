@@ -1,0 +1,245 @@
+/* Private to src/fs/: the structures the FUSE side's files share, and the
+ * functions one of them offers the others (grouped by the file that defines
+ * them). Nothing outside src/fs/ includes this. */
+#ifndef NSYNC_FS_INT_H
+#define NSYNC_FS_INT_H
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cluster/cluster.h"
+#include "cluster/fsm.h"
+#include "common/digest.h"
+#include "common/log.h"
+#include "common/path.h"
+#include "fs/ll.h"
+#include "nsync.h"
+
+#include "fs/fs.h"
+
+#define LOCK_BUCKETS 256
+#define FS_JOURNAL "unsent"
+#define FS_JOURNAL_ROTATE (1u << 20) /* switch files past this size */
+#define FS_JOURNAL_MAX (64u << 20) /* larger is not ours: ignored */
+#define BACKOFF_FIRST_MS 25
+#define BACKOFF_MAX_MS 500
+
+/* One path this node holds (or is getting) the cluster lock of. Several
+ * handles and operations on this node share it: refs counts them. */
+struct lock_ent {
+    struct lock_ent *next;     /* hash chain */
+    char *path;                /* owned */
+    unsigned refs;             /* holders currently relying on the lock */
+    unsigned waiters;          /* threads inside lock_path for it */
+    bool held;                 /* granted and local copy current: writers may go */
+    bool acquiring;            /* one thread is running LOCK + version wait */
+    bool releasing;            /* the last holder is unlocking: new holders wait */
+    bool announcing;           /* a holder is between reading the path and its
+                                * announce being queued (announce_begin) */
+    struct fs *fs_;            /* for the answer of a fresh create's LOCK */
+    bool fresh;                /* created here without waiting for the cluster
+                                * lock (optimistic create): its commands carry
+                                * fsm fresh, refused over another node's entry */
+    unsigned inflight;         /* announces sent but not yet answered, and
+                                * conflict fixes pending: keep the entry */
+    void *lock_token;          /* a fresh create's LOCK, still cancellable */
+    unsigned attempts;         /* finished acquisitions, to pass a failure to waiters */
+    int last_err;
+    _Atomic uint64_t mods;     /* content changes made here under this lock (any
+                                * handle, truncate): see meta_hash_note */
+};
+
+/* An announce on its way through the outbox; owned by its completion. */
+struct pending_ann {
+    struct pending_ann *next;  /* in the conflict queue */
+    struct fs *fs;
+    struct lock_ent *e;        /* kept alive by e->inflight */
+    bool last;                 /* it carries unlock: the entry's lock goes with it */
+    dev_t dev;                 /* the file announced, so that a conflict fix */
+    ino_t ino;                 /* moves exactly that file aside */
+    uint64_t queued_us;        /* for the debug log: queue to commit */
+    unsigned jgen;             /* the journal file that names it */
+};
+
+struct fs {
+    struct nsync *ns;
+    pthread_mutex_t mu;        /* guards the lock table and the conflict queue */
+    pthread_cond_t cv;         /* an entry finished acquiring or releasing, or an
+                                * announce was answered */
+    struct lock_ent *buckets[LOCK_BUCKETS];
+    unsigned inflight;         /* sum of the entries' inflight */
+    /* Announces the cluster refused as conflicting (fresh over another
+     * node's entry, or a lapsed lock), fixed by the fixer thread: the
+     * outbox thread that learns of them may not submit. */
+    struct pending_ann *fix_head;
+    pthread_cond_t fix_cv;
+    pthread_t fixer;
+    bool fixer_started, fixer_stop;
+    /* The journal of announces queued but not yet answered (.nsyncfs/
+     * unsent and unsent-1): close() returns before the commit, so a crash
+     * could lose the announce; the next start replays what the journal
+     * names. Two files, so that one can be emptied while the other takes
+     * new records: a file is emptied once every announce it names has been
+     * answered, and appends switch to the other file once the active one
+     * passes FS_JOURNAL_ROTATE and the other is empty. Under fs->mu. */
+    int journal_fd[2];
+    unsigned jgen;             /* the file appends go to */
+    unsigned jinflight[2];     /* unanswered announces named by each file */
+    size_t jsize;              /* bytes in the active file */
+    /* Paths named by the journal at start, until the replay dealt with
+     * them: the fetch worker must not install over them (fs_path_busy). */
+    char **replay;
+    size_t n_replay;
+    pthread_t replayer;
+    bool replayer_started;
+    _Atomic(struct ll *) ll;
+    bool as_root;              /* new nodes get the caller's owner */
+    gid_t egid;                /* our group: a new node's group unless the parent is set-gid */
+};
+
+/* An open regular file. */
+struct handle {
+    int fd;
+    int oflags;                /* flags the backing fd was opened with */
+    bool writable;
+    /* Writes hold it shared; flush/release and lock changes hold it
+     * exclusively, so an announce never misses a write in flight. */
+    pthread_rwlock_t rw;
+    struct lock_ent *lk;       /* this handle's ref on the path's lock, or NULL */
+    atomic_bool dirty;         /* wrote since the last announce */
+    /* The hash of [0, hashed), fed by this handle's writes while they come
+     * front to back and nothing else changes the file (hash_mods: lk->mods
+     * as this handle's last change left it), so that the announce of a big
+     * file written in one go need not read it all again. hash_live goes
+     * false for good at the first write out of order. hmu guards these. */
+    pthread_mutex_t hmu;
+    struct digest_stream *hs;
+    uint64_t hashed, hash_mods;
+    bool hash_live;
+};
+
+struct dir_handle {
+    DIR *dp;
+    struct dirent *entry;      /* read but not yet handed to the filler */
+    off_t offset;
+    bool root;
+};
+
+/* A caller's share of a lock_ent for the duration of one release. */
+struct held {
+    struct lock_ent *e;
+    bool last;                 /* no other holder: the lock goes when we are done */
+    bool done;                 /* nothing more to send for it (unlocked or unreachable) */
+};
+
+static inline struct nsync *fs_ctx_ns(void)
+{
+    return ll_caller()->ns;
+}
+
+static inline unsigned fs_lock_timeout(const struct nsync *ns)
+{
+    return ns->cfg.lock_timeout_ms ? ns->cfg.lock_timeout_ms : 30000;
+}
+
+static inline unsigned fs_submit_timeout(const struct nsync *ns)
+{
+    return ns->cfg.submit_timeout_ms ? ns->cfg.submit_timeout_ms : 8000;
+}
+
+static inline struct handle *fs_fh_handle(const struct fuse_file_info *fi)
+{
+    return (struct handle *)(uintptr_t)fi->fh;
+}
+
+static inline bool fs_is_root(const char *rel)
+{
+    return rel[0] == '.' && rel[1] == '\0';
+}
+
+typedef int (*local_fn)(struct fs *fs, const char *rel, void *arg);
+
+enum after { AFTER_STATE, AFTER_TOMBSTONE };
+
+struct owner {
+    uid_t uid;
+    gid_t gid;
+};
+
+/* ---- lock.c ---- */
+int fs_submit(struct fs *fs, struct fsm_cmd *cmd, struct cluster_reply *r);
+size_t lock_bucket(const char *path);
+struct lock_ent *lock_find(struct fs *fs, const char *path);
+void lock_maybe_free(struct fs *fs, struct lock_ent *e);
+int lock_path(struct fs *fs, const char *rel, struct held *out);
+void lock_release_begin(struct fs *fs, struct held *h);
+void lock_holder_drop(struct fs *fs, struct lock_ent *e, bool last);
+void lock_release_end(struct fs *fs, struct held *h);
+void lock_release_now(struct fs *fs, struct held *h);
+
+/* ---- fresh.c ---- */
+bool fresh_eligible(struct fs *fs, const char *rel);
+struct lock_ent *fresh_begin(struct fs *fs, const char *rel);
+void fresh_end(struct fs *fs, struct lock_ent *e, bool created);
+void fresh_lock_cancel(struct fs *fs, struct lock_ent *e);
+
+/* ---- announce.c ---- */
+void announce_begin(struct fs *fs, struct lock_ent *e);
+void announce_end(struct fs *fs, struct lock_ent *e);
+int announce_sync(struct fs *fs, struct fsm_cmd *cmd, struct held **cover, int n);
+int announce_async(struct fs *fs, struct fsm_cmd *cmd, struct lock_ent *e, bool last,
+                   const struct stat *st);
+void *announce_fixer_main(void *arg);
+
+/* ---- journal.c ---- */
+void journal_answered(struct fs *fs, unsigned g);
+unsigned journal_add(struct fs *fs, const char *path);
+void journal_write(struct fs *fs, unsigned g, const char *path);
+void journal_load(struct fs *fs, unsigned g);
+void *journal_replayer_main(void *arg);
+
+/* ---- meta.c ---- */
+void meta_of_file(const struct stat *st, struct fsm_meta *m);
+int meta_hash_fd(int fd, const struct stat *st, struct fsm_meta *m, uint8_t *inl);
+int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *target, size_t tsz,
+                 struct stat *st);
+void meta_hash_stop(struct handle *h);
+void meta_hash_note(struct handle *h, const void *buf, size_t n, off_t off);
+bool meta_hash_ready(struct handle *h, const struct stat *st, uint8_t out[DIGEST_LEN]);
+
+/* ---- mutate.c ---- */
+int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after after);
+void mutate_own_by_caller(struct fs *fs, int dirfd, const char *rel, int flags);
+int mutate_unlink(struct fs *fs, const char *rel, void *arg);
+int mutate_rmdir(struct fs *fs, const char *rel, void *arg);
+int mutate_mkdir(struct fs *fs, const char *rel, void *arg);
+int mutate_mknod_reg(struct fs *fs, const char *rel, void *arg);
+int mutate_symlink(struct fs *fs, const char *rel, void *arg);
+int mutate_chmod(struct fs *fs, const char *rel, void *arg);
+int mutate_chown(struct fs *fs, const char *rel, void *arg);
+int mutate_utimens(struct fs *fs, const char *rel, void *arg);
+int mutate_truncate(struct fs *fs, const char *rel, void *arg);
+int mutate_nothing(struct fs *fs, const char *rel, void *arg);
+
+/* ---- handle.c ---- */
+int handle_write_begin(struct fs *fs, struct handle *h, const char *path);
+int handle_sync(struct fs *fs, struct handle *h, const char *path);
+void handle_free(struct handle *h);
+int handle_open(struct fs *fs, const char *rel, int flags, mode_t mode, bool create,
+                struct fuse_file_info *fi);
+
+#endif

@@ -1,0 +1,247 @@
+/* Open files: open/create (with or without the cluster lock), the lock a
+ * writer takes at its first write, flush (announce), fsync and release. */
+#include <assert.h>
+
+#include "fs/fs_int.h"
+
+/* Make h hold the lock of rel (h->rw held exclusively). A handle whose lock
+ * went with an earlier flush takes it again; one whose file was renamed
+ * moves to the new path's lock. If a newer version was installed meanwhile
+ * (a rename over the path), the fd is switched to it so writes land in the
+ * file everyone sees. */
+static int handle_lock(struct fs *fs, struct handle *h, const char *rel)
+{
+    if (h->lk && strcmp(h->lk->path, rel) == 0)
+        return 0;
+    /* Without the lock, or under another name, others may have changed it. */
+    pthread_mutex_lock(&h->hmu);
+    meta_hash_stop(h);
+    pthread_mutex_unlock(&h->hmu);
+    if (h->lk) {
+        struct held old = {.e = h->lk};
+        h->lk = NULL;
+        lock_release_now(fs, &old);
+    }
+    struct held n;
+    int rc = lock_path(fs, rel, &n);
+    if (rc < 0)
+        return rc;
+    h->lk = n.e;
+    int bfd = fs->ns->backing_fd;
+    struct stat mine, now;
+    if (fstat(h->fd, &mine) == 0 && fstatat(bfd, rel, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISREG(now.st_mode) && (mine.st_ino != now.st_ino || mine.st_dev != now.st_dev)) {
+        int fd = openat(bfd, rel, (h->oflags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || dup3(fd, h->fd, O_CLOEXEC) < 0)
+            log_warn("reopen %s at its new version: %s", rel, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    return 0;
+}
+
+/* Before changing the file through h: returns with h->rw held shared and the
+ * lock held (unless the file was unlinked: path NULL, nothing to replicate). */
+int handle_write_begin(struct fs *fs, struct handle *h, const char *path)
+{
+    if (!h->writable)
+        return -EBADF; /* its release would not give a lock back */
+    char rel[PATH_MAX];
+    if (path) {
+        int rc = path_from_fuse(path, rel, sizeof rel);
+        if (rc < 0)
+            return rc;
+    }
+    for (;;) {
+        pthread_rwlock_rdlock(&h->rw);
+        if (!path || (h->lk && strcmp(h->lk->path, rel) == 0))
+            return 0;
+        pthread_rwlock_unlock(&h->rw);
+        pthread_rwlock_wrlock(&h->rw);
+        int rc = handle_lock(fs, h, rel);
+        pthread_rwlock_unlock(&h->rw);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+/* Announce h's file (h->rw held exclusively, lock held for rel), unlocking
+ * in the same command when h is the last holder on this node. It does not
+ * wait for the commit: the outbox commits it after everything this node
+ * sent before and before anything it sends later, which is the order that
+ * matters; announce_done deals with the answer. */
+static int handle_announce(struct fs *fs, struct handle *h, const char *rel)
+{
+    struct held hd = {.e = h->lk};
+    announce_begin(fs, hd.e);
+    lock_release_begin(fs, &hd);
+    struct stat st;
+    bool sent = false;
+    int rc = fstat(h->fd, &st) < 0 ? -errno : 0;
+    if (rc == 0 && st.st_nlink > 0) {
+        struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = rel, .unlock = hd.last,
+                              .fresh = hd.e->fresh};
+        if (hd.last && hd.e->fresh)
+            fresh_lock_cancel(fs, hd.e);
+        uint64_t t0 = nsync_mono_us();
+        uint8_t inl[FSM_INLINE_MAX + 1];
+        meta_of_file(&st, &cmd.meta);
+        if (!(st.st_size > (off_t)FSM_INLINE_MAX && meta_hash_ready(h, &st, cmd.meta.hash))) {
+            /* Alone in the cluster, nobody would install the inline bytes;
+             * raft would only keep them in its log. */
+            pthread_rwlock_rdlock(&fs->ns->fsm_lock);
+            bool peers = fsm_member_count(fs->ns->fsm) > 1;
+            pthread_rwlock_unlock(&fs->ns->fsm_lock);
+            rc = meta_hash_fd(h->fd, &st, &cmd.meta, peers ? inl : NULL);
+        }
+        if (rc == 0) {
+            uint64_t t1 = nsync_mono_us();
+            rc = announce_async(fs, &cmd, hd.e, hd.last, &st);
+            sent = rc == 0;
+            log_debug("announce %s: %llu bytes, hash %llu us, queued in %llu us%s%s", rel,
+                      (unsigned long long)cmd.meta.size, (unsigned long long)(t1 - t0),
+                      (unsigned long long)(nsync_mono_us() - t1), cmd.unlock ? " (unlock)" : "",
+                      cmd.fresh ? " (fresh)" : "");
+        } else {
+            log_error("cannot hash %s to announce it: %s", rel, strerror(-rc));
+        }
+    }
+    announce_end(fs, hd.e);
+    if (hd.last) {
+        h->lk = NULL;
+        if (!sent)
+            lock_release_end(fs, &hd); /* else the announce's answer releases it */
+    }
+    return rc;
+}
+
+/* flush/release: announce what h wrote. rw held exclusively. */
+int handle_sync(struct fs *fs, struct handle *h, const char *path)
+{
+    if (!atomic_load(&h->dirty))
+        return 0;
+    if (!path) {
+        atomic_store(&h->dirty, false); /* unlinked: its bytes go nowhere */
+        return 0;
+    }
+    char rel[PATH_MAX];
+    int rc = path_from_fuse(path, rel, sizeof rel);
+    if (rc == 0)
+        rc = handle_lock(fs, h, rel);
+    if (rc == 0)
+        rc = handle_announce(fs, h, rel);
+    if (rc == 0)
+        atomic_store(&h->dirty, false); /* on failure release tries once more */
+    return rc;
+}
+
+void handle_free(struct handle *h)
+{
+    if (h->fd >= 0)
+        close(h->fd);
+    digest_stream_free(h->hs);
+    pthread_mutex_destroy(&h->hmu);
+    pthread_rwlock_destroy(&h->rw);
+    free(h);
+}
+
+/* open and create: lock first for writers, so the file is opened at its
+ * latest version. */
+int handle_open(struct fs *fs, const char *rel, int flags, mode_t mode, bool create,
+                       struct fuse_file_info *fi)
+{
+    bool writable = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) || create;
+    struct handle *h = calloc(1, sizeof *h);
+    if (!h)
+        return -ENOMEM;
+    h->fd = -1;
+    h->writable = writable;
+    if (pthread_rwlock_init(&h->rw, NULL) != 0) {
+        free(h);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&h->hmu, NULL);
+    uint64_t t_lock = nsync_mono_us();
+    int bfd = fs->ns->backing_fd;
+    int oflags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC;
+    /* Read access too, so that flush can hash through the same fd. */
+    if ((oflags & O_ACCMODE) == O_WRONLY)
+        oflags = (oflags & ~O_ACCMODE) | O_RDWR;
+    bool created = false;
+    int fd = -1;
+    /* A new file nobody has: create it without waiting for the lock (see
+     * fresh_eligible). O_EXCL is then exclusive on this node; across nodes
+     * two simultaneous creators both succeed and one ends as a conflict
+     * copy. strict_excl makes O_EXCL wait for the lock instead, for
+     * applications that coordinate nodes through lock files. */
+    struct lock_ent *fe = NULL;
+    if (create && !((flags & O_EXCL) && fs->ns->cfg.strict_excl) && fresh_eligible(fs, rel))
+        fe = fresh_begin(fs, rel);
+    if (fe) {
+        fd = openat(bfd, rel, oflags | O_CREAT | O_EXCL, mode & 07777);
+        int err = errno;
+        fresh_end(fs, fe, fd >= 0);
+        if (fd >= 0) {
+            created = true;
+            h->lk = fe;
+        } else if (err != EEXIST || (flags & O_EXCL)) {
+            handle_free(h);
+            return -err;
+        }
+    }
+    if (writable && !h->lk) {
+        struct held hd;
+        int rc = lock_path(fs, rel, &hd);
+        if (rc < 0) {
+            handle_free(h);
+            return rc;
+        }
+        h->lk = hd.e;
+    }
+    t_lock = nsync_mono_us() - t_lock;
+    for (int tries = 0; fd < 0 && tries < 4; tries++) {
+        if (create) {
+            fd = openat(bfd, rel, oflags | O_CREAT | O_EXCL, mode & 07777);
+            if (fd >= 0) {
+                created = true;
+                break;
+            }
+            if (errno != EEXIST || (flags & O_EXCL))
+                break;
+        }
+        fd = openat(bfd, rel, oflags);
+        if (fd < 0 && errno == EACCES && (oflags & O_ACCMODE) == O_RDWR &&
+            (flags & O_ACCMODE) == O_WRONLY) {
+            oflags = (oflags & ~O_ACCMODE) | O_WRONLY; /* write-only file: hash via /proc */
+            fd = openat(bfd, rel, oflags);
+        }
+        if (fd < 0 && !(create && errno == ENOENT))
+            break; /* ENOENT after EEXIST: it vanished in between, create again */
+    }
+    if (fd < 0) {
+        int rc = -errno;
+        if (h->lk) {
+            struct held hd = {.e = h->lk};
+            h->lk = NULL;
+            lock_release_now(fs, &hd);
+        }
+        handle_free(h);
+        return rc;
+    }
+    if (created)
+        mutate_own_by_caller(fs, fd, "", AT_EMPTY_PATH); /* mode: as for mkdir */
+    h->fd = fd;
+    h->oflags = oflags;
+    atomic_store(&h->dirty, create || (writable && (flags & O_TRUNC)));
+    if (h->lk) {
+        h->hash_mods = atomic_load(&h->lk->mods);
+        h->hash_live = true;
+    }
+    fi->fh = (uint64_t)(uintptr_t)h;
+    /* keep_cache stays 0: each open drops cached pages, so bytes a peer
+     * installed since are seen even without an invalidation. */
+    fi->keep_cache = 0;
+    log_debug("open %s flags %#x%s, lock %llu us", rel, (unsigned)flags,
+              fe && created ? " (fresh create)" : create ? " (create)" : "", (unsigned long long)t_lock);
+    return 0;
+}

@@ -1,0 +1,149 @@
+/* From BACKING to catalog metadata: stat -> struct fsm_meta, the XXH3-128
+ * of a file, and the running hash a handle keeps of a file written front to
+ * back so that its announce need not read it again. */
+#include <assert.h>
+
+#include "fs/fs_int.h"
+
+static void meta_from_stat(const struct stat *st, struct fsm_meta *m)
+{
+    m->mode = st->st_mode & 07777;
+    m->uid = st->st_uid;
+    m->gid = st->st_gid;
+    m->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+}
+
+/* A FILE meta from the stat of a regular file, all but its hash. */
+void meta_of_file(const struct stat *st, struct fsm_meta *m)
+{
+    memset(m, 0, sizeof *m);
+    m->kind = FSM_FILE;
+    meta_from_stat(st, m);
+    m->size = (uint64_t)st->st_size;
+}
+
+/* The size and hash of the file open at fd (st: its fstat) into m (a
+ * write-only fd cannot be read: the same inode is then opened again for
+ * reading via /proc). With inl (the caller's, FSM_INLINE_MAX + 1 bytes), a
+ * file of at most FSM_INLINE_MAX bytes is read once into it and travels in
+ * the announce_sync (m->data = inl): replicas then install it without a fetch,
+ * and hash and bytes come from the same read. */
+int meta_hash_fd(int fd, const struct stat *st, struct fsm_meta *m, uint8_t *inl)
+{
+    int rfd = fd;
+    char proc[64];
+    if ((fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY) {
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        if ((rfd = open(proc, O_RDONLY | O_CLOEXEC)) < 0)
+            return -errno;
+    }
+    int rc = 1;
+    if (inl && st->st_size > 0 && st->st_size <= (off_t)FSM_INLINE_MAX) {
+        /* A short read of a regular file is its end (or a writer that
+         * truncated it meanwhile: we announce what we read). */
+        ssize_t n = pread(rfd, inl, FSM_INLINE_MAX + 1, 0);
+        if (n < 0) {
+            rc = -errno;
+        } else if ((size_t)n <= FSM_INLINE_MAX) {
+            m->size = (uint64_t)n;
+            digest_buf(inl, (size_t)n, m->hash);
+            m->data = n > 0 ? inl : NULL;
+            rc = 0;
+        } /* else it grew: hash it the usual way */
+    }
+    if (rc > 0)
+        rc = digest_fd(rfd, m->hash, &m->size);
+    if (rfd != fd)
+        close(rfd);
+    return rc;
+}
+
+/* The current state of rel in BACKING as an announce; *st receives the
+ * stat of what it describes. target receives a symlink's target. -ENOTSUP
+ * for kinds the catalog cannot carry (fifo...). */
+int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *target,
+                        size_t tsz, struct stat *st)
+{
+    int bfd = fs->ns->backing_fd;
+    if (fstatat(bfd, rel, st, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    if (S_ISREG(st->st_mode)) {
+        int fd = openat(bfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        int rc = fstat(fd, st) < 0 ? -errno : 0; /* the file opened, if it changed */
+        if (rc == 0) {
+            meta_of_file(st, m);
+            rc = meta_hash_fd(fd, st, m, NULL);
+        }
+        close(fd);
+        return rc;
+    }
+    memset(m, 0, sizeof *m);
+    meta_from_stat(st, m);
+    if (S_ISDIR(st->st_mode)) {
+        m->kind = FSM_DIR;
+        return 0;
+    }
+    if (S_ISLNK(st->st_mode)) {
+        ssize_t n = readlinkat(bfd, rel, target, tsz - 1);
+        if (n < 0)
+            return -errno;
+        target[n] = '\0';
+        m->kind = FSM_SYMLINK;
+        m->target = target;
+        return 0;
+    }
+    return -ENOTSUP;
+}
+
+/* hmu held. */
+void meta_hash_stop(struct handle *h)
+{
+    digest_stream_free(h->hs);
+    h->hs = NULL;
+    h->hash_live = false;
+}
+
+/* A content change through h at [off, off + n) (n bytes of buf; buf NULL for
+ * a truncate to off). Every change under the lock counts in lk->mods; h's
+ * running hash survives only if the count was still what h left it at (no
+ * other handle, no truncate elsewhere) and the change extends [0, hashed)
+ * exactly. Called after the change, with h->rw held shared. */
+void meta_hash_note(struct handle *h, const void *buf, size_t n, off_t off)
+{
+    struct lock_ent *e = h->lk;
+    pthread_mutex_lock(&h->hmu);
+    uint64_t want = h->hash_mods;
+    bool ours = e && atomic_compare_exchange_strong(&e->mods, &want, want + 1);
+    if (!ours && e)
+        atomic_fetch_add(&e->mods, 1);
+    if (!h->hash_live || !ours) {
+        meta_hash_stop(h);
+    } else if (!buf && off == 0) {
+        digest_stream_free(h->hs); /* emptied: start again */
+        h->hs = NULL;
+        h->hashed = 0;
+        h->hash_mods = want + 1;
+    } else if (buf && (uint64_t)off == h->hashed && (h->hs || (h->hs = digest_stream_new()))) {
+        digest_stream_update(h->hs, buf, n);
+        h->hashed += n;
+        h->hash_mods = want + 1;
+    } else {
+        meta_hash_stop(h);
+    }
+    pthread_mutex_unlock(&h->hmu);
+}
+
+/* h's running hash is the hash of the whole file st describes (h->rw held
+ * exclusively, so no write of h is in flight). */
+bool meta_hash_ready(struct handle *h, const struct stat *st, uint8_t out[DIGEST_LEN])
+{
+    pthread_mutex_lock(&h->hmu);
+    bool ok = h->hash_live && h->hs && h->lk && atomic_load(&h->lk->mods) == h->hash_mods &&
+              (uint64_t)st->st_size == h->hashed;
+    if (ok)
+        digest_stream_peek(h->hs, out);
+    pthread_mutex_unlock(&h->hmu);
+    return ok;
+}

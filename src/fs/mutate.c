@@ -1,0 +1,136 @@
+/* Metadata changes under the path's lock: lock, change BACKING, queue the
+ * announce of the result with unlock. One small function per operation. */
+#include <assert.h>
+
+#include "fs/fs_int.h"
+
+/* The shape of every metadata change: lock rel, change BACKING, queue the
+ * announce of the result with unlock (not waited for, as at close: the
+ * outbox keeps this node's changes in order), or (if the local change
+ * failed) announce nothing and unlock. The root is not in the catalog:
+ * changed locally only. */
+int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after after)
+{
+    if (fs_is_root(rel))
+        return fn(fs, rel, arg);
+    struct held h;
+    int rc = lock_path(fs, rel, &h);
+    if (rc < 0)
+        return rc;
+    announce_begin(fs, h.e);
+    rc = fn(fs, rel, arg);
+    atomic_fetch_add(&h.e->mods, 1); /* ends the running hash of open handles */
+    lock_release_begin(fs, &h);
+    bool sent = false;
+    if (rc == 0) {
+        struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = rel};
+        char target[PATH_MAX];
+        int mrc = 0;
+        struct stat st;
+        memset(&st, 0, sizeof st);
+        if (after == AFTER_TOMBSTONE)
+            cmd.meta.kind = FSM_TOMBSTONE;
+        else
+            mrc = meta_of_path(fs, rel, &cmd.meta, target, sizeof target, &st);
+        if (mrc == 0) {
+            cmd.unlock = h.last;
+            cmd.fresh = h.e->fresh;
+            rc = announce_async(fs, &cmd, h.e, h.last, &st);
+            sent = rc == 0;
+        } else if (mrc != -ENOTSUP) {
+            log_error("cannot read back %s to announce it: %s", rel, strerror(-mrc));
+            rc = mrc;
+        }
+    }
+    announce_end(fs, h.e);
+    if (!(sent && h.last))
+        lock_release_end(fs, &h); /* else the announce's answer releases the lock */
+    return rc;
+}
+
+/* New nodes belong to the caller when we can arrange it (running as root).
+ * A caller with our own ids already owns what we created, as in a native
+ * create (a set-gid parent's group included). */
+void mutate_own_by_caller(struct fs *fs, int dirfd, const char *rel, int flags)
+{
+    if (!fs->as_root)
+        return;
+    const struct ll_caller *c = ll_caller();
+    if (c->uid == 0 && c->gid == fs->egid)
+        return;
+    if (fchownat(dirfd, rel, c->uid, c->gid, flags) < 0)
+        log_warn("chown %s to %u:%u: %s", rel, (unsigned)c->uid, (unsigned)c->gid,
+                 strerror(errno));
+}
+
+int mutate_unlink(struct fs *fs, const char *rel, void *arg)
+{
+    return unlinkat(fs->ns->backing_fd, rel, 0) < 0 ? -errno : 0;
+}
+
+int mutate_rmdir(struct fs *fs, const char *rel, void *arg)
+{
+    return unlinkat(fs->ns->backing_fd, rel, AT_REMOVEDIR) < 0 ? -errno : 0;
+}
+
+int mutate_mkdir(struct fs *fs, const char *rel, void *arg)
+{
+    mode_t mode = *(const mode_t *)arg & 07777;
+    int bfd = fs->ns->backing_fd;
+    if (mkdirat(bfd, rel, mode) < 0) /* the caller's umask is applied, ours is 0 */
+        return -errno;
+    mutate_own_by_caller(fs, bfd, rel, AT_SYMLINK_NOFOLLOW);
+    return 0;
+}
+
+int mutate_mknod_reg(struct fs *fs, const char *rel, void *arg)
+{
+    mode_t mode = *(const mode_t *)arg & 07777;
+    int fd = openat(fs->ns->backing_fd, rel, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    mode);
+    if (fd < 0)
+        return -errno;
+    mutate_own_by_caller(fs, fd, "", AT_EMPTY_PATH);
+    close(fd);
+    return 0;
+}
+
+int mutate_symlink(struct fs *fs, const char *rel, void *arg)
+{
+    int bfd = fs->ns->backing_fd;
+    if (symlinkat((const char *)arg, bfd, rel) < 0)
+        return -errno;
+    mutate_own_by_caller(fs, bfd, rel, AT_SYMLINK_NOFOLLOW);
+    return 0;
+}
+
+int mutate_chmod(struct fs *fs, const char *rel, void *arg)
+{
+    return fchmodat(fs->ns->backing_fd, rel, *(const mode_t *)arg, 0) < 0 ? -errno : 0;
+}
+
+int mutate_chown(struct fs *fs, const char *rel, void *arg)
+{
+    const struct owner *o = arg;
+    return fchownat(fs->ns->backing_fd, rel, o->uid, o->gid, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
+int mutate_utimens(struct fs *fs, const char *rel, void *arg)
+{
+    return utimensat(fs->ns->backing_fd, rel, arg, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
+int mutate_truncate(struct fs *fs, const char *rel, void *arg)
+{
+    int fd = openat(fs->ns->backing_fd, rel, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = ftruncate(fd, *(const off_t *)arg) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+int mutate_nothing(struct fs *fs, const char *rel, void *arg)
+{
+    return 0;
+}
