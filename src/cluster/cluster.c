@@ -24,7 +24,7 @@
 #include "cluster/outbox.h"
 #include "common/log.h"
 #include "nsync.h"
-#include "transfer/client.h"
+#include "cluster/peer.h"
 
 #include <cjson/cJSON.h>
 
@@ -610,7 +610,7 @@ static int probe_peer(struct nsync *ns, const struct nsync_peer *p, char *leader
     char faddr[NSYNC_ADDR_MAX];
     snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
     cJSON *st = NULL;
-    int rc = xfer_client_status(ns->client, faddr, 500, &st);
+    int rc = cluster_peer_status(ns->client, faddr, 500, &st);
     if (rc < 0)
         return rc;
     const cJSON *leader = cJSON_GetObjectItemCaseSensitive(st, "leader");
@@ -666,7 +666,7 @@ static int join_cluster(struct cluster *c, unsigned timeout_ms)
             uint64_t now = nsync_mono_ms();
             if (now >= deadline)
                 break;
-            rc = xfer_client_membership(ns->client, lf, true, ns->self_id, c->address, my_faddr,
+            rc = cluster_peer_membership(ns->client, lf, true, ns->self_id, c->address, my_faddr,
                                         (unsigned)(deadline - now));
             if (rc == 0) {
                 log_info("cluster: joined the running cluster through its leader at %s", lf);
@@ -1023,7 +1023,7 @@ static void warn_no_quorum(struct cluster *c, unsigned timeout_ms)
         char faddr[NSYNC_ADDR_MAX];
         snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
         cJSON *js = NULL;
-        if (xfer_client_status(c->ns->client, faddr, 300, &js) == 0) {
+        if (cluster_peer_status(c->ns->client, faddr, 300, &js) == 0) {
             cJSON_Delete(js);
             continue;
         }
@@ -1100,7 +1100,7 @@ int cluster_deliver(struct cluster *c, struct cluster_item *items, size_t n, uns
     char faddr[NSYNC_ADDR_MAX];
     if (leader_faddr(c, st.leader_id, faddr, sizeof faddr) < 0)
         return -ENOTCONN;
-    int rc = xfer_client_propose_batch(c->ns->client, faddr, items, n, timeout_ms);
+    int rc = cluster_peer_propose_batch(c->ns->client, faddr, items, n, timeout_ms);
     if (rc < 0)
         log_debug("cluster: forwarding %zu commands to leader %s failed: %s", n, faddr, strerror(-rc));
     return rc;
@@ -1246,7 +1246,7 @@ int cluster_leave(struct cluster *c, unsigned timeout_ms)
             char faddr[NSYNC_ADDR_MAX];
             rc = leader_faddr(c, st.leader_id, faddr, sizeof faddr);
             if (rc == 0)
-                rc = xfer_client_membership(c->ns->client, faddr, false, c->ns->self_id, NULL, NULL, left);
+                rc = cluster_peer_membership(c->ns->client, faddr, false, c->ns->self_id, NULL, NULL, left);
         }
         if (rc == 0)
             return 0;
