@@ -20,13 +20,13 @@
 #include "cli.h"
 #include "cluster/cluster.h"
 #include "cluster/fsm.h"
+#include "cluster/peer.h"
 #include "common/log.h"
 #include "daemon.h"
 #include "fs/fs.h"
 #include "fs/ll.h"
 #include "fs/reconcile.h"
 #include "nsync.h"
-#include "transfer/client.h"
 #include "transfer/fetch.h"
 #include "transfer/server.h"
 
@@ -107,7 +107,7 @@ int main(int argc, char **argv)
         die_start("cannot initialise libcurl");
     ns.fsm = fsm_new();
     if (!ns.fsm || pthread_rwlock_init(&ns.fsm_lock, NULL) != 0 || fs_new(&ns, &ns.fs) < 0 ||
-        xfer_client_new(&ns, &ns.client) < 0)
+        cluster_peer_new(&ns, &ns.client) < 0)
         die_start("out of memory");
 
     struct ll *ll = NULL;
@@ -186,7 +186,7 @@ int main(int argc, char **argv)
     ll_unmount(ll);
     ll_free(ll);
     fuse_opt_free_args(&args);
-    xfer_client_free(ns.client);
+    cluster_peer_free(ns.client);
     fs_free(ns.fs);
     fsm_free(ns.fsm);
     pthread_rwlock_destroy(&ns.fsm_lock);

@@ -18,7 +18,7 @@ struct fsm;
 struct cluster;
 struct xfer_server;
 struct xfer_fetcher;
-struct xfer_client;
+struct cluster_peer;
 struct fs;
 struct reconcile;
 
@@ -64,7 +64,7 @@ struct nsync {
     pthread_rwlock_t fsm_lock;
 
     struct cluster *cluster;
-    struct xfer_client *client;    /* HTTP client pool: forwarding to the leader */
+    struct cluster_peer *client;   /* HTTP client pool: forwarding to the leader */
     struct xfer_server *server;
     struct xfer_fetcher *fetcher;
     struct fs *fs;

@@ -79,13 +79,6 @@ struct cluster_item {
     struct cluster_reply reply;
 };
 
-/* One attempt to have items committed, in order, by the current leader:
- * straight to raft on the leader, else one POST /v1/propose-batch. 0 when a
- * leader answered (each item's rc says what happened to it; items after the
- * first not applied are not applied either), or -ENOTCONN (no leader known)
- * or a transport error for the whole batch. Outbox thread only. */
-int cluster_deliver(struct cluster *c, struct cluster_item *items, size_t n, unsigned timeout_ms);
-
 /* Leader side of POST /v1/propose-batch: commit items in order here. 0 with
  * each item's rc; -ENOTCONN if this node is not the leader. */
 int cluster_submit_batch_encoded(struct cluster *c, struct cluster_item *items, size_t n,

@@ -36,7 +36,7 @@ struct ob_item {
 };
 
 struct outbox {
-    struct cluster *c;
+    struct outbox_io io;
     unsigned attempt_ms;     /* per delivery when no item has a nearer deadline */
     pthread_t thread;
     /* mu guards the queue and stopping. Only the sender removes items, so it
@@ -166,7 +166,7 @@ static void *ob_main(void *arg)
         }
         if (tmo < OUTBOX_ATTEMPT_MIN_MS)
             tmo = OUTBOX_ATTEMPT_MIN_MS;
-        int rc = cluster_deliver(o->c, batch, n, tmo);
+        int rc = o->io.deliver(o->io.data, batch, n, tmo);
         size_t done = 0;
         if (rc == 0) {
             for (; done < n; done++) {
@@ -188,7 +188,7 @@ static void *ob_main(void *arg)
         }
         /* No leader, or it failed mid-way: wait for a change (a new
          * leader) or the backoff, then go again from the first one left. */
-        cluster_wait_change(o->c, &seen, backoff);
+        o->io.wait_change(o->io.data, &seen, backoff);
         backoff = backoff * 2 > OUTBOX_BACKOFF_MAX_MS ? OUTBOX_BACKOFF_MAX_MS : backoff * 2;
     }
     free(batch);
@@ -196,12 +196,12 @@ static void *ob_main(void *arg)
     return NULL;
 }
 
-int outbox_start(struct cluster *c, unsigned attempt_ms, struct outbox **out)
+int outbox_start(const struct outbox_io *io, unsigned attempt_ms, struct outbox **out)
 {
     struct outbox *o = calloc(1, sizeof *o);
     if (!o)
         return -ENOMEM;
-    o->c = c;
+    o->io = *io;
     o->attempt_ms = attempt_ms ? attempt_ms : 8000;
     pthread_mutex_init(&o->mu, NULL);
     nsync_cond_init_mono(&o->cv);

@@ -7,15 +7,31 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cluster/cluster.h"
 
 struct outbox;
 
-/* Start the sender thread; it delivers through cluster_deliver(c), each
- * attempt bounded by attempt_ms (or an item's nearer deadline). 0 or
- * -ENOMEM / -EAGAIN. Called by cluster_start. */
-int outbox_start(struct cluster *c, unsigned attempt_ms, struct outbox **out);
+/* How the outbox reaches the cluster: cluster.c wires the real one, a test
+ * its own. Both functions are called on the outbox thread only. */
+struct outbox_io {
+    void *data;
+    /* One attempt to have items committed, in order (cluster_deliver): 0
+     * with each item's rc set (-EINVAL: answered as malformed; any other
+     * error: it and the items after it go again), -ESHUTDOWN (answer
+     * everything -ESHUTDOWN and stop), or another error for the whole batch
+     * (retried after wait_change). */
+    int (*deliver)(void *data, struct cluster_item *items, size_t n, unsigned timeout_ms);
+    /* Back-off before a retry: return early if something changed since
+     * *seen (cluster_wait_change). */
+    bool (*wait_change)(void *data, uint64_t *seen, unsigned timeout_ms);
+};
+
+/* Start the sender thread; it delivers through io (copied), each attempt
+ * bounded by attempt_ms (or an item's nearer deadline). 0 or -ENOMEM /
+ * -EAGAIN. Called by cluster_start. */
+int outbox_start(const struct outbox_io *io, unsigned attempt_ms, struct outbox **out);
 
 /* Stop: what is still queued completes with -ESHUTDOWN; joins the thread.
  * Nothing may be sent afterwards. */

@@ -1,7 +1,7 @@
-/* Follower -> leader forwarding (POST /v1/propose-batch) over libcurl. Easy handles
- * are pooled so that consecutive proposals reuse the keep-alive connection to
- * the leader instead of paying a TCP handshake each time. */
-#include "transfer/client.h"
+/* The peer client (see peer.h) over libcurl: POST /v1/propose-batch, GET
+ * /v1/status, POST /v1/join and /v1/leave. Easy handles are pooled so that
+ * consecutive proposals reuse the keep-alive connection to the leader. */
+#include "cluster/peer.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -16,27 +16,27 @@
 #include "common/log.h"
 #include "nsync.h"
 
-#define XFER_POOL_MAX 16
-#define XFER_REPLY_MAX (256 * 1024) /* a batch answer: ~60 bytes per command */
+#define PEER_POOL_MAX 16
+#define PEER_REPLY_MAX (256 * 1024) /* a batch answer: ~60 bytes per command */
 
-struct xfer_client {
+struct cluster_peer {
     struct nsync *ns;
     pthread_mutex_t mu;
-    CURL *pool[XFER_POOL_MAX];   /* idle handles (their connections stay open) */
+    CURL *pool[PEER_POOL_MAX];   /* idle handles (their connections stay open) */
     size_t n_pool;
     struct curl_slist *headers;  /* read-only once built: shared by every handle */
     struct curl_slist *json_headers;
 };
 
-struct xfer_buf {
-    char data[XFER_REPLY_MAX + 1];
+struct peer_buf {
+    char data[PEER_REPLY_MAX + 1];
     size_t len;
     bool overflow;
 };
 
-int xfer_client_new(struct nsync *ns, struct xfer_client **out)
+int cluster_peer_new(struct nsync *ns, struct cluster_peer **out)
 {
-    struct xfer_client *c = calloc(1, sizeof *c);
+    struct cluster_peer *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
     c->ns = ns;
@@ -67,7 +67,7 @@ int xfer_client_new(struct nsync *ns, struct xfer_client **out)
     return 0;
 }
 
-void xfer_client_free(struct xfer_client *c)
+void cluster_peer_free(struct cluster_peer *c)
 {
     if (!c)
         return;
@@ -79,7 +79,7 @@ void xfer_client_free(struct xfer_client *c)
     free(c);
 }
 
-static CURL *xfer_client_get(struct xfer_client *c)
+static CURL *cluster_peer_get(struct cluster_peer *c)
 {
     CURL *h = NULL;
     pthread_mutex_lock(&c->mu);
@@ -89,10 +89,10 @@ static CURL *xfer_client_get(struct xfer_client *c)
     return h ? h : curl_easy_init();
 }
 
-static void xfer_client_put(struct xfer_client *c, CURL *h)
+static void cluster_peer_put(struct cluster_peer *c, CURL *h)
 {
     pthread_mutex_lock(&c->mu);
-    if (c->n_pool < XFER_POOL_MAX) {
+    if (c->n_pool < PEER_POOL_MAX) {
         c->pool[c->n_pool++] = h;
         h = NULL;
     }
@@ -101,11 +101,11 @@ static void xfer_client_put(struct xfer_client *c, CURL *h)
         curl_easy_cleanup(h);
 }
 
-static size_t xfer_client_write(char *ptr, size_t size, size_t nmemb, void *arg)
+static size_t cluster_peer_write(char *ptr, size_t size, size_t nmemb, void *arg)
 {
-    struct xfer_buf *b = arg;
+    struct peer_buf *b = arg;
     size_t n = size * nmemb;
-    if (b->len + n > XFER_REPLY_MAX) {
+    if (b->len + n > PEER_REPLY_MAX) {
         b->overflow = true;
         return 0; /* aborts the transfer: nothing legitimate is that big */
     }
@@ -116,7 +116,7 @@ static size_t xfer_client_write(char *ptr, size_t size, size_t nmemb, void *arg)
 
 /* A u64 sent as a decimal string (the server's format) or, leniently, as a
  * number small enough to be exact in a double. */
-static int xfer_u64_of(const cJSON *it, uint64_t *out)
+static int peer_u64_of(const cJSON *it, uint64_t *out)
 {
     if (cJSON_IsString(it) && it->valuestring && *it->valuestring) {
         const char *s = it->valuestring;
@@ -142,15 +142,15 @@ static int xfer_u64_of(const cJSON *it, uint64_t *out)
 /* One HTTP request on a pooled handle. body NULL means GET. On 0, *code is
  * the HTTP status and b holds the answer; else -ETIMEDOUT, -EHOSTUNREACH,
  * -EPROTO (answer too big) or -ENOMEM. */
-static int xfer_client_call(struct xfer_client *c, const char *faddr, const char *path,
+static int cluster_peer_call(struct cluster_peer *c, const char *faddr, const char *path,
                             const void *body, size_t len, bool json, unsigned timeout_ms,
-                            struct xfer_buf *b, long *code)
+                            struct peer_buf *b, long *code)
 {
     char url[NSYNC_ADDR_MAX + 64];
     if (!faddr || !*faddr || strlen(faddr) >= NSYNC_ADDR_MAX)
         return -EHOSTUNREACH;
     snprintf(url, sizeof url, "http://%s%s", faddr, path);
-    CURL *h = xfer_client_get(c);
+    CURL *h = cluster_peer_get(c);
     if (!h)
         return -ENOMEM;
     b->len = 0;
@@ -171,13 +171,13 @@ static int xfer_client_call(struct xfer_client *c, const char *faddr, const char
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, json ? c->json_headers : c->headers);
     }
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, xfer_client_write);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cluster_peer_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
 
     CURLcode cc = curl_easy_perform(h);
     *code = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, code);
-    xfer_client_put(c, h);
+    cluster_peer_put(c, h);
     if (cc == CURLE_OK)
         return 0;
     log_debug("request %s: %s", url, curl_easy_strerror(cc));
@@ -190,7 +190,7 @@ static int xfer_client_call(struct xfer_client *c, const char *faddr, const char
 
 /* One element of a batch answer: [rc, status, "version", "lock_holder",
  * "path_version"]. */
-static int xfer_parse_result(const cJSON *r, struct cluster_item *it)
+static int peer_parse_result(const cJSON *r, struct cluster_item *it)
 {
     uint64_t v[3];
     if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != 5)
@@ -200,7 +200,7 @@ static int xfer_parse_result(const cJSON *r, struct cluster_item *it)
         rc->valuedouble > 0 || st->valuedouble < -4096 || st->valuedouble > 4096)
         return -EPROTO;
     for (int k = 0; k < 3; k++)
-        if (xfer_u64_of(cJSON_GetArrayItem(r, 2 + k), &v[k]) < 0)
+        if (peer_u64_of(cJSON_GetArrayItem(r, 2 + k), &v[k]) < 0)
             return -EPROTO;
     it->rc = rc->valueint;
     memset(&it->reply, 0, sizeof it->reply);
@@ -211,14 +211,14 @@ static int xfer_parse_result(const cJSON *r, struct cluster_item *it)
     return 0;
 }
 
-int xfer_client_propose_batch(struct xfer_client *c, const char *faddr, struct cluster_item *items,
+int cluster_peer_propose_batch(struct cluster_peer *c, const char *faddr, struct cluster_item *items,
                               size_t n, unsigned timeout_ms)
 {
     size_t len = 4;
     for (size_t i = 0; i < n; i++)
         len += 4 + items[i].len;
     unsigned char *body = malloc(len);
-    struct xfer_buf *b = body ? malloc(sizeof *b) : NULL;
+    struct peer_buf *b = body ? malloc(sizeof *b) : NULL;
     if (!b) {
         free(body);
         return -ENOMEM;
@@ -234,7 +234,7 @@ int xfer_client_propose_batch(struct xfer_client *c, const char *faddr, struct c
         }
     }
     long code;
-    int rc = xfer_client_call(c, faddr, "/v1/propose-batch", body, len, false, timeout_ms, b, &code);
+    int rc = cluster_peer_call(c, faddr, "/v1/propose-batch", body, len, false, timeout_ms, b, &code);
     free(body);
     if (rc == 0) {
         switch (code) {
@@ -256,7 +256,7 @@ int xfer_client_propose_batch(struct xfer_client *c, const char *faddr, struct c
             items[i].rc = -ENOTCONN; /* not answered: not applied */
             continue;
         }
-        rc = xfer_parse_result(r, &items[i]);
+        rc = peer_parse_result(r, &items[i]);
     }
     cJSON_Delete(o);
     if (rc == -EPROTO || rc == -EINVAL)
@@ -265,13 +265,13 @@ int xfer_client_propose_batch(struct xfer_client *c, const char *faddr, struct c
     return rc;
 }
 
-int xfer_client_status(struct xfer_client *c, const char *faddr, unsigned timeout_ms, struct cJSON **json)
+int cluster_peer_status(struct cluster_peer *c, const char *faddr, unsigned timeout_ms, struct cJSON **json)
 {
-    struct xfer_buf *b = malloc(sizeof *b);
+    struct peer_buf *b = malloc(sizeof *b);
     if (!b)
         return -ENOMEM;
     long code;
-    int rc = xfer_client_call(c, faddr, "/v1/status", NULL, 0, false, timeout_ms, b, &code);
+    int rc = cluster_peer_call(c, faddr, "/v1/status", NULL, 0, false, timeout_ms, b, &code);
     if (rc == 0 && code != 200)
         rc = -EPROTO;
     if (rc == 0) {
@@ -286,7 +286,7 @@ int xfer_client_status(struct xfer_client *c, const char *faddr, unsigned timeou
     return rc;
 }
 
-int xfer_client_membership(struct xfer_client *c, const char *faddr, bool join, uint64_t id,
+int cluster_peer_membership(struct cluster_peer *c, const char *faddr, bool join, uint64_t id,
                            const char *caddr, const char *my_faddr, unsigned timeout_ms)
 {
     char idbuf[24];
@@ -300,13 +300,13 @@ int xfer_client_membership(struct xfer_client *c, const char *faddr, bool join, 
     }
     char *body = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    struct xfer_buf *b = body ? malloc(sizeof *b) : NULL;
+    struct peer_buf *b = body ? malloc(sizeof *b) : NULL;
     if (!b) {
         free(body);
         return -ENOMEM;
     }
     long code;
-    int rc = xfer_client_call(c, faddr, join ? "/v1/join" : "/v1/leave", body, strlen(body), true,
+    int rc = cluster_peer_call(c, faddr, join ? "/v1/join" : "/v1/leave", body, strlen(body), true,
                               timeout_ms, b, &code);
     if (rc == 0) {
         switch (code) {

@@ -1,21 +1,21 @@
-/* HTTP client side of the cluster protocol: a follower forwards its
- * proposed commands to the leader (POST /v1/propose-batch). Keeps a small pool of libcurl easy
- * handles so that connections to the leader are reused (keep-alive). */
-#ifndef NSYNC_XFER_CLIENT_H
-#define NSYNC_XFER_CLIENT_H
+/* HTTP client side of the cluster protocol (the peers' file servers answer):
+ * proposals forwarded to the leader, status probes, join/leave requests. A
+ * small pool of libcurl handles keeps connections to the leader alive. */
+#ifndef NSYNC_CLUSTER_PEER_H
+#define NSYNC_CLUSTER_PEER_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct nsync;
-struct xfer_client;
+struct cluster_peer;
 struct cluster_reply;
 struct cJSON;
 
 /* 0 or -ENOMEM. Call after curl_global_init (main does it). */
-int xfer_client_new(struct nsync *ns, struct xfer_client **out);
-void xfer_client_free(struct xfer_client *c);
+int cluster_peer_new(struct nsync *ns, struct cluster_peer **out);
+void cluster_peer_free(struct cluster_peer *c);
 
 /* POST the n commands of items to http://faddr/v1/propose-batch (see
  * server.c for the format) and wait at most timeout_ms. 0 with each
@@ -23,17 +23,17 @@ void xfer_client_free(struct xfer_client *c);
  * leader), -EROFS, -EINVAL (refused as malformed), -EHOSTUNREACH /
  * -ETIMEDOUT, -EPROTO, -ENOMEM. Any thread; blocks the caller. */
 struct cluster_item;
-int xfer_client_propose_batch(struct xfer_client *c, const char *faddr, struct cluster_item *items,
+int cluster_peer_propose_batch(struct cluster_peer *c, const char *faddr, struct cluster_item *items,
                               size_t n, unsigned timeout_ms);
 
 /* GET http://faddr/v1/status. On 0, *json is the parsed object (caller
  * frees it with cJSON_Delete). -EHOSTUNREACH / -ETIMEDOUT / -EPROTO. */
-int xfer_client_status(struct xfer_client *c, const char *faddr, unsigned timeout_ms, struct cJSON **json);
+int cluster_peer_status(struct cluster_peer *c, const char *faddr, unsigned timeout_ms, struct cJSON **json);
 
 /* Ask the leader at faddr to add (join) or remove (leave) node id.
  * 0 done; -ENOTCONN not the leader; -EBUSY a configuration change is under
  * way (retry); -EROFS no quorum; -EINVAL refused; or a connection error. */
-int xfer_client_membership(struct xfer_client *c, const char *faddr, bool join, uint64_t id,
+int cluster_peer_membership(struct cluster_peer *c, const char *faddr, bool join, uint64_t id,
                            const char *caddr, const char *my_faddr, unsigned timeout_ms);
 
 #endif

@@ -1,0 +1,154 @@
+/* Submitting: the cluster_submit/send family over the outbox, delivery of
+ * a batch (to raft here on the leader, else forwarded to the leader over
+ * HTTP), and naming the unreachable peers when a change finds no quorum. */
+#include "cluster/cluster_int.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "cluster/outbox.h"
+#include "cluster/peer.h"
+#include "common/log.h"
+
+int cluster_submit_encoded(struct cluster *c, const void *buf, size_t len, unsigned timeout_ms,
+                           struct cluster_reply *reply)
+{
+    struct cluster_item it = {.buf = buf, .len = len};
+    int rc = cluster_submit_batch_encoded(c, &it, 1, timeout_ms);
+    if (rc == 0 && (rc = it.rc) == 0 && reply)
+        *reply = it.reply;
+    return rc;
+}
+
+int submit_leader_faddr(struct cluster *c, uint64_t id, char *out, size_t outsz)
+{
+    int found = 0;
+    pthread_rwlock_rdlock(&c->ns->fsm_lock);
+    const struct fsm_member *m = fsm_member_get(c->ns->fsm, id);
+    if (m) {
+        snprintf(out, outsz, "%s", m->faddr);
+        found = 1;
+    }
+    pthread_rwlock_unlock(&c->ns->fsm_lock);
+    if (found)
+        return 0;
+    const struct nsync_peer *p = nsync_peer_by_id(c->ns, id);
+    if (!p)
+        return -ENOENT;
+    snprintf(out, outsz, "%s:%u", p->host, p->fport);
+    return 0;
+}
+
+/* Name the peers that do not answer: that is what an operator has to bring
+ * back. A short status probe each, from the caller's thread. */
+static void warn_no_quorum(struct cluster *c, unsigned timeout_ms)
+{
+    struct cluster_status st;
+    cluster_get_status(c, &st);
+    char peers[1024] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < c->ns->cfg.n_peers; i++) {
+        const struct nsync_peer *p = &c->ns->cfg.peers[i];
+        if (p->id == c->ns->self_id)
+            continue;
+        char faddr[NSYNC_ADDR_MAX];
+        snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
+        cJSON *js = NULL;
+        if (cluster_peer_status(c->ns->client, faddr, 300, &js) == 0) {
+            cJSON_Delete(js);
+            continue;
+        }
+        int n = snprintf(peers + off, sizeof peers - off, "%s%s:%u", off ? ", " : "", p->host, p->cport);
+        if (n > 0 && (size_t)n < sizeof peers - off)
+            off += (size_t)n;
+    }
+    log_warn("cluster: no quorum: change not committed within %u ms (role %s, leader %016" PRIx64
+             "); unreachable peers: %s",
+             timeout_ms, cluster_role_name(st.state), st.leader_id, off ? peers : "none (a vote or a leader change is under way)");
+}
+
+int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
+                   struct cluster_reply *reply)
+{
+    void *buf;
+    size_t len;
+    if (fsm_cmd_encode(cmd, &buf, &len) < 0)
+        return -EINVAL;
+    int rc = outbox_submit(c->outbox, buf, len, timeout_ms, reply);
+    if (rc == -EROFS)
+        warn_no_quorum(c, timeout_ms);
+    return rc;
+}
+
+int cluster_send(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
+                 cluster_done_fn done, void *arg)
+{
+    void *buf;
+    size_t len;
+    if (fsm_cmd_encode(cmd, &buf, &len) < 0)
+        return -EINVAL;
+    return outbox_send(c->outbox, buf, len, timeout_ms, done, arg);
+}
+
+unsigned cluster_backlog_ms(struct cluster *c)
+{
+    return outbox_backlog_ms(c->outbox);
+}
+
+int cluster_send_lazy(struct cluster *c, const struct fsm_cmd *cmd, cluster_done_fn done, void *arg,
+                      void **token)
+{
+    void *buf;
+    size_t len;
+    if (fsm_cmd_encode(cmd, &buf, &len) < 0)
+        return -EINVAL;
+    return outbox_send_lazy(c->outbox, buf, len, true, done, arg, token, 0);
+}
+
+int cluster_cancel(struct cluster *c, void *token)
+{
+    return outbox_cancel(c->outbox, token);
+}
+
+int cluster_drain(struct cluster *c, unsigned timeout_ms)
+{
+    return outbox_drain(c->outbox, timeout_ms);
+}
+
+int cluster_deliver(struct cluster *c, struct cluster_item *items, size_t n, unsigned timeout_ms)
+{
+    pthread_mutex_lock(&c->mu);
+    bool stopping = c->stopping;
+    pthread_mutex_unlock(&c->mu);
+    if (stopping)
+        return -ESHUTDOWN;
+    struct cluster_status st;
+    cluster_get_status(c, &st);
+    if (st.state == CLUSTER_LEADER)
+        return loop_submit_local_batch(c, items, n, timeout_ms);
+    if (st.leader_id == 0 || st.leader_id == c->ns->self_id)
+        return -ENOTCONN;
+    char faddr[NSYNC_ADDR_MAX];
+    if (submit_leader_faddr(c, st.leader_id, faddr, sizeof faddr) < 0)
+        return -ENOTCONN;
+    int rc = cluster_peer_propose_batch(c->ns->client, faddr, items, n, timeout_ms);
+    if (rc < 0)
+        log_debug("cluster: forwarding %zu commands to leader %s failed: %s", n, faddr, strerror(-rc));
+    return rc;
+}
+
+int cluster_submit_batch_encoded(struct cluster *c, struct cluster_item *items, size_t n,
+                                 unsigned timeout_ms)
+{
+    struct cluster_status st;
+    cluster_get_status(c, &st);
+    if (st.state != CLUSTER_LEADER)
+        return -ENOTCONN;
+    return loop_submit_local_batch(c, items, n, timeout_ms);
+}
