@@ -78,6 +78,27 @@ static void prepare_backing(struct nsync *ns)
     snprintf(ns->raft_dir, sizeof ns->raft_dir, "%s/%s/raft", ns->cfg.backing, NSYNC_DATA_DIR);
 }
 
+/* The fetch worker's questions to the FUSE side (transfer/ does not include
+ * fs/): data is the struct nsync. */
+static bool hook_path_busy(void *data, const char *rel)
+{
+    struct nsync *ns = data;
+    return ns->fs && fs_path_busy(ns->fs, rel);
+}
+
+static void hook_invalidate(void *data, const char *rel)
+{
+    struct nsync *ns = data;
+    if (ns->fs)
+        fs_invalidate(ns->fs, rel);
+}
+
+static void hook_before_install(void *data, const char *rel)
+{
+    struct nsync *ns = data;
+    reconcile_before_install(ns->reconcile, rel); /* no-op once NULL */
+}
+
 int main(int argc, char **argv)
 {
     struct nsync ns;
@@ -119,6 +140,12 @@ int main(int argc, char **argv)
     if (ll_mount(ll, ns.cfg.mountpoint) != 0)
         die_start("cannot mount at %s", ns.cfg.mountpoint);
 
+    const struct xfer_fetch_hooks fetch_hooks = {
+        .data = &ns,
+        .path_busy = hook_path_busy,
+        .invalidate = hook_invalidate,
+        .before_install = hook_before_install,
+    };
     int exit_code = NSYNC_EXIT_START;
     int rc = cluster_start(&ns, &ns.cluster);
     if (rc == 0)
@@ -132,7 +159,7 @@ int main(int argc, char **argv)
         rc = reconcile_start(&ns, &ns.reconcile);
     }
     if (rc == 0)
-        rc = xfer_fetcher_start(&ns, &ns.fetcher);
+        rc = xfer_fetcher_start(&ns, &fetch_hooks, &ns.fetcher);
     if (rc == 0 && fuse_set_signal_handlers(ll_session(ll)) == 0) {
         /* SIGHUP is no reason to leave the cluster (a closed terminal, a
          * reload by habit); SIGTERM and SIGINT are, as an unmount is. */
@@ -158,9 +185,9 @@ int main(int argc, char **argv)
     /* Changes closed just before the unmount are still in the outbox. */
     if (ns.fs && ns.cluster)
         fs_stop(ns.fs, ns.cfg.submit_timeout_ms + 2000);
-    struct xfer_fetcher *fetcher = ns.fetcher;
-    ns.fetcher = NULL; /* the server's status page stops asking it */
-    xfer_fetcher_stop(fetcher);
+    /* Stopped, not freed: the file server's status page reads it until the
+     * server is stopped below. */
+    xfer_fetcher_stop(ns.fetcher);
     struct reconcile *recon = ns.reconcile;
     ns.reconcile = NULL;
     reconcile_stop(recon);
@@ -174,6 +201,8 @@ int main(int argc, char **argv)
             log_info("last voter of the cluster: keeping its state for the next mount");
     }
     xfer_server_stop(ns.server);
+    xfer_fetcher_free(ns.fetcher);
+    ns.fetcher = NULL;
     cluster_stop(ns.cluster);
     if (left) {
         int wrc = cluster_wipe_state(ns.raft_dir, ns.data_fd);

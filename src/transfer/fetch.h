@@ -6,6 +6,7 @@
 #ifndef NSYNC_XFER_FETCH_H
 #define NSYNC_XFER_FETCH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct nsync;
@@ -18,10 +19,35 @@ struct xfer_fetch_status {
     uint64_t errors;         /* failed attempts since start */
 };
 
-/* Start the worker thread(s). ns->cluster, ns->fs must exist. 0 or -errno. */
-int xfer_fetcher_start(struct nsync *ns, struct xfer_fetcher **out);
+/* What the fetch worker asks of the layer above it (the FUSE side), which it
+ * must not include: wired in main.c, like struct raft_io in canonical/raft.
+ * Each may be NULL. Called from the worker's threads (ns-fetch, ns-fetch-pool);
+ * none may block for long or call back into the fetcher. */
+struct xfer_fetch_hooks {
+    void *data;
+    /* True while a handle on this node has rel open for writing: do not
+     * install over it now (it is retried soon). */
+    bool (*path_busy)(void *data, const char *rel);
+    /* rel changed in BACKING behind the kernel's back: drop its cached
+     * names, attributes and pages. */
+    void (*invalidate)(void *data, const char *rel);
+    /* About to replace the file rel with the cluster's version: a local edit
+     * made while this node was out of the cluster is kept beside it. */
+    void (*before_install)(void *data, const char *rel);
+};
+
+/* Start the worker thread(s). ns->cluster must exist; hooks is copied.
+ * 0 or -errno. Main thread. */
+int xfer_fetcher_start(struct nsync *ns, const struct xfer_fetch_hooks *hooks,
+                       struct xfer_fetcher **out);
+/* Stop and join the threads; nothing is installed after it returns, but the
+ * fetcher stays readable (xfer_fetcher_get_status) until xfer_fetcher_free,
+ * so that the file server's status page may still ask while it shuts down.
+ * Main thread, once. */
 void xfer_fetcher_stop(struct xfer_fetcher *f);
-/* Any thread. */
+/* After xfer_fetcher_stop, and after the file server stopped. NULL: no-op. */
+void xfer_fetcher_free(struct xfer_fetcher *f);
+/* Any thread, until xfer_fetcher_free. */
 void xfer_fetcher_get_status(struct xfer_fetcher *f, struct xfer_fetch_status *st);
 
 #endif

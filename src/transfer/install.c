@@ -1,0 +1,464 @@
+/* Installing one catalog entry into BACKING, one small function per kind
+ * (file, directory, symlink, delete), and the helpers they share: parents,
+ * metadata, the checks that the catalog still wants what we are about to do. */
+#include <assert.h>
+
+#include "transfer/fetch_int.h"
+
+static void xfer_times(int64_t mtime_ns, struct timespec ts[2])
+{
+    int64_t sec = mtime_ns / 1000000000, nsec = mtime_ns % 1000000000;
+    if (nsec < 0) {
+        nsec += 1000000000;
+        sec -= 1;
+    }
+    ts[0].tv_sec = ts[1].tv_sec = (time_t)sec;
+    ts[0].tv_nsec = ts[1].tv_nsec = (long)nsec;
+}
+
+/* mkdir -p of rel's parent directories under BACKING. Refuses to descend
+ * through a symlink or a non-directory. */
+static int xfer_mkparents(int dirfd, const char *rel)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(rel);
+    if (len >= sizeof buf)
+        return -ENAMETOOLONG;
+    memcpy(buf, rel, len + 1);
+    for (char *p = strchr(buf, '/'); p; p = strchr(p + 1, '/')) {
+        *p = '\0';
+        struct stat st;
+        if (fstatat(dirfd, buf, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            if (!S_ISDIR(st.st_mode))
+                return -ENOTDIR;
+        } else if (errno != ENOENT) {
+            return -errno;
+        } else if (mkdirat(dirfd, buf, 0755) < 0 && errno != EEXIST) {
+            return -errno;
+        }
+        *p = '/';
+    }
+    return 0;
+}
+
+/* fsync directory dir ("" for the top) of BACKING. */
+void xfer_fsync_dir(int dirfd, const char *dir)
+{
+    int fd = dir[0] ? path_open_beneath(dirfd, dir, O_RDONLY | O_DIRECTORY)
+                    : openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (fsync(fd) < 0)
+        log_warn("fsync of directory %s: %s", dir[0] ? dir : ".", strerror(errno));
+    close(fd);
+}
+
+void xfer_sync_parent(int dirfd, const char *rel)
+{
+    char buf[PATH_MAX];
+    const char *slash = strrchr(rel, '/');
+    size_t n = slash ? (size_t)(slash - rel) : 0;
+    if (n >= sizeof buf)
+        return;
+    memcpy(buf, rel, n);
+    buf[n] = '\0';
+    xfer_fsync_dir(dirfd, buf);
+}
+
+/* The catalog entry of it->path still is this version (and kind). */
+static int xfer_recheck(struct xfer_fetcher *f, const struct xfer_item *it)
+{
+    struct nsync *ns = f->ns;
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    const struct fsm_entry *e = fsm_get(ns->fsm, it->path);
+    bool same = e && e->version == it->version && e->kind == it->kind;
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    if (!same)
+        return XFER_STALE;
+    return xfer_busy(f, it->path) ? XFER_BUSY : 0;
+}
+
+/* May we move the bytes at `from` away? Not if `from` is itself a live path
+ * this node holds at its current version (it was re-created after the
+ * rename): that copy belongs to the newer entry. */
+static bool xfer_move_allowed(struct xfer_fetcher *f, const char *from)
+{
+    struct nsync *ns = f->ns;
+    if (path_check(from) < 0 || path_is_internal(from) || xfer_busy(f, from))
+        return false;
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    const struct fsm_entry *e = fsm_get(ns->fsm, from);
+    bool live_here = e && e->kind != FSM_TOMBSTONE && fsm_node_has(ns->fsm, from, ns->self_id);
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    return !live_here;
+}
+
+static void xfer_set_owner_fd(int fd, const struct xfer_item *it)
+{
+    if (geteuid() == 0 && fchown(fd, it->uid, it->gid) < 0 && errno != EPERM)
+        log_debug("fetch %s: chown: %s", it->path, strerror(errno));
+}
+
+/* Mode, owner, mtime of an open regular file. */
+static int xfer_fix_meta_fd(int fd, const struct xfer_item *it)
+{
+    struct timespec ts[2];
+    xfer_times(it->mtime_ns, ts);
+    xfer_set_owner_fd(fd, it);
+    if (fchmod(fd, it->mode & 07777) < 0 || futimens(fd, ts) < 0)
+        return -errno;
+    return 0;
+}
+
+/* The same for a staging file this thread just created with the item's
+ * mode (the daemon's umask is 0): it is ours, so a chown is needed only for
+ * another owner, and then the mode again, since a chown clears set-id bits. */
+static int xfer_fix_meta_new(int fd, const struct xfer_item *it)
+{
+    if (it->uid == geteuid() && it->gid == getegid()) {
+        struct timespec ts[2];
+        xfer_times(it->mtime_ns, ts);
+        return futimens(fd, ts) < 0 ? -errno : 0;
+    }
+    return xfer_fix_meta_fd(fd, it);
+}
+
+/* fd's content has the item's size and hash. */
+static bool xfer_fd_matches(int fd, const struct xfer_item *it)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != it->size)
+        return false;
+    uint8_t d[DIGEST_LEN];
+    uint64_t n = 0;
+    return digest_fd(fd, d, &n) == 0 && n == it->size && memcmp(d, it->hash, DIGEST_LEN) == 0;
+}
+
+void xfer_fail(struct xfer_item *it, int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(it->msg, sizeof it->msg, fmt, ap);
+    va_end(ap);
+    it->result = err < 0 ? err : -EIO;
+}
+
+/* Write the item's bytes from the catalog (they came in its ANNOUNCE) to fd.
+ * -ENODATA if the catalog no longer has them (settled, replaced, or
+ * restored without them): fetch instead. The bytes are copied out under the
+ * read lock and written after it: the raft thread applies under the write
+ * lock, and a manager installing a burst of small files would otherwise
+ * hold it off (reads are preferred) for as long as the burst lasts. */
+static int xfer_write_inline(struct xfer_fetcher *f, struct xfer_item *it, int fd)
+{
+    struct nsync *ns = f->ns;
+    uint8_t buf[FSM_INLINE_MAX];
+    size_t len = 0;
+    bool have = false;
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    const struct fsm_entry *e = fsm_get(ns->fsm, it->path);
+    if (e && e->version == it->version && e->data && e->size == it->size &&
+        e->size <= sizeof buf) {
+        len = (size_t)e->size;
+        memcpy(buf, e->data, len);
+        have = true;
+    }
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    if (!have)
+        return -ENODATA;
+    uint8_t d[DIGEST_LEN];
+    digest_buf(buf, len, d);
+    if (memcmp(d, it->hash, DIGEST_LEN) != 0) {
+        xfer_fail(it, -EIO, "inline bytes do not match their hash");
+        return -EIO; /* not what the announce promised: a bug somewhere */
+    }
+    ssize_t n = pwrite(fd, buf, len, 0);
+    int rc = n < 0 ? -errno : (size_t)n == len ? 0 : -EIO;
+    if (rc < 0)
+        xfer_fail(it, rc, "writing staging file: %s", strerror(-rc));
+    return rc;
+}
+
+static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
+{
+    struct xfer_fetcher *f = w->f;
+    struct nsync *ns = f->ns;
+    int rc = xfer_recheck(f, it);
+    if (rc)
+        return rc;
+
+    /* Already here (catch-up after restart, or a rename that kept the bytes)? */
+    int fd = path_open_beneath(ns->backing_fd, it->path, O_RDONLY | O_NONBLOCK);
+    if (fd >= 0) {
+        bool same = xfer_fd_matches(fd, it);
+        rc = same ? xfer_fix_meta_fd(fd, it) : 0;
+        /* Installed by us before, but its fsync failed: the report that
+         * follows says it is durable here. */
+        if (same && rc == 0 && it->need_sync && fsync(fd) < 0)
+            rc = -errno;
+        close(fd);
+        if (same) {
+            if (rc < 0)
+                xfer_fail(it, rc, "setting mode/mtime: %s", strerror(-rc));
+            else
+                xfer_invalidate(f, it->path);
+            return rc;
+        }
+    }
+
+    /* Renamed: the bytes may still sit at the old path. */
+    if (it->renamed_from && xfer_move_allowed(f, it->renamed_from)) {
+        fd = path_open_beneath(ns->backing_fd, it->renamed_from, O_RDONLY | O_NONBLOCK);
+        if (fd >= 0) {
+            bool same = xfer_fd_matches(fd, it);
+            if (same && xfer_fix_meta_fd(fd, it) == 0 &&
+                xfer_mkparents(ns->backing_fd, it->path) == 0 &&
+                renameat(ns->backing_fd, it->renamed_from, ns->backing_fd, it->path) == 0) {
+                close(fd);
+                xfer_invalidate(f, it->renamed_from);
+                return xfer_installed(f, it->path);
+            }
+            close(fd);
+        }
+    }
+
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, XFER_TMP_PREFIX "%d-%u", (int)getpid(),
+             atomic_fetch_add(&f->tmp_seq, 1));
+    fd = openat(ns->staging_fd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, it->mode & 07777);
+    if (fd < 0) {
+        rc = -errno;
+        xfer_fail(it, rc, "creating staging file: %s", strerror(-rc));
+        return rc;
+    }
+    uint8_t empty[DIGEST_LEN];
+    digest_buf(NULL, 0, empty);
+    uint64_t t0 = nsync_mono_us(), t1 = t0, t2 = t0;
+    if (it->size == 0 && memcmp(empty, it->hash, DIGEST_LEN) == 0)
+        rc = 0; /* nothing to transfer */
+    else if (!it->inline_data || (rc = xfer_write_inline(f, it, fd)) == -ENODATA)
+        rc = xfer_download(w, it, fd);
+    if (rc == 0) {
+        t1 = nsync_mono_us();
+        rc = xfer_fix_meta_new(fd, it);
+        /* Start the writeback now; the fsync that waits for it comes
+         * after the rename (xfer_defer_fsync). */
+        if (rc == 0 && it->size > 0 && sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0)
+            rc = -errno;
+        t2 = nsync_mono_us();
+        if (rc < 0)
+            xfer_fail(it, rc, "finishing staging file: %s", strerror(-rc));
+    }
+    if (rc == 0)
+        rc = xfer_recheck(f, it); /* the transfer took time: still wanted? */
+    if (rc == 0) {
+        rc = xfer_mkparents(ns->backing_fd, it->path);
+        if (rc < 0)
+            xfer_fail(it, rc, "creating parent directories: %s", strerror(-rc));
+    }
+    if (rc == 0)
+        if (f->hooks.before_install) /* keeps a local edit beside */
+            f->hooks.before_install(f->hooks.data, it->path);
+    if (rc == 0 && renameat(ns->staging_fd, tmp, ns->backing_fd, it->path) < 0) {
+        rc = -errno;
+        xfer_fail(it, rc, "renaming into place: %s", strerror(-rc));
+    }
+    if (rc != 0) {
+        close(fd);
+        unlinkat(ns->staging_fd, tmp, 0);
+        return rc;
+    }
+    rc = xfer_defer_fsync(f, fd, it);
+    if (rc < 0) {
+        xfer_fail(it, rc, "fsync of %s: %s", it->path, strerror(-rc));
+        return rc;
+    }
+    rc = xfer_installed(f, it->path);
+    uint64_t t3 = nsync_mono_us();
+    log_debug("fetched %s: %" PRIu64 " bytes, download %" PRIu64 " ms (%.0f MiB/s), writeback "
+              "start %" PRIu64 " ms, install %" PRIu64 " ms", it->path, it->size, (t1 - t0) / 1000,
+              t1 > t0 ? (double)it->size / (double)(t1 - t0) * 1e6 / 1048576.0 : 0.0,
+              (t2 - t1) / 1000, (t3 - t2) / 1000);
+    return rc;
+}
+
+static int xfer_dir(struct xfer_fetcher *f, struct xfer_item *it)
+{
+    struct nsync *ns = f->ns;
+    int bfd = ns->backing_fd;
+    int rc = xfer_recheck(f, it);
+    if (rc)
+        return rc;
+    struct stat st;
+    bool exists = fstatat(bfd, it->path, &st, AT_SYMLINK_NOFOLLOW) == 0;
+
+    /* A renamed directory: move the old subtree over in one step, so its
+     * children find their bytes already in place. */
+    if (it->renamed_from && (!exists || S_ISDIR(st.st_mode)) &&
+        xfer_move_allowed(f, it->renamed_from)) {
+        struct stat sf;
+        if (fstatat(bfd, it->renamed_from, &sf, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISDIR(sf.st_mode) && !path_is_under(it->path, it->renamed_from) &&
+            xfer_mkparents(bfd, it->path) == 0 &&
+            renameat(bfd, it->renamed_from, bfd, it->path) == 0) {
+            xfer_invalidate(f, it->renamed_from);
+            exists = fstatat(bfd, it->path, &st, AT_SYMLINK_NOFOLLOW) == 0;
+        }
+    }
+    if (exists && !S_ISDIR(st.st_mode)) {
+        xfer_fail(it, -EEXIST, "a non-directory is in the way");
+        return -EEXIST;
+    }
+    if (!exists) {
+        rc = xfer_mkparents(bfd, it->path);
+        if (rc == 0 && mkdirat(bfd, it->path, 0700) < 0 && errno != EEXIST)
+            rc = -errno;
+        if (rc < 0) {
+            xfer_fail(it, rc, "mkdir: %s", strerror(-rc));
+            return rc;
+        }
+    }
+    int fd = path_open_beneath(bfd, it->path, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) {
+        rc = -errno;
+        xfer_fail(it, rc, "opening directory: %s", strerror(-rc));
+        return rc;
+    }
+    rc = xfer_fix_meta_fd(fd, it);
+    close(fd);
+    if (rc < 0) {
+        xfer_fail(it, rc, "setting mode/mtime: %s", strerror(-rc));
+        return rc;
+    }
+    return xfer_installed(f, it->path);
+}
+
+static int xfer_symlink(struct xfer_fetcher *f, struct xfer_item *it)
+{
+    struct nsync *ns = f->ns;
+    int rc = xfer_recheck(f, it);
+    if (rc)
+        return rc;
+    if (!it->target) {
+        xfer_fail(it, -EINVAL, "symlink without a target");
+        return -EINVAL;
+    }
+    struct timespec ts[2];
+    xfer_times(it->mtime_ns, ts);
+
+    char cur[PATH_MAX];
+    ssize_t n = readlinkat(ns->backing_fd, it->path, cur, sizeof cur - 1);
+    if (n >= 0) {
+        cur[n] = '\0';
+        if (strcmp(cur, it->target) == 0) {
+            if (geteuid() == 0)
+                fchownat(ns->backing_fd, it->path, it->uid, it->gid, AT_SYMLINK_NOFOLLOW);
+            utimensat(ns->backing_fd, it->path, ts, AT_SYMLINK_NOFOLLOW);
+            xfer_invalidate(f, it->path);
+            return XFER_DONE;
+        }
+    }
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, XFER_TMP_PREFIX "%d-%u", (int)getpid(),
+             atomic_fetch_add(&f->tmp_seq, 1));
+    if (symlinkat(it->target, ns->staging_fd, tmp) < 0) {
+        rc = -errno;
+        xfer_fail(it, rc, "creating symlink: %s", strerror(-rc));
+        return rc;
+    }
+    if (geteuid() == 0)
+        fchownat(ns->staging_fd, tmp, it->uid, it->gid, AT_SYMLINK_NOFOLLOW);
+    utimensat(ns->staging_fd, tmp, ts, AT_SYMLINK_NOFOLLOW);
+    rc = xfer_mkparents(ns->backing_fd, it->path);
+    if (rc == 0 && renameat(ns->staging_fd, tmp, ns->backing_fd, it->path) < 0)
+        rc = -errno;
+    if (rc < 0) {
+        unlinkat(ns->staging_fd, tmp, 0);
+        xfer_fail(it, rc, "installing symlink: %s", strerror(-rc));
+        return rc;
+    }
+    return xfer_installed(f, it->path);
+}
+
+static int xfer_tombstone(struct xfer_fetcher *f, struct xfer_item *it)
+{
+    struct nsync *ns = f->ns;
+    int rc = xfer_recheck(f, it);
+    if (rc)
+        return rc;
+    if (unlinkat(ns->backing_fd, it->path, 0) < 0) {
+        rc = -errno;
+        if (rc == -EISDIR || rc == -EPERM)
+            rc = unlinkat(ns->backing_fd, it->path, AT_REMOVEDIR) < 0 ? -errno : 0;
+        if (rc == -ENOENT || rc == -ENOTDIR)
+            rc = 0; /* already gone */
+        if (rc < 0) {
+            /* ENOTEMPTY: local-only children; children tombstones sort first,
+             * so anything left is not ours to delete. Retry later. */
+            xfer_fail(it, rc, "delete: %s", strerror(-rc));
+            return rc;
+        }
+    }
+    return xfer_installed(f, it->path);
+}
+
+/* 0 if every existing ancestor of rel is a real directory (a missing one is
+ * fine: it will be created), -ENOTDIR if one is a symlink or a file: a path
+ * through a symlink would act outside BACKING or on the wrong tree. */
+static int xfer_parents_ok(int dirfd, const char *rel)
+{
+    char buf[PATH_MAX];
+    size_t len = strlen(rel);
+    if (len >= sizeof buf)
+        return -ENAMETOOLONG;
+    memcpy(buf, rel, len + 1);
+    for (char *p = strchr(buf, '/'); p; p = strchr(p + 1, '/')) {
+        struct stat st;
+        *p = '\0';
+        int rc = fstatat(dirfd, buf, &st, AT_SYMLINK_NOFOLLOW);
+        *p = '/';
+        if (rc < 0)
+            return errno == ENOENT ? 0 : -errno;
+        if (!S_ISDIR(st.st_mode))
+            return -ENOTDIR;
+    }
+    return 0;
+}
+
+void xfer_process(struct xfer_worker *w, struct xfer_item *it)
+{
+    struct xfer_fetcher *f = w->f;
+    int rc;
+    if (xfer_busy(f, it->path)) {
+        it->result = XFER_BUSY;
+        return;
+    }
+    rc = xfer_parents_ok(f->ns->backing_fd, it->path);
+    if (rc < 0 && !(rc == -ENOTDIR && it->kind == FSM_TOMBSTONE)) {
+        xfer_fail(it, rc, "a parent is not a directory: %s", strerror(-rc));
+        it->result = rc;
+        atomic_fetch_add(&f->st_errors, 1);
+        return;
+    }
+    if (rc == -ENOTDIR) {
+        /* Deleting below a non-directory: nothing of ours can be there. */
+        rc = xfer_recheck(f, it);
+        it->result = rc ? rc : XFER_DONE;
+        return;
+    }
+    switch (it->kind) {
+    case FSM_FILE: rc = xfer_file(w, it); break;
+    case FSM_DIR: rc = xfer_dir(f, it); break;
+    case FSM_SYMLINK: rc = xfer_symlink(f, it); break;
+    case FSM_TOMBSTONE: rc = xfer_tombstone(f, it); break;
+    default:
+        xfer_fail(it, -EINVAL, "unknown kind %u", it->kind);
+        rc = -EINVAL;
+        break;
+    }
+    it->result = rc;
+    if (rc == XFER_DONE)
+        atomic_fetch_add(&f->st_installed, 1);
+    else if (rc < 0)
+        atomic_fetch_add(&f->st_errors, 1);
+}
