@@ -18,7 +18,7 @@ cd "$REPO" || exit 1
 PY=/usr/bin/python3
 
 declare -A RESULT=()
-ORDER=(deps build unit integration chaos asan-build asan-unit asan-integration)
+ORDER=(deps build layers unit integration chaos asan-build asan-unit asan-integration)
 fail=0
 
 step() { # name, command...
@@ -52,6 +52,9 @@ build() {
 }
 step build build
 if ((fail)); then summary; exit 1; fi
+
+# The arrows between src/'s folders (docs/architecture.md): one way only.
+step layers "$REPO/scripts/check-layers.sh"
 
 step unit ctest --test-dir build --output-on-failure
 

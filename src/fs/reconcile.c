@@ -224,8 +224,10 @@ static void apply_manifest(struct reconcile *r)
     struct item *items = malloc((n ? n : 1) * sizeof *items);
     if (!items)
         return;
-    memcpy(items, r->items, n * sizeof *items); /* same strings: owned by r->items */
-    qsort(items, n, sizeof *items, depth_desc);
+    if (n) { /* an empty manifest has no array: memcpy/qsort of NULL is undefined */
+        memcpy(items, r->items, n * sizeof *items); /* same strings: owned by r->items */
+        qsort(items, n, sizeof *items, depth_desc);
+    }
     size_t deleted = 0, kept = 0;
     for (size_t i = 0; i < n; i++) {
         const char *p = items[i].path;
