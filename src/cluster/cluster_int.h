@@ -94,10 +94,12 @@ static inline void abs_deadline(struct timespec *ts, unsigned ms)
     nsync_deadline(ts, (uint64_t)ms * 1000u);
 }
 
-/* The loop thread is the only one that touches c->raft. */
+/* For asserts: the loop thread is the only one that touches c->raft.
+ * c->thread is what pthread_create stored (glibc stores it before the
+ * thread runs, so the loop thread itself sees it); 0 before the start. */
 static inline bool on_loop_thread(const struct cluster *c)
 {
-    return c->thread_started && pthread_equal(pthread_self(), c->thread);
+    return pthread_equal(pthread_self(), c->thread);
 }
 
 /* loop.c: the loop thread and the queue where other threads meet it. */
