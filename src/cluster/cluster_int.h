@@ -115,7 +115,10 @@ int loop_apply_unattended(struct cluster *c, const struct fsm_cmd *cmd);
  * thread but the loop thread. */
 int loop_queue_and_wait(struct cluster *c, struct submit_req *r, unsigned timeout_ms,
                         struct cluster_reply *reply);
-/* Propose items in order on this node (the leader) and wait; see submit.c. */
+/* Queue every item to the loop thread at once (one wake-up, consecutive
+ * log entries) and wait for all of them until timeout_ms. 0 with each
+ * item's rc (-EROFS for those not done in time: abandoned to the loop
+ * thread), -ENOMEM, or -ESHUTDOWN. Any thread but the loop thread. */
 int loop_submit_local_batch(struct cluster *c, struct cluster_item *items, size_t n,
                             unsigned timeout_ms);
 

@@ -321,10 +321,7 @@ int loop_queue_and_wait(struct cluster *c, struct submit_req *r, unsigned timeou
     return rc;
 }
 
-/* Queue every item to the loop thread at once (one wake-up, consecutive
- * log entries) and wait for all of them until timeout_ms. 0 with each
- * item's rc (-EROFS for those not done in time: abandoned to the loop
- * thread), -ENOMEM, or -ESHUTDOWN. */
+/* Contract in cluster_int.h. */
 int loop_submit_local_batch(struct cluster *c, struct cluster_item *items, size_t n,
                             unsigned timeout_ms)
 {
