@@ -148,6 +148,8 @@ void cluster_stop(struct cluster *c)
 {
     if (!c)
         return;
+    /* Only a started cluster is handed out, and the loop cannot join itself. */
+    assert(c->thread_started && !on_loop_thread(c));
     pthread_mutex_lock(&c->mu);
     c->stopping = true;
     pthread_mutex_unlock(&c->mu);

@@ -94,10 +94,12 @@ static inline void abs_deadline(struct timespec *ts, unsigned ms)
     nsync_deadline(ts, (uint64_t)ms * 1000u);
 }
 
-/* The loop thread is the only one that touches c->raft. */
+/* For asserts: the loop thread is the only one that touches c->raft.
+ * c->thread is what pthread_create stored (glibc stores it before the
+ * thread runs, so the loop thread itself sees it); 0 before the start. */
 static inline bool on_loop_thread(const struct cluster *c)
 {
-    return c->thread_started && pthread_equal(pthread_self(), c->thread);
+    return pthread_equal(pthread_self(), c->thread);
 }
 
 /* loop.c: the loop thread and the queue where other threads meet it. */
@@ -113,7 +115,10 @@ int loop_apply_unattended(struct cluster *c, const struct fsm_cmd *cmd);
  * thread but the loop thread. */
 int loop_queue_and_wait(struct cluster *c, struct submit_req *r, unsigned timeout_ms,
                         struct cluster_reply *reply);
-/* Propose items in order on this node (the leader) and wait; see submit.c. */
+/* Queue every item to the loop thread at once (one wake-up, consecutive
+ * log entries) and wait for all of them until timeout_ms. 0 with each
+ * item's rc (-EROFS for those not done in time: abandoned to the loop
+ * thread), -ENOMEM, or -ESHUTDOWN. Any thread but the loop thread. */
 int loop_submit_local_batch(struct cluster *c, struct cluster_item *items, size_t n,
                             unsigned timeout_ms);
 

@@ -58,6 +58,7 @@ void lease_start(struct cluster *c)
 
 void lease_stop(struct cluster *c)
 {
+    assert(c->stopping); /* else the thread goes on renewing */
     pthread_mutex_lock(&c->renew_mu);
     pthread_cond_broadcast(&c->renew_cv);
     pthread_mutex_unlock(&c->renew_mu);

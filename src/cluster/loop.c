@@ -51,6 +51,7 @@ static void barrier_cb(struct raft_barrier *req, int status)
  * per small file). None without followers. */
 static void nudge_followers(struct cluster *c)
 {
+    assert(on_loop_thread(c));
     if (raft_state(&c->raft) != RAFT_LEADER || c->raft.configuration.n < 2)
         return;
     if (!c->barrier_inflight && raft_last_index(&c->raft) > c->raft.commit_index)
@@ -68,6 +69,7 @@ static void apply_cb(struct raft_apply *areq, int status, void *result)
 {
     struct submit_req *r = areq->data;
     struct cluster *c = r->c;
+    assert(on_loop_thread(c));
     if (status != 0) {
         log_debug("cluster: proposal not applied: %s", raft_strerror(status));
         loop_req_complete(r, -ENOTCONN); /* leadership lost: the caller retries */
@@ -115,6 +117,7 @@ static int encode_for_log(const struct fsm_cmd *cmd, struct raft_buffer *rb)
 /* Decode, stamp the leader's clock, re-encode, and hand to raft. */
 static int propose(struct cluster *c, struct submit_req *r)
 {
+    assert(on_loop_thread(c));
     struct fsm_cmd cmd;
     int rc = fsm_cmd_decode(r->buf, r->len, &cmd);
     if (rc < 0) {
@@ -163,6 +166,7 @@ static enum cluster_role cluster_role_of(int raft_st)
 
 static void publish_status(struct cluster *c)
 {
+    assert(on_loop_thread(c));
     struct cluster_status st = {0};
     st.state = cluster_role_of(raft_state(&c->raft));
     raft_id lid = 0;
@@ -192,6 +196,7 @@ static void unattended_cb(struct raft_apply *areq, int status, void *result)
 
 int loop_apply_unattended(struct cluster *c, const struct fsm_cmd *cmd)
 {
+    assert(on_loop_thread(c));
     struct raft_buffer rb;
     if (encode_for_log(cmd, &rb) < 0)
         return 0; /* cannot encode: retrying will not help */
@@ -238,6 +243,7 @@ static void raft_closed_cb(struct raft *r)
 void loop_async_cb(uv_async_t *a)
 {
     struct cluster *c = a->data;
+    assert(on_loop_thread(c));
     pthread_mutex_lock(&c->mu);
     struct submit_req *list = c->queue_head;
     c->queue_head = c->queue_tail = NULL;
@@ -277,8 +283,9 @@ void *loop_main(void *arg)
 /* Hand r to the loop thread and wait for its completion. Takes ownership
  * of r (freed here, or by the loop thread if we give up first). */
 int loop_queue_and_wait(struct cluster *c, struct submit_req *r, unsigned timeout_ms,
-                          struct cluster_reply *reply)
+                        struct cluster_reply *reply)
 {
+    assert(!on_loop_thread(c)); /* the loop would wait on itself */
     r->c = c;
     pthread_mutex_lock(&c->mu);
     if (c->stopping) {
@@ -314,13 +321,11 @@ int loop_queue_and_wait(struct cluster *c, struct submit_req *r, unsigned timeou
     return rc;
 }
 
-/* Queue every item to the loop thread at once (one wake-up, consecutive
- * log entries) and wait for all of them until timeout_ms. 0 with each
- * item's rc (-EROFS for those not done in time: abandoned to the loop
- * thread), -ENOMEM, or -ESHUTDOWN. */
+/* Contract in cluster_int.h. */
 int loop_submit_local_batch(struct cluster *c, struct cluster_item *items, size_t n,
-                              unsigned timeout_ms)
+                            unsigned timeout_ms)
 {
+    assert(!on_loop_thread(c)); /* the loop would wait on itself */
     struct submit_req **reqs = calloc(n ? n : 1, sizeof *reqs);
     if (!reqs)
         return -ENOMEM;

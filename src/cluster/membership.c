@@ -17,6 +17,7 @@
  * port); a new leader records every configured node that is missing. */
 void membership_propose_missing(struct cluster *c)
 {
+    assert(on_loop_thread(c));
     if (raft_state(&c->raft) != RAFT_LEADER || c->joins_proposed_term == c->raft.current_term)
         return;
     c->joins_proposed_term = c->raft.current_term;
@@ -109,6 +110,7 @@ static void transfer_cb(struct raft_transfer *t)
 /* Configuration changes and leadership transfer, on the loop thread. */
 int membership_start(struct cluster *c, struct submit_req *r)
 {
+    assert(on_loop_thread(c));
     int rv;
     r->change.data = r;
     r->transfer.data = r;
@@ -154,6 +156,7 @@ static int membership_local(struct cluster *c, enum req_kind kind, uint64_t id, 
 int cluster_add_node(struct cluster *c, uint64_t id, const char *caddr, const char *faddr,
                      unsigned timeout_ms)
 {
+    assert(!on_loop_thread(c));
     uint64_t deadline = nsync_mono_ms() + timeout_ms;
     int rc = membership_local(c, REQ_ADD, id, caddr, timeout_ms);
     if (rc < 0)
@@ -169,6 +172,7 @@ int cluster_add_node(struct cluster *c, uint64_t id, const char *caddr, const ch
 
 int cluster_remove_node(struct cluster *c, uint64_t id, unsigned timeout_ms)
 {
+    assert(!on_loop_thread(c));
     /* Configuration first, member table second: a new leader re-records
      * every voter missing from the table, so the other order could bring a
      * half-gone node back as a member that every entry waits for. */
@@ -187,6 +191,7 @@ int cluster_remove_node(struct cluster *c, uint64_t id, unsigned timeout_ms)
 
 int cluster_leave(struct cluster *c, unsigned timeout_ms)
 {
+    assert(!on_loop_thread(c));
     uint64_t deadline = nsync_mono_ms() + timeout_ms;
     uint64_t seen = 0;
     struct cluster_status st;

@@ -4,6 +4,7 @@
  * batch instead of one per change, and order across threads is kept. */
 #include "cluster/outbox.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -315,6 +316,7 @@ static void ob_wait_done(void *arg, int rc, const struct cluster_reply *reply)
 int outbox_submit(struct outbox *o, void *buf, size_t len, unsigned timeout_ms,
                   struct cluster_reply *reply)
 {
+    assert(!outbox_on_thread(o)); /* it would wait for itself */
     struct ob_wait w = {.done = false};
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
@@ -346,6 +348,11 @@ int outbox_drain(struct outbox *o, unsigned timeout_ms)
             rc = -ETIMEDOUT;
     pthread_mutex_unlock(&o->mu);
     return rc;
+}
+
+bool outbox_on_thread(const struct outbox *o)
+{
+    return pthread_equal(pthread_self(), o->thread);
 }
 
 unsigned outbox_backlog_ms(struct outbox *o)

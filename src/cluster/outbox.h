@@ -65,6 +65,9 @@ int outbox_submit(struct outbox *o, void *buf, size_t len, unsigned timeout_ms,
 /* Wait until the queue is empty, at most timeout_ms: 0 or -ETIMEDOUT. */
 int outbox_drain(struct outbox *o, unsigned timeout_ms);
 
+/* True on the outbox's own sender thread (for asserts). */
+bool outbox_on_thread(const struct outbox *o);
+
 /* How long the oldest queued command has been waiting (0: none). A cluster
  * that keeps up answers within a few milliseconds. Any thread. */
 unsigned outbox_backlog_ms(struct outbox *o);

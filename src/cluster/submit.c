@@ -76,6 +76,8 @@ static void warn_no_quorum(struct cluster *c, unsigned timeout_ms)
 int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
                    struct cluster_reply *reply)
 {
+    /* The outbox thread is checked by outbox_submit. */
+    assert(!on_loop_thread(c));
     void *buf;
     size_t len;
     if (fsm_cmd_encode(cmd, &buf, &len) < 0)
@@ -123,6 +125,7 @@ int cluster_drain(struct cluster *c, unsigned timeout_ms)
 
 int cluster_deliver(struct cluster *c, struct cluster_item *items, size_t n, unsigned timeout_ms)
 {
+    assert(outbox_on_thread(c->outbox));
     pthread_mutex_lock(&c->mu);
     bool stopping = c->stopping;
     pthread_mutex_unlock(&c->mu);
