@@ -8,6 +8,12 @@ Fixtures
   shared_cluster    one 3-node cluster for a whole test module (tests that do
                     not disturb each other; each uses its own file names)
 
+Every test fails (in its teardown) when a node it ran logged an error line
+("nsyncfs[error]") that the test did not declare with
+@pytest.mark.expect_log_errors(r"regex", ...): an error on a clean path is a
+bug even when the test's own checks pass. Module-scoped clusters are judged
+per test, by the lines written while it ran.
+
 On any failure the tail of every running node's log is attached to the report
 ("nsyncfs node logs"). A watchdog SIGKILLs the nodes of a test that overruns
 its deadline (default 300 s, @pytest.mark.deadline(S)), so that a hung FUSE
@@ -15,6 +21,7 @@ call fails the test instead of hanging the run. Teardown always unmounts and
 kills every node it started, even when the test failed.
 """
 import os
+import re
 import threading
 
 import pytest
@@ -28,12 +35,63 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "secondary: replication of secondary operations "
                             "(mkdir/rmdir, symlink, chmod, rename, mtime)")
     config.addinivalue_line("markers", "deadline(seconds): watchdog limit for one test")
+    config.addinivalue_line("markers", "expect_log_errors(*regexes): error lines of the "
+                            "nodes' logs that this test provokes on purpose")
+
+
+# Every cluster the fixtures made, so that the error-line check also reads
+# the logs of clusters already torn down by the time the test's teardown ends.
+ALL_CLUSTERS = []
+ERROR_MARK = b"nsyncfs[error]"
+
+
+def _log_sizes():
+    sizes = {}
+    for c in ALL_CLUSTERS:
+        for nd in c.nodes:
+            try:
+                sizes[nd.log_path] = nd.log_path.stat().st_size
+            except OSError:
+                sizes[nd.log_path] = 0
+    return sizes
+
+
+def _unexpected_errors(item):
+    allowed = [re.compile(rx) for m in item.iter_markers("expect_log_errors") for rx in m.args]
+    before = getattr(item, "_nsync_log_sizes", {})
+    found = []
+    for c in ALL_CLUSTERS:
+        for nd in c.nodes:
+            try:
+                with open(nd.log_path, "rb") as f:
+                    f.seek(before.get(nd.log_path, 0))
+                    data = f.read()
+            except OSError:
+                continue
+            for line in data.splitlines():
+                if ERROR_MARK in line:
+                    text = line.decode(errors="replace")
+                    if not any(rx.search(text) for rx in allowed):
+                        found.append(f"{c.name} node {nd.idx}: {text}")
+    return found
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    item._nsync_log_sizes = _log_sizes()
+    yield
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if call.when == "teardown" and rep.passed:
+        errors = _unexpected_errors(item)
+        if errors:
+            rep.outcome = "failed"
+            rep.longrepr = ("nodes logged unexpected error lines (declare provoked ones with "
+                            "@pytest.mark.expect_log_errors):\n" + "\n".join(errors[:30]))
     if rep.failed and ACTIVE:
         rep.sections.append(("nsyncfs node logs (tails)", logs_report()))
     if rep.failed and getattr(item, "_nsync_watchdog_fired", False):
@@ -72,6 +130,7 @@ def binary():
 
 def _make(request, base, n, extra_args, name, log_level="debug"):
     c = Cluster(base, n=n, extra_args=extra_args, name=name, log_level=log_level)
+    ALL_CLUSTERS.append(c)
     # Registered before starting, so a cluster that fails to come up is still
     # torn down (and its logs reach the report first).
     request.addfinalizer(c.teardown)

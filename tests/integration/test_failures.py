@@ -119,6 +119,7 @@ def test_leave_shrinks_the_cluster(cluster):
     c.wait_trees_equal()
 
 
+@pytest.mark.expect_log_errors(r"cluster command \d+ on \S+ failed: Read-only file system")
 def test_quorum_loss_is_read_only_then_heals(cluster_factory):
     c = cluster_factory(3, extra_args=["-o", "submit_timeout=2,lock_timeout=2"], name="quorum")
     lead = c.leader()

@@ -298,6 +298,7 @@ def test_chown_and_truncate_replicate(cluster):
 
 # ------------------------------------------------------------------ failures
 
+@pytest.mark.expect_log_errors(r"cluster command \d+ on \S+ failed: Read-only file system")
 def test_quorum_loss_default_bound(cluster):
     """With the default options and the leader as the survivor: reads work
     and a write fails with EROFS in under 10 s (issue 4)."""
