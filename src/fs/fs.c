@@ -16,7 +16,7 @@ int fs_new(struct nsync *ns, struct fs **out)
         free(fs);
         return -ENOMEM;
     }
-    if (nsync_cond_init_mono(&fs->cv) != 0) {
+    if (pthread_mutex_init(&fs->handles_mu, NULL) != 0 || nsync_cond_init_mono(&fs->cv) != 0) {
         pthread_mutex_destroy(&fs->mu);
         free(fs);
         return -ENOMEM;
@@ -122,6 +122,14 @@ void fs_free(struct fs *fs)
             e = next;
         }
     }
+    /* Handles the kernel never released: the FUSE loop is over, nobody else
+     * can reach them. Their lock refs went with the lock table above. */
+    while (fs->handles) {
+        struct handle *h = fs->handles;
+        h->lk = NULL;
+        handle_free(h); /* unlinks it */
+    }
+    pthread_mutex_destroy(&fs->handles_mu);
     for (size_t i = 0; i < fs->n_replay; i++)
         free(fs->replay[i]);
     free(fs->replay);

@@ -107,12 +107,18 @@ struct fs {
     pthread_t replayer;
     bool replayer_started;
     _Atomic(struct ll *) ll;
+    /* Every open file handle, so that those the kernel never released (the
+     * loop ended with files open) are freed with the rest. */
+    pthread_mutex_t handles_mu;
+    struct handle *handles;
     bool as_root;              /* new nodes get the caller's owner */
     gid_t egid;                /* our group: a new node's group unless the parent is set-gid */
 };
 
 /* An open regular file. */
 struct handle {
+    struct handle *prev, *next; /* fs->handles, under fs->handles_mu */
+    struct fs *fs;
     int fd;
     int oflags;                /* flags the backing fd was opened with */
     bool writable;

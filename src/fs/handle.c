@@ -137,6 +137,17 @@ int handle_sync(struct fs *fs, struct handle *h, const char *path)
 
 void handle_free(struct handle *h)
 {
+    struct fs *fs = h->fs;
+    if (fs) { /* registered: see handle_open */
+        pthread_mutex_lock(&fs->handles_mu);
+        if (h->prev)
+            h->prev->next = h->next;
+        else
+            fs->handles = h->next;
+        if (h->next)
+            h->next->prev = h->prev;
+        pthread_mutex_unlock(&fs->handles_mu);
+    }
     if (h->fd >= 0)
         close(h->fd);
     digest_stream_free(h->hs);
@@ -237,6 +248,13 @@ int handle_open(struct fs *fs, const char *rel, int flags, mode_t mode, bool cre
         h->hash_mods = atomic_load(&h->lk->mods);
         h->hash_live = true;
     }
+    h->fs = fs;
+    pthread_mutex_lock(&fs->handles_mu);
+    h->next = fs->handles;
+    if (h->next)
+        h->next->prev = h;
+    fs->handles = h;
+    pthread_mutex_unlock(&fs->handles_mu);
     fi->fh = (uint64_t)(uintptr_t)h;
     /* keep_cache stays 0: each open drops cached pages, so bytes a peer
      * installed since are seen even without an invalidation. */
