@@ -71,16 +71,21 @@ step chaos "$REPO/scripts/chaos.sh" 3 --max-seconds 80
 # The same code under ASan + UBSan. Reports go to files (the daemons'
 # stderr is their log), and a run with any report fails even if every
 # test passed: a leak or an overflow at exit is not seen by the tests.
+# Each step gets its own report folder, so one step's report fails only
+# that step.
 ASAN_LOGS="$REPO/build-asan/reports"
-sanitized() { # command...
-  mkdir -p "$ASAN_LOGS"
-  ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:log_path=$ASAN_LOGS/asan" \
-    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$ASAN_LOGS/ubsan" \
+sanitized() { # name command...
+  local logs="$ASAN_LOGS/$1"
+  shift
+  rm -rf "$logs"
+  mkdir -p "$logs"
+  ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:log_path=$logs/asan" \
+    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$logs/ubsan" \
     NSYNCFS_BIN="$REPO/build-asan/nsyncfs" "$@"
   local rc=$?
-  if compgen -G "$ASAN_LOGS/*" >/dev/null; then
+  if compgen -G "$logs/*" >/dev/null; then
     echo "sanitizer reports:"
-    for f in "$ASAN_LOGS"/*; do echo "--- $f"; head -60 "$f"; done
+    for f in "$logs"/*; do echo "--- $f"; head -60 "$f"; done
     return 1
   fi
   return "$rc"
@@ -92,9 +97,9 @@ asan_build() {
 if [[ -z "${NSYNC_NO_ASAN:-}" ]]; then
   step asan-build asan_build
   if [[ "${RESULT[asan-build]}" == ok* ]]; then
-    step asan-unit sanitized ctest --test-dir build-asan --output-on-failure
+    step asan-unit sanitized unit ctest --test-dir build-asan --output-on-failure
     # shellcheck disable=SC2086
-    step asan-integration sanitized "$PY" -m pytest -q -rfE ${PYTEST_ARGS:-} tests/integration
+    step asan-integration sanitized integration "$PY" -m pytest -q -rfE ${PYTEST_ARGS:-} tests/integration
   fi
 fi
 

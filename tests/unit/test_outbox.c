@@ -468,10 +468,12 @@ static void test_deliver_shutdown(void **state)
     struct fake f;
     fake_init(&f);
     f.always_rc = -ESHUTDOWN;
+    f.gate = true; /* all five queued before the first answer closes the outbox */
     struct outbox *o = start(&f, 1000);
     struct answers *a = answers_new();
     for (uint32_t v = 1; v <= 5; v++)
         assert_int_equal(send_v(o, a, v, 0), 0);
+    set_gate(&f, false);
     for (int i = 0; i < 500; i++) {
         if (send_v(o, a, 100, 0) == -ESHUTDOWN)
             break;
