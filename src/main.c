@@ -124,6 +124,11 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    /* SIGHUP is no reason to leave the cluster (a closed terminal, a reload
+     * by habit); SIGTERM and SIGINT are, as an unmount is. Ignored from the
+     * start, before any thread or mount: libfuse leaves an ignored signal
+     * alone, and a SIGHUP during start-up must not kill a half-made node. */
+    signal(SIGHUP, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
         die_start("cannot initialise libcurl");
     ns.fsm = fsm_new();
@@ -161,9 +166,6 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = xfer_fetcher_start(&ns, &fetch_hooks, &ns.fetcher);
     if (rc == 0 && fuse_set_signal_handlers(ll_session(ll)) == 0) {
-        /* SIGHUP is no reason to leave the cluster (a closed terminal, a
-         * reload by habit); SIGTERM and SIGINT are, as an unmount is. */
-        signal(SIGHUP, SIG_IGN);
         log_info("mounted %s (backing %s), node %016llx", ns.cfg.mountpoint, ns.cfg.backing,
                  (unsigned long long)ns.self_id);
         daemon_ready(); /* the caller of a daemon returns now, with 0 */
