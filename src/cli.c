@@ -23,7 +23,7 @@ enum cli_key {
     K_HOST, K_CPORT, K_FPORT, K_CLUSTER, K_LOG_LEVEL, K_CONFIG,
     K_LOCK_TIMEOUT, K_LEASE, K_SUBMIT_TIMEOUT,
     K_VALUED_, /* keys above take a value */
-    K_STRICT_EXCL = K_VALUED_, K_FOREGROUND, K_DEBUG, K_HELP, K_VERSION,
+    K_STRICT_EXCL = K_VALUED_, K_SYNC, K_FOREGROUND, K_DEBUG, K_HELP, K_VERSION,
     K_ALLOW_OTHER, /* ours and FUSE's: noted, passed on */
     K_DROP,        /* mount(8)'s own options that FUSE does not take */
     K_N_
@@ -34,7 +34,7 @@ static const char *const key_names[K_N_] = {
     [K_HOST] = "host", [K_CPORT] = "cluster_port", [K_FPORT] = "file_server_port",
     [K_CLUSTER] = "cluster", [K_LOG_LEVEL] = "log_level", [K_CONFIG] = "config",
     [K_LOCK_TIMEOUT] = "lock_timeout", [K_LEASE] = "lease",
-    [K_SUBMIT_TIMEOUT] = "submit_timeout", [K_STRICT_EXCL] = "strict_excl",
+    [K_SUBMIT_TIMEOUT] = "submit_timeout", [K_STRICT_EXCL] = "strict_excl", [K_SYNC] = "sync",
     [K_FOREGROUND] = "foreground", [K_DEBUG] = "debug", [K_ALLOW_OTHER] = "allow_other",
 };
 
@@ -51,6 +51,9 @@ static const struct fuse_opt cli_opts[] = {
     FUSE_OPT_KEY("lease=%s", K_LEASE),
     FUSE_OPT_KEY("submit_timeout=%s", K_SUBMIT_TIMEOUT),
     FUSE_OPT_KEY("strict_excl", K_STRICT_EXCL),
+    /* ours, not the kernel's MS_SYNCHRONOUS: FUSE passes writes through at
+     * once anyway; what a user asks of a replicated mount is the commit */
+    FUSE_OPT_KEY("sync", K_SYNC),
     FUSE_OPT_KEY("-f", K_FOREGROUND),
     FUSE_OPT_KEY("foreground", K_FOREGROUND),
     FUSE_OPT_KEY("-d", K_DEBUG),
@@ -90,7 +93,9 @@ static const char usage_text[] =
     "  -d                     -f and --log-level debug\n"
     "  -o OPTS                mount options: FUSE's, plus lock_timeout=SECONDS (30),\n"
     "                         lease=SECONDS (10), submit_timeout=SECONDS (8),\n"
-    "                         strict_excl (O_EXCL creates wait for the cluster lock)\n"
+    "                         strict_excl (O_EXCL creates wait for the cluster lock),\n"
+    "                         sync (every close and metadata change returns once\n"
+    "                         committed by the cluster; default: fsync does)\n"
     "  --log-level L          error, warn, info (default) or debug\n"
     "  -h, --help             this text\n"
     "  -V, --version          the version\n"
@@ -447,6 +452,7 @@ static void cli_apply(struct cli_raw *r, struct nsync_config *cfg)
         if (r->set[seconds[i]] && parse_seconds(r->val[seconds[i]], targets[i]) < 0)
             die_usage("%s=%s: expected a number of seconds", key_names[seconds[i]], r->val[seconds[i]]);
     cfg->strict_excl = r->set[K_STRICT_EXCL];
+    cfg->sync = r->set[K_SYNC];
     cfg->allow_other = r->set[K_ALLOW_OTHER];
     cfg->foreground = r->set[K_FOREGROUND] || r->set[K_DEBUG];
     if (r->set[K_DEBUG])

@@ -41,6 +41,8 @@ struct nsync_config {
     unsigned lease_ms;             /* -o lease=S, default 10 s */
     bool strict_excl;              /* -o strict_excl: O_EXCL creates take the cluster
                                     * lock first (exclusive cluster-wide) */
+    bool sync;                     /* -o sync: close() and metadata changes wait for
+                                    * their commit (durable.c) */
     unsigned submit_timeout_ms;    /* how long a change waits for a quorum */
     bool allow_other;              /* -o allow_other: other users reach the mount, so
                                     * the kernel checks permissions (default_permissions) */

@@ -27,6 +27,11 @@ static void cluster_applied(void *data)
 }
 
 /* The outbox's way in: straight through to submit.c. */
+static int cluster_outbox_writable(void *data)
+{
+    return cluster_writable(data);
+}
+
 static int cluster_outbox_deliver(void *data, struct cluster_item *items, size_t n, unsigned timeout_ms)
 {
     return cluster_deliver(data, items, n, timeout_ms);
@@ -44,6 +49,7 @@ int cluster_start(struct nsync *ns, struct cluster **out)
         return -ENOMEM;
     c->ns = ns;
     c->last_state = -1;
+    quorum_init(c);
     pthread_mutex_init(&c->mu, NULL);
     nsync_cond_init_mono(&c->done_cv);
     pthread_mutex_init(&c->applied_mu, NULL);
@@ -110,7 +116,8 @@ int cluster_start(struct nsync *ns, struct cluster **out)
     }
     c->thread_started = true;
     pthread_setname_np(c->thread, "ns-raft"); /* names for top -H and perf */
-    struct outbox_io oio = {.data = c, .deliver = cluster_outbox_deliver, .wait_change = cluster_outbox_wait};
+    struct outbox_io oio = {.data = c, .deliver = cluster_outbox_deliver, .wait_change = cluster_outbox_wait,
+                              .writable = cluster_outbox_writable};
     int orc = outbox_start(&oio, ns->cfg.submit_timeout_ms ? ns->cfg.submit_timeout_ms : 8000, &c->outbox);
     if (orc < 0) {
         log_error("cluster: cannot start the outbox thread: %s", strerror(-orc));

@@ -69,6 +69,12 @@ unsigned cluster_backlog_ms(struct cluster *c);
  * timeout_ms. 0, or -ETIMEDOUT. */
 int cluster_drain(struct cluster *c, unsigned timeout_ms);
 
+/* Wait until everything this node sent before the call has been answered
+ * (committed and applied by the leader, or given up), at most timeout_ms:
+ * 0, -ETIMEDOUT, or -EROFS once the node knows it has no quorum. Any thread
+ * but the loop and outbox threads. */
+int cluster_barrier(struct cluster *c, unsigned timeout_ms);
+
 /* One encoded command of a batch and what became of it: rc 0 applied
  * (reply valid), -EINVAL malformed, anything else not applied as far as we
  * know (-ENOTCONN no leader, -EROFS timed out, -ESHUTDOWN). */
@@ -147,6 +153,14 @@ int cluster_wipe_state(const char *raft_dir, int data_fd);
 /* True if this start joined a running cluster (a new node, or one that had
  * left) instead of restarting a member. */
 bool cluster_joined(const struct cluster *c);
+
+/* May this node try a change? 0, or -EROFS once it knows it has no quorum:
+ * no leader for QUORUM_LOST_AFTER_MS (half a second; a leader cut off from
+ * the majority steps down after its election timeout, 1 s). Cheap (atomics),
+ * any thread. */
+int cluster_writable(struct cluster *c);
+/* Wall-clock ms since which this node has had no quorum, 0 while it has. */
+uint64_t cluster_no_quorum_since(struct cluster *c);
 
 /* Tell the cluster whether this node holds cluster locks; while it does, a
  * RENEW is proposed about once a second. Any thread. */

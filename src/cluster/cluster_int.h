@@ -21,6 +21,12 @@
 #define STATUS_TICK_MS 50
 #define RENEW_EVERY_MS 1000
 #define NSYNC_LEFT_MARK "left" /* in the data dir: this node left; rejoin, never bootstrap */
+/* Leaderless this long, a node knows it has no quorum: a node becomes a
+ * candidate only after its election timeout (1 s) without a leader, and with
+ * a majority reachable its vote takes one round trip. */
+#define QUORUM_LOST_AFTER_MS 500
+#define QUORUM_STARTUP_GRACE_MS 2000 /* the first election or join */
+#define QUORUM_WARN_EVERY_MS 30000
 
 struct outbox;
 
@@ -81,6 +87,15 @@ struct cluster {
     uint64_t joins_proposed_term;
 
     struct outbox *outbox;  /* every proposal of this node, in order */
+
+    /* quorum.c: when the leader went (monotonic ms, 0 while one is known;
+     * written by the loop thread), the same in wall-clock ms for the status. */
+    _Atomic uint64_t leaderless_since_ms;
+    _Atomic uint64_t leaderless_wall_ms;
+    uint64_t started_ms;
+    atomic_bool had_leader;
+    atomic_bool readonly_logged; /* the loss was logged: log the heal too */
+    _Atomic uint64_t last_warn_ms;
 
     atomic_int held_locks;
     pthread_t renew_thread;
@@ -146,6 +161,14 @@ int bootstrap_decide(struct cluster *c, bool *joining);
 /* After the threads run: join through the leader, then clear the left
  * mark. 0 or -EHOSTUNREACH. */
 int bootstrap_join(struct cluster *c);
+
+/* quorum.c */
+void quorum_init(struct cluster *c);
+/* The status the loop thread just published (loop thread). */
+void quorum_note(struct cluster *c, const struct cluster_status *st);
+/* Warn that the node has no quorum, naming the peers that do not answer
+ * (rate-limited; probes them: lease thread). */
+void quorum_warn(struct cluster *c);
 
 /* lease.c: the thread that renews this node's lock leases. */
 void lease_start(struct cluster *c);

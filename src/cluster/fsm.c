@@ -1507,6 +1507,18 @@ bool fsm_node_has(const struct fsm *f, const char *path, uint64_t node)
     return !e || fsm_entry_has(e, node);
 }
 
+bool fsm_on_majority(const struct fsm *f, const char *path)
+{
+    const struct fsm_entry *e = fsm_get(f, path);
+    if (!e || !e->pending || e->kind != FSM_FILE || e->size == 0 || e->data)
+        return true;
+    size_t have = 0;
+    for (size_t i = 0; i < f->n_members; i++)
+        if (fsm_synced_has(e, f->members[i].id))
+            have++;
+    return 2 * have > f->n_members;
+}
+
 int fsm_foreach_pending(const struct fsm *f, uint64_t node, fsm_visit_fn fn, void *arg)
 {
     for (size_t i = 0; i < f->n_pending; i++) {

@@ -181,6 +181,13 @@ bool fsm_entry_has(const struct fsm_entry *e, uint64_t node);
  * synced), or the catalog has no entry for it. */
 bool fsm_node_has(const struct fsm *f, const char *path, uint64_t node);
 
+/* True if the path's current state survives the loss of any minority of the
+ * members: it lives inside the replicated catalog (a directory, symlink,
+ * tombstone, empty file, or a file whose bytes the entry carries), or a
+ * majority of the members have installed its bytes (synced, or settled), or
+ * the catalog has no entry for it (a settled delete). fsync waits for it. */
+bool fsm_on_majority(const struct fsm *f, const char *path);
+
 /* Call fn for each pending entry that node lacks, in no particular order;
  * stops early and returns fn's value if it returns non-zero. */
 typedef int (*fsm_visit_fn)(const struct fsm_entry *e, void *arg);

@@ -1,5 +1,7 @@
 /* Lock leases: while this node holds cluster locks, a thread of its own
- * proposes a RENEW about once a second so that the leases do not run out. */
+ * proposes a RENEW about once a second so that the leases do not run out.
+ * The same thread tells the operator when the node has no quorum, since
+ * naming the missing peers means probing them. */
 #include "cluster/cluster_int.h"
 
 #include <assert.h>
@@ -34,6 +36,12 @@ static void *lease_main(void *arg)
         pthread_mutex_unlock(&c->mu);
         if (stopping)
             break;
+        if (cluster_writable(c) < 0) {
+            pthread_mutex_unlock(&c->renew_mu);
+            quorum_warn(c);
+            pthread_mutex_lock(&c->renew_mu);
+            continue; /* nothing can be renewed; the leases are the leader's to expire */
+        }
         if (atomic_load(&c->held_locks) <= 0)
             continue;
         pthread_mutex_unlock(&c->renew_mu);

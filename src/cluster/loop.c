@@ -182,6 +182,7 @@ static void publish_status(struct cluster *c)
     pthread_mutex_lock(&c->mu);
     c->status = st;
     pthread_mutex_unlock(&c->mu);
+    quorum_note(c, &st);
     if ((int)st.state != c->last_state) {
         log_info("cluster: now %s (term %" PRIu64 ", leader %016" PRIx64 ")",
                  cluster_role_name(st.state), st.term, st.leader_id);

@@ -30,6 +30,7 @@ struct ob_item {
     uint64_t deadline_ms;    /* 0: none */
     uint64_t queued_ms;      /* when it was queued (monotonic) */
     uint64_t queued_us;
+    uint64_t seq;            /* its place in the queue (outbox_barrier) */
     bool lazy;               /* may wait OUTBOX_LINGER_US for items to go with */
     bool taken;              /* in a delivery (or answered): no longer cancellable */
     cluster_done_fn done;
@@ -64,18 +65,20 @@ static void ob_unlink(struct outbox *o, struct ob_item *it)
     if (o->tail == it)
         o->tail = prev;
     o->queued--;
-    if (!o->head)
-        pthread_cond_broadcast(&o->empty_cv);
+    pthread_cond_broadcast(&o->empty_cv); /* drain and barrier waiters */
 }
 
+/* done before the unlink: whoever waits for the queue (drain, barrier) then
+ * sees what done recorded. The sender took it, so nobody cancels it. */
 static void ob_finish(struct outbox *o, struct ob_item *it, int rc, const struct cluster_reply *r)
 {
-    pthread_mutex_lock(&o->mu);
-    ob_unlink(o, it);
-    pthread_mutex_unlock(&o->mu);
+    assert(it->taken);
     struct cluster_reply none;
     memset(&none, 0, sizeof none);
     it->done(it->arg, rc, r ? r : &none);
+    pthread_mutex_lock(&o->mu);
+    ob_unlink(o, it);
+    pthread_mutex_unlock(&o->mu);
     free(it->buf);
     free(it);
 }
@@ -118,8 +121,9 @@ static void *ob_main(void *arg)
         uint64_t now = nsync_mono_ms(), now_us = nsync_mono_us();
         size_t n = 0, bytes = 0;
         struct ob_item *expired = NULL;
+        bool readonly = o->io.writable && o->io.writable(o->io.data) < 0;
         for (struct ob_item *it = o->head; it && n < OUTBOX_BATCH_MAX; it = it->next) {
-            if (it->deadline_ms && it->deadline_ms <= now) {
+            if (it->deadline_ms && (readonly || it->deadline_ms <= now)) {
                 if (!expired)
                     expired = it;
                 continue;
@@ -153,6 +157,8 @@ static void *ob_main(void *arg)
         }
         for (size_t i = 0; i < n; i++)
             taken[i]->taken = true;
+        if (expired)
+            expired->taken = true;
         pthread_mutex_unlock(&o->mu);
         if (expired) {
             ob_finish(o, expired, -EROFS, NULL);
@@ -270,7 +276,7 @@ int outbox_send_lazy(struct outbox *o, void *buf, size_t len, bool lazy, cluster
         o->head = it;
     o->tail = it;
     o->queued++;
-    o->sent_seq++;
+    it->seq = ++o->sent_seq;
     if (token)
         *token = it;
     pthread_cond_signal(&o->cv);
@@ -346,6 +352,34 @@ int outbox_drain(struct outbox *o, unsigned timeout_ms)
     while (o->head && rc == 0)
         if (pthread_cond_timedwait(&o->empty_cv, &o->mu, &dl) == ETIMEDOUT && o->head)
             rc = -ETIMEDOUT;
+    pthread_mutex_unlock(&o->mu);
+    return rc;
+}
+
+int outbox_barrier(struct outbox *o, unsigned timeout_ms)
+{
+    assert(!outbox_on_thread(o)); /* it would wait for itself */
+    uint64_t end = nsync_mono_ms() + timeout_ms;
+    int rc = 0;
+    pthread_mutex_lock(&o->mu);
+    uint64_t mine = o->sent_seq;
+    /* The head is the oldest item not answered: once it is younger than
+     * the barrier, everything before the barrier has been answered. */
+    while (o->head && o->head->seq <= mine) {
+        if (o->io.writable && o->io.writable(o->io.data) < 0) {
+            rc = -EROFS;
+            break;
+        }
+        uint64_t now = nsync_mono_ms();
+        if (now >= end) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+        /* Wake at least every 50 ms to notice a lost quorum. */
+        struct timespec dl;
+        nsync_deadline(&dl, (end - now < 50 ? end - now : 50) * 1000u);
+        pthread_cond_timedwait(&o->empty_cv, &o->mu, &dl);
+    }
     pthread_mutex_unlock(&o->mu);
     return rc;
 }

@@ -26,6 +26,10 @@ struct outbox_io {
     /* Back-off before a retry: return early if something changed since
      * *seen (cluster_wait_change). */
     bool (*wait_change)(void *data, uint64_t *seen, unsigned timeout_ms);
+    /* Optional: 0, or -EROFS while the node knows it has no quorum; then
+     * every item with a deadline is answered -EROFS at once (its caller
+     * waits for it), and items without one stay queued for the heal. */
+    int (*writable)(void *data);
 };
 
 /* Start the sender thread; it delivers through io (copied), each attempt
@@ -64,6 +68,12 @@ int outbox_submit(struct outbox *o, void *buf, size_t len, unsigned timeout_ms,
 
 /* Wait until the queue is empty, at most timeout_ms: 0 or -ETIMEDOUT. */
 int outbox_drain(struct outbox *o, unsigned timeout_ms);
+
+/* Wait until every item queued before this call has been answered (applied
+ * or given up), at most timeout_ms; items queued meanwhile are not waited
+ * for. 0, -ETIMEDOUT, or -EROFS as soon as io.writable says so. Any thread
+ * but the outbox's. */
+int outbox_barrier(struct outbox *o, unsigned timeout_ms);
 
 /* True on the outbox's own sender thread (for asserts). */
 bool outbox_on_thread(const struct outbox *o);

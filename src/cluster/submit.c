@@ -1,6 +1,6 @@
 /* Submitting: the cluster_submit/send family over the outbox, delivery of
  * a batch (to raft here on the leader, else forwarded to the leader over
- * HTTP), and naming the unreachable peers when a change finds no quorum. */
+ * HTTP); a change that finds no quorum fails at once (quorum.c). */
 #include "cluster/cluster_int.h"
 
 #include <assert.h>
@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cjson/cJSON.h>
 
 #include "cluster/outbox.h"
 #include "cluster/peer.h"
@@ -45,34 +43,6 @@ int submit_leader_faddr(struct cluster *c, uint64_t id, char *out, size_t outsz)
     return 0;
 }
 
-/* Name the peers that do not answer: that is what an operator has to bring
- * back. A short status probe each, from the caller's thread. */
-static void warn_no_quorum(struct cluster *c, unsigned timeout_ms)
-{
-    struct cluster_status st;
-    cluster_get_status(c, &st);
-    char peers[1024] = "";
-    size_t off = 0;
-    for (size_t i = 0; i < c->ns->cfg.n_peers; i++) {
-        const struct nsync_peer *p = &c->ns->cfg.peers[i];
-        if (p->id == c->ns->self_id)
-            continue;
-        char faddr[NSYNC_ADDR_MAX];
-        snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
-        cJSON *js = NULL;
-        if (cluster_peer_status(c->ns->client, faddr, 300, &js) == 0) {
-            cJSON_Delete(js);
-            continue;
-        }
-        int n = snprintf(peers + off, sizeof peers - off, "%s%s:%u", off ? ", " : "", p->host, p->cport);
-        if (n > 0 && (size_t)n < sizeof peers - off)
-            off += (size_t)n;
-    }
-    log_warn("cluster: no quorum: change not committed within %u ms (role %s, leader %016" PRIx64
-             "); unreachable peers: %s",
-             timeout_ms, cluster_role_name(st.state), st.leader_id, off ? peers : "none (a vote or a leader change is under way)");
-}
-
 int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
                    struct cluster_reply *reply)
 {
@@ -80,12 +50,11 @@ int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeou
     assert(!on_loop_thread(c));
     void *buf;
     size_t len;
+    if (cluster_writable(c) < 0)
+        return -EROFS; /* the lease thread tells the operator (quorum_warn) */
     if (fsm_cmd_encode(cmd, &buf, &len) < 0)
         return -EINVAL;
-    int rc = outbox_submit(c->outbox, buf, len, timeout_ms, reply);
-    if (rc == -EROFS)
-        warn_no_quorum(c, timeout_ms);
-    return rc;
+    return outbox_submit(c->outbox, buf, len, timeout_ms, reply);
 }
 
 int cluster_send(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
@@ -121,6 +90,12 @@ int cluster_cancel(struct cluster *c, void *token)
 int cluster_drain(struct cluster *c, unsigned timeout_ms)
 {
     return outbox_drain(c->outbox, timeout_ms);
+}
+
+int cluster_barrier(struct cluster *c, unsigned timeout_ms)
+{
+    assert(!on_loop_thread(c));
+    return outbox_barrier(c->outbox, timeout_ms);
 }
 
 int cluster_deliver(struct cluster *c, struct cluster_item *items, size_t n, unsigned timeout_ms)

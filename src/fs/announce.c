@@ -90,6 +90,10 @@ static void announce_done(void *arg, int rc, const struct cluster_reply *r)
     struct pending_ann *pa = arg;
     struct fs *fs = pa->fs;
     int st = rc < 0 ? rc : r->status;
+    if (rc == 0)
+        durable_note(fs, r->version);
+    if (st < 0)
+        atomic_fetch_add(&pa->e->ann_failed, 1);
     log_debug("announce %s committed after %llu us: %s", pa->e->path,
               (unsigned long long)(nsync_mono_us() - pa->queued_us), st ? strerror(-st) : "ok");
     if (st == -EEXIST || st == -EBUSY) {

@@ -61,6 +61,8 @@ struct lock_ent {
     int last_err;
     _Atomic uint64_t mods;     /* content changes made here under this lock (any
                                 * handle, truncate): see meta_hash_note */
+    atomic_uint ann_failed;    /* announces of it refused or given up: fsync and
+                                * -o sync compare before and after */
 };
 
 /* An announce on its way through the outbox; owned by its completion. */
@@ -111,6 +113,9 @@ struct fs {
      * loop ended with files open) are freed with the rest. */
     pthread_mutex_t handles_mu;
     struct handle *handles;
+    /* The highest catalog version among this node's answered commands:
+     * fsync waits until the local catalog has applied that far. */
+    _Atomic uint64_t committed_version;
     bool as_root;              /* new nodes get the caller's owner */
     gid_t egid;                /* our group: a new node's group unless the parent is set-gid */
 };
@@ -188,6 +193,7 @@ struct owner {
 
 /* ---- lock.c ---- */
 int fs_submit(struct fs *fs, struct fsm_cmd *cmd, struct cluster_reply *r);
+int fs_gate(struct fs *fs);
 size_t lock_bucket(const char *path);
 struct lock_ent *lock_find(struct fs *fs, const char *path);
 void lock_maybe_free(struct fs *fs, struct lock_ent *e);
@@ -241,9 +247,21 @@ int mutate_utimens(struct fs *fs, const char *rel, void *arg);
 int mutate_truncate(struct fs *fs, const char *rel, void *arg);
 int mutate_nothing(struct fs *fs, const char *rel, void *arg);
 
+/* ---- durable.c ---- */
+/* A command of this node was applied at version (any thread). */
+void durable_note(struct fs *fs, uint64_t version);
+/* Everything this node sent so far is committed and applied here: 0,
+ * -EROFS (no quorum: known at once), -EIO (not within submit_timeout). */
+int durable_committed(struct fs *fs);
+/* durable_committed, then rel's current state is on a majority of nodes
+ * (fsm_on_majority). Same errors. */
+int durable_on_majority(struct fs *fs, const char *rel);
+
 /* ---- handle.c ---- */
 int handle_write_begin(struct fs *fs, struct handle *h, const char *path);
 int handle_sync(struct fs *fs, struct handle *h, const char *path);
+int handle_flush(struct fs *fs, struct handle *h, const char *path);
+int handle_fsync(struct fs *fs, struct handle *h, const char *path, int datasync);
 void handle_free(struct handle *h);
 int handle_open(struct fs *fs, const char *rel, int flags, mode_t mode, bool create,
                 struct fuse_file_info *fi);

@@ -49,6 +49,8 @@ int handle_write_begin(struct fs *fs, struct handle *h, const char *path)
     char rel[PATH_MAX];
     if (path) {
         int rc = path_from_fuse(path, rel, sizeof rel);
+        if (rc == 0)
+            rc = fs_gate(fs);
         if (rc < 0)
             return rc;
     }
@@ -66,15 +68,17 @@ int handle_write_begin(struct fs *fs, struct handle *h, const char *path)
 }
 
 /* Announce h's file (h->rw held exclusively, lock held for rel), unlocking
- * in the same command when h is the last holder on this node. It does not
+ * in the same command when h is the last holder on this node, unless keep
+ * (fsync: the writer goes on writing under the lock). It does not
  * wait for the commit: the outbox commits it after everything this node
  * sent before and before anything it sends later, which is the order that
  * matters; announce_done deals with the answer. */
-static int handle_announce(struct fs *fs, struct handle *h, const char *rel)
+static int handle_announce(struct fs *fs, struct handle *h, const char *rel, bool keep)
 {
     struct held hd = {.e = h->lk};
     announce_begin(fs, hd.e);
-    lock_release_begin(fs, &hd);
+    if (!keep)
+        lock_release_begin(fs, &hd);
     struct stat st;
     bool sent = false;
     int rc = fstat(h->fd, &st) < 0 ? -errno : 0;
@@ -115,8 +119,40 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel)
     return rc;
 }
 
-/* flush/release: announce what h wrote. rw held exclusively. */
+/* Keep e (and its ann_failed) alive while a caller waits for a commit
+ * without holding the lock. */
+static void handle_pin(struct fs *fs, struct lock_ent *e)
+{
+    pthread_mutex_lock(&fs->mu);
+    e->waiters++;
+    pthread_mutex_unlock(&fs->mu);
+}
+
+static void handle_unpin(struct fs *fs, struct lock_ent *e)
+{
+    pthread_mutex_lock(&fs->mu);
+    assert(e->waiters > 0);
+    e->waiters--;
+    lock_maybe_free(fs, e);
+    pthread_mutex_unlock(&fs->mu);
+}
+
+/* flush/release: announce what h wrote. rw held exclusively. With -o sync
+ * (and only from flush, where a caller waits: sync_wait) the commit is
+ * waited for, and a refusal of the announce is this close()'s error. */
+static int handle_sync_wait(struct fs *fs, struct handle *h, const char *path, bool sync_wait);
+
 int handle_sync(struct fs *fs, struct handle *h, const char *path)
+{
+    return handle_sync_wait(fs, h, path, false);
+}
+
+int handle_flush(struct fs *fs, struct handle *h, const char *path)
+{
+    return handle_sync_wait(fs, h, path, fs->ns->cfg.sync);
+}
+
+static int handle_sync_wait(struct fs *fs, struct handle *h, const char *path, bool sync_wait)
 {
     if (!atomic_load(&h->dirty))
         return 0;
@@ -128,10 +164,65 @@ int handle_sync(struct fs *fs, struct handle *h, const char *path)
     int rc = path_from_fuse(path, rel, sizeof rel);
     if (rc == 0)
         rc = handle_lock(fs, h, rel);
-    if (rc == 0)
-        rc = handle_announce(fs, h, rel);
+    if (rc < 0)
+        return rc;
+    struct lock_ent *e = h->lk;
+    unsigned failed = atomic_load(&e->ann_failed);
+    if (sync_wait)
+        handle_pin(fs, e);
+    rc = handle_announce(fs, h, rel, false);
     if (rc == 0)
         atomic_store(&h->dirty, false); /* on failure release tries once more */
+    if (sync_wait) {
+        if (rc == 0)
+            rc = durable_committed(fs);
+        if (rc == 0 && atomic_load(&e->ann_failed) != failed)
+            rc = -EIO; /* refused: another node's version won (kept as a conflict copy) */
+        handle_unpin(fs, e);
+    }
+    return rc;
+}
+
+/* fsync/fdatasync: the file as it is now is on a majority of nodes. A dirty
+ * handle announces first, keeping its lock; the wait happens without h->rw,
+ * so other handles' writes go on. */
+int handle_fsync(struct fs *fs, struct handle *h, const char *path, int datasync)
+{
+    int rc = (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0 ? -errno : 0;
+    if (rc < 0 || !path)
+        return rc; /* unlinked while open: nothing of it is replicated */
+    char rel[PATH_MAX];
+    /* No fs_gate: a file already on a majority is durable without a quorum;
+     * anything still to commit fails with EROFS in the wait instead. */
+    if ((rc = path_from_fuse(path, rel, sizeof rel)) < 0)
+        return rc;
+    struct lock_ent *e = NULL;
+    unsigned failed = 0;
+    if (h->writable) {
+        pthread_rwlock_wrlock(&h->rw);
+        if (atomic_load(&h->dirty)) {
+            rc = handle_lock(fs, h, rel);
+            if (rc == 0) {
+                e = h->lk;
+                failed = atomic_load(&e->ann_failed);
+                handle_pin(fs, e);
+                rc = handle_announce(fs, h, rel, true);
+            }
+            if (rc == 0)
+                atomic_store(&h->dirty, false);
+        }
+        pthread_rwlock_unlock(&h->rw);
+    }
+    uint64_t t0 = nsync_mono_us();
+    if (rc == 0)
+        rc = durable_on_majority(fs, rel);
+    log_debug("fsync %s: %s after %llu us", rel, rc ? strerror(-rc) : "on a majority",
+              (unsigned long long)(nsync_mono_us() - t0));
+    if (e) {
+        if (rc == 0 && atomic_load(&e->ann_failed) != failed)
+            rc = -EIO;
+        handle_unpin(fs, e);
+    }
     return rc;
 }
 
@@ -162,6 +253,11 @@ int handle_open(struct fs *fs, const char *rel, int flags, mode_t mode, bool cre
                        struct fuse_file_info *fi)
 {
     bool writable = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) || create;
+    if (writable) {
+        int rc = fs_gate(fs);
+        if (rc < 0)
+            return rc;
+    }
     struct handle *h = calloc(1, sizeof *h);
     if (!h)
         return -ENOMEM;

@@ -17,7 +17,15 @@ int fs_submit(struct fs *fs, struct fsm_cmd *cmd, struct cluster_reply *r)
                   cmd->path ? cmd->path : "-", strerror(-rc));
         return rc == -EINVAL ? -EINVAL : -EROFS;
     }
+    durable_note(fs, r->version);
     return 0;
+}
+
+/* Every change starts here: while the node knows it has no quorum it fails
+ * at once (EROFS) rather than after submit_timeout, and reads go on. */
+int fs_gate(struct fs *fs)
+{
+    return cluster_writable(fs->ns->cluster);
 }
 
 static bool lock_taken_elsewhere(struct fs *fs, const char *rel)

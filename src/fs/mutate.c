@@ -11,10 +11,13 @@
  * changed locally only. */
 int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after after)
 {
+    int rc = fs_gate(fs);
+    if (rc < 0)
+        return rc;
     if (fs_is_root(rel))
         return fn(fs, rel, arg);
     struct held h;
-    int rc = lock_path(fs, rel, &h);
+    rc = lock_path(fs, rel, &h);
     if (rc < 0)
         return rc;
     announce_begin(fs, h.e);
@@ -45,6 +48,8 @@ int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after
     announce_end(fs, h.e);
     if (!(sent && h.last))
         lock_release_end(fs, &h); /* else the announce's answer releases the lock */
+    if (rc == 0 && sent && fs->ns->cfg.sync)
+        rc = durable_committed(fs);
     return rc;
 }
 

@@ -160,6 +160,8 @@ static int op_rename(const char *from_path, const char *to_path, unsigned int fl
         return -EBUSY;
     if (strcmp(from, to) == 0)
         return 0;
+    if ((rc = fs_gate(fs)) < 0)
+        return rc;
     log_debug("rename %s -> %s", from, to);
     /* Every node locks the two paths in the same (lexicographic) order, so
      * two renames cannot each hold one lock and wait for the other. */
@@ -346,7 +348,7 @@ static int op_flush(const char *path, struct fuse_file_info *fi)
     if (!h->writable)
         return 0;
     pthread_rwlock_wrlock(&h->rw);
-    int rc = handle_sync(ns->fs, h, path);
+    int rc = handle_flush(ns->fs, h, path);
     pthread_rwlock_unlock(&h->rw);
     return rc;
 }
@@ -375,10 +377,12 @@ static int op_release(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
+/* The durability point (durable.c): 0 only once the file's bytes as they
+ * are now are on a majority of nodes. */
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
-    int fd = fs_fh_handle(fi)->fd;
-    return (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
+    struct nsync *ns = fs_ctx_ns();
+    return handle_fsync(ns->fs, fs_fh_handle(fi), path, datasync);
 }
 
 static int op_opendir(const char *path, struct fuse_file_info *fi)
@@ -442,8 +446,13 @@ static int op_releasedir(const char *path, struct fuse_file_info *fi)
 
 static int op_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
 {
+    /* Entries are metadata in the catalog: committed is durable. This waits
+     * for every change this node made, not only those in this directory. */
+    struct nsync *ns = fs_ctx_ns();
     struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
-    return fsync(dirfd(d->dp)) < 0 ? -errno : 0;
+    if (fsync(dirfd(d->dp)) < 0)
+        return -errno;
+    return durable_committed(ns->fs);
 }
 
 static int op_access(const char *path, int mask)

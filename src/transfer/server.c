@@ -244,6 +244,10 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
     xfer_json_u64(o, "term", cs.term);
     xfer_json_u64(o, "applied", cs.last_applied);
     xfer_json_u64(o, "commit", cs.commit_index);
+    /* Whether changes are tried, and since when (wall-clock ms) they fail
+     * with EROFS for want of a quorum (0: they do not). */
+    cJSON_AddBoolToObject(o, "writable", ns->cluster && cluster_writable(ns->cluster) == 0);
+    xfer_json_u64(o, "no_quorum_since", ns->cluster ? cluster_no_quorum_since(ns->cluster) : 0);
 
     struct xfer_lack lack = {.self = ns->self_id};
     cJSON *members = cJSON_AddArrayToObject(o, "members");

@@ -689,6 +689,48 @@ static void test_settle(void **state)
     assert_int_equal(fsm_pending_count(f), 1);
 }
 
+/* fsync's question: would the state survive losing a minority? */
+static void test_on_majority(void **state)
+{
+    struct fsm *f = *state;
+    assert_int_equal(join(f, N1), 0);
+    assert_int_equal(join(f, N2), 0);
+    assert_int_equal(join(f, N3), 0);
+    assert_true(fsm_on_majority(f, "never-announced"));
+
+    /* Bytes only on the writer: not until a second node has them. */
+    assert_int_equal(announce(f, N1, "f", FSM_FILE), 0);
+    assert_false(fsm_on_majority(f, "f"));
+    assert_int_equal(synced_now(f, N2, "f"), 0);
+    assert_true(fsm_on_majority(f, "f"));
+    assert_true(fsm_get(f, "f")->pending); /* N3 still lacks it */
+    assert_int_equal(synced_now(f, N3, "f"), 0);
+    assert_true(fsm_on_majority(f, "f")); /* settled */
+
+    /* A new version starts over; a report of the old one does not count. */
+    uint64_t old = fsm_get(f, "f")->version;
+    assert_int_equal(announce(f, N2, "f", FSM_FILE), 0);
+    assert_int_equal(synced(f, N1, "f", old), 0);
+    assert_false(fsm_on_majority(f, "f"));
+
+    /* What the catalog itself carries is on a majority once committed. */
+    assert_int_equal(announce_inline(f, N1, "small", "tiny bytes"), 0);
+    assert_true(fsm_on_majority(f, "small"));
+    assert_int_equal(announce(f, N1, "d", FSM_DIR), 0);
+    assert_true(fsm_on_majority(f, "d"));
+    assert_int_equal(announce(f, N1, "ln", FSM_SYMLINK), 0);
+    assert_true(fsm_on_majority(f, "ln"));
+    assert_int_equal(announce(f, N1, "gone", FSM_TOMBSTONE), 0);
+    assert_true(fsm_on_majority(f, "gone"));
+    assert_int_equal(announce_meta(f, N1, "empty", file_meta(0, 0), false, 0), 0);
+    assert_true(fsm_on_majority(f, "empty"));
+
+    /* A report from a node that is no member does not count. */
+    assert_int_equal(announce(f, N1, "g", FSM_FILE), 0);
+    assert_int_equal(synced_now(f, 0x999, "g"), 0);
+    assert_false(fsm_on_majority(f, "g"));
+}
+
 static void test_tombstone(void **state)
 {
     struct fsm *f = *state;
@@ -1827,6 +1869,7 @@ int main(void)
         T(test_malformed),
         T(test_announce_pending),
         T(test_settle),
+        T(test_on_majority),
         T(test_tombstone),
         T(test_no_members),
         T(test_join),

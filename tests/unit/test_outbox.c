@@ -37,6 +37,7 @@ struct fake {
     bool gate;             /* deliver blocks while true */
     bool in_deliver;
     unsigned delay_ms;     /* each call sleeps this long */
+    int readonly;          /* what io.writable answers (0 or -EROFS) */
 };
 
 static void fake_init(struct fake *f)
@@ -104,9 +105,19 @@ static bool fake_wait_change(void *data, uint64_t *seen, unsigned timeout_ms)
     return false;
 }
 
+static int fake_writable(void *data)
+{
+    struct fake *f = data;
+    pthread_mutex_lock(&f->mu);
+    int rc = f->readonly;
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
 static struct outbox *start(struct fake *f, unsigned attempt_ms)
 {
-    struct outbox_io io = {.data = f, .deliver = fake_deliver, .wait_change = fake_wait_change};
+    struct outbox_io io = {.data = f, .deliver = fake_deliver, .wait_change = fake_wait_change,
+                           .writable = fake_writable};
     struct outbox *o = NULL;
     assert_int_equal(outbox_start(&io, attempt_ms, &o), 0);
     assert_non_null(o);
@@ -168,8 +179,7 @@ static struct answers *answers_new(void)
     return a;
 }
 
-/* done runs just after its item leaves the queue, so a drain can return
- * a moment before it: wait (up to 2 s) for item v's answer. */
+/* Wait (up to 2 s) for item v's answer (done runs on the sender thread). */
 static int calls_of(struct answers *a, uint32_t v)
 {
     for (int i = 0; i < 2000; i++) {
@@ -423,6 +433,60 @@ static void test_drain(void **state)
     free(a);
 }
 
+/* A barrier waits for what was queued before it, and done has run by then
+ * (fsync reads what done recorded). */
+static void test_barrier(void **state)
+{
+    struct fake f;
+    fake_init(&f);
+    f.gate = true;
+    struct outbox *o = start(&f, 1000);
+    struct answers *a = answers_new();
+    assert_int_equal(send_v(o, a, 1, 0), 0);
+    wait_in_deliver(&f);
+    assert_int_equal(send_v(o, a, 2, 0), 0);
+    assert_int_equal(outbox_barrier(o, 50), -ETIMEDOUT);
+    set_gate(&f, false);
+    assert_int_equal(outbox_barrier(o, 5000), 0);
+    pthread_mutex_lock(&a->mu);
+    assert_int_equal(a->calls[1], 1); /* no waiting: done ran before the barrier returned */
+    assert_int_equal(a->calls[2], 1);
+    assert_int_equal(a->version[2], 2);
+    pthread_mutex_unlock(&a->mu);
+    assert_int_equal(outbox_barrier(o, 0), 0); /* nothing queued */
+    outbox_stop(o);
+    free(a);
+}
+
+/* Without a quorum: waiting callers are answered EROFS at once, announces
+ * (no deadline) stay queued and go once the quorum is back; a barrier
+ * gives up with EROFS. */
+static void test_readonly(void **state)
+{
+    struct fake f;
+    fake_init(&f);
+    f.always_rc = -ENOTCONN;
+    f.readonly = -EROFS;
+    struct outbox *o = start(&f, 1000);
+    struct answers *a = answers_new();
+    assert_int_equal(send_v(o, a, 1, 0), 0);
+    struct cluster_reply rep;
+    uint64_t t0 = nsync_mono_ms();
+    assert_int_equal(outbox_submit(o, encode(2), 4, 60000, &rep), -EROFS);
+    assert_true(nsync_mono_ms() - t0 < 1000); /* at once, not at its 60 s deadline */
+    assert_int_equal(outbox_barrier(o, 60000), -EROFS);
+    assert_int_equal(a->calls[1], 0);
+    pthread_mutex_lock(&f.mu);
+    f.readonly = 0;
+    f.always_rc = 0;
+    pthread_mutex_unlock(&f.mu);
+    assert_int_equal(outbox_barrier(o, 5000), 0);
+    assert_int_equal(calls_of(a, 1), 1);
+    assert_int_equal(a->rc[1], 0);
+    outbox_stop(o);
+    free(a);
+}
+
 /* ---------------- shutdown ---------------- */
 
 struct waiter {
@@ -500,6 +564,8 @@ int main(void)
         cmocka_unit_test(test_retry_rest_of_batch),
         cmocka_unit_test(test_malformed_answered),
         cmocka_unit_test(test_drain),
+        cmocka_unit_test(test_barrier),
+        cmocka_unit_test(test_readonly),
         cmocka_unit_test(test_shutdown),
         cmocka_unit_test(test_deliver_shutdown),
     };
