@@ -11,10 +11,13 @@
 #                   libfuse3-dev examples into build/bench/, default options
 #   nsyncfs-1       a single-node nsyncfs (--cluster lists only itself)
 #   nsyncfs-3       node 1 of a 3-node nsyncfs cluster on 127.0.0.1
+#   nsyncfs-3-osync the same with -o sync (every close waits for its commit):
+#                   the two create workloads only
 #   base-1, base-3  the same two with the binary BASELINE names (a build of an
 #                   earlier commit), when set: before/after in one run
 # Workloads (scripts/bench_workloads.py, the same code for every target),
-# medians of RUNS runs: FILES x 4 KiB creates (files/s), a stat of each (stats/s); SIZE_MIB sequential
+# medians of RUNS runs: FILES x 4 KiB creates (files/s), FSYNC_FILES x 4 KiB
+# creates with fsync before close (files/s), a stat of each (stats/s); SIZE_MIB sequential
 # write + fsync (MiB/s); cold sequential read of it (MiB/s). Before each timed
 # step the clusters are left to finish replicating, and the page cache is synced.
 # Then, on the 3-node cluster: ../shared/bench/syncbench.py (latency, small,
@@ -23,7 +26,8 @@
 # with one native folder as writer and both checks: the floor of that yardstick.
 # Output: a table on stdout; JSON (and the table) in bench-results/.
 #
-# Environment: RUNS (5: single runs here vary by up to 4x), SIZE_MIB (1024), FILES (2000), IDLE_S (20),
+# Environment: RUNS (5: single runs here vary by up to 4x), SIZE_MIB (1024), FILES (2000),
+#   FSYNC_FILES (500), IDLE_S (20),
 #   SYNC_TIMEOUT (300, seconds each syncbench workload may wait),
 #   WORKLOADS (latency,small,large,delete: the syncbench ones), BENCH_TMP (/tmp),
 #   BASELINE (unset: path of another nsyncfs binary to run beside this one;
@@ -39,6 +43,7 @@ source "$REPO/scripts/cluster-lib.sh"
 RUNS=${RUNS:-5}
 SIZE_MIB=${SIZE_MIB:-1024}
 FILES=${FILES:-2000}
+FSYNC_FILES=${FSYNC_FILES:-500}
 IDLE_S=${IDLE_S:-20}
 SYNC_TIMEOUT=${SYNC_TIMEOUT:-300}
 WORKLOADS=${WORKLOADS:-latency,small,large,delete}
@@ -47,6 +52,7 @@ PORTS_1=47500  # single node: cluster port 47501, file server 47601
 PORTS_3=47300  # 3 nodes: cluster ports 47301-47303, file servers 47401-47403
 PORTS_B1=47700 # baseline, 1 node
 PORTS_B3=47800 # baseline, 3 nodes
+PORTS_S3=47900 # -o sync, 3 nodes
 BASELINE=${BASELINE:-}
 if [[ -n "$BASELINE" && ! -x "$BASELINE" ]]; then
   echo "bench: BASELINE=$BASELINE is not an executable nsyncfs" >&2
@@ -56,7 +62,7 @@ SYNCBENCH="$REPO/../shared/bench/syncbench.py"
 DRIVER="$REPO/scripts/bench_workloads.py"
 PT_SRC=/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c
 
-for v in RUNS SIZE_MIB FILES IDLE_S SYNC_TIMEOUT; do
+for v in RUNS SIZE_MIB FILES FSYNC_FILES IDLE_S SYNC_TIMEOUT; do
   if ! [[ "${!v}" =~ ^[0-9]+$ ]] || ((${!v} < 1)); then
     echo "bench: $v='${!v}' must be a positive integer" >&2
     exit 2
@@ -118,7 +124,7 @@ cleanup() {
     for ((i = 0; i < 50; i++)); do alive "$PT_PID" || break; sleep 0.1; done
     alive "$PT_PID" && kill "$PT_PID"
   fi
-  for d in "$DIR/base-3" "$DIR/base-1" "$DIR/nsyncfs-3" "$DIR/nsyncfs-1"; do
+  for d in "$DIR/base-3" "$DIR/base-1" "$DIR/nsyncfs-3s" "$DIR/nsyncfs-3" "$DIR/nsyncfs-1"; do
     [[ -d "$d" ]] && nsync_cluster_stop "$d" >/dev/null
   done
   # anything still alive or mounted (a daemon that hung): kill it, by its pid
@@ -144,7 +150,7 @@ trap 'exit 143' TERM
 wait_mounted() { nsync_wait "${2:-10}" "the mount $1" mountpoint -q "$1"; }
 
 echo "== targets in $DIR"
-mkdir -p "$DIR/native" "$DIR/pt/src" "$DIR/pt/mnt" "$DIR/nsyncfs-1" "$DIR/nsyncfs-3" "$DIR/out"
+mkdir -p "$DIR/native" "$DIR/pt/src" "$DIR/pt/mnt" "$DIR/nsyncfs-1" "$DIR/nsyncfs-3" "$DIR/nsyncfs-3s" "$DIR/out"
 
 echo "   passthrough_ll: $PT_BIN -f -o source=$DIR/pt/src $DIR/pt/mnt"
 MOUNTS+=("$DIR/pt/mnt")
@@ -167,6 +173,13 @@ for i in 1 2 3; do
 done
 echo "   pids: passthrough_ll $PT_PID, nsyncfs-1 ${NODE_PIDS[0]}, nsyncfs-3 ${NODE_PIDS[*]:1}"
 URL_LIST=$(IFS=,; echo "${URLS_1[*]},${URLS_3[*]}")
+echo "   nsyncfs, 3 nodes, -o sync:"
+MOUNTS+=("$DIR/nsyncfs-3s/m1" "$DIR/nsyncfs-3s/m2" "$DIR/nsyncfs-3s/m3")
+NSYNC_MOUNT_OPTS=sync nsync_cluster_start "$REPO" "$DIR/nsyncfs-3s" 3 "$PORTS_S3"
+for i in 1 2 3; do
+  NODE_PIDS+=("$(nsync_node_pid "$DIR/nsyncfs-3s" "$i")")
+  URL_LIST+=",$(nsync_status_url "$i")"
+done
 BASE_TARGETS=()
 BASE_PROCS=()
 if [[ -n "$BASELINE" ]]; then
@@ -188,10 +201,12 @@ fi
 
 t_start=$(date +%s)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "== workloads: RUNS=$RUNS SIZE_MIB=$SIZE_MIB FILES=$FILES"
+echo "== workloads: RUNS=$RUNS SIZE_MIB=$SIZE_MIB FILES=$FILES FSYNC_FILES=$FSYNC_FILES"
 "$NSYNC_PY" "$DRIVER" run --runs "$RUNS" --size-mib "$SIZE_MIB" --files "$FILES" \
+  --fsync-files "$FSYNC_FILES" \
   --target native="$DIR/native" --target passthrough_ll="$DIR/pt/mnt" \
   --target nsyncfs-1="$DIR/nsyncfs-1/m1" --target nsyncfs-3="$DIR/nsyncfs-3/m1" \
+  --target nsyncfs-3-osync="$DIR/nsyncfs-3s/m1" --creates-only nsyncfs-3-osync \
   "${BASE_TARGETS[@]}" --settle all="$URL_LIST" --json "$DIR/out/workloads.json"
 
 PROCS=(--proc "passthrough_ll=$PT_PID" --proc "nsyncfs-1=${NODE_PIDS[0]}")
@@ -242,7 +257,7 @@ echo
   --meta "machine=$(nproc) cores, $(uname -r), $(findmnt -n -o FSTYPE -T "$DIR") on $(findmnt -n -o SOURCE -T "$DIR"), loopback" \
   --meta "load=$load_start at the start, $load_end at the end" \
   --meta "commit=$commit" --meta "measuring_s=$t_took" \
-  --meta "command=RUNS=$RUNS SIZE_MIB=$SIZE_MIB FILES=$FILES scripts/bench.sh" |
+  --meta "command=RUNS=$RUNS SIZE_MIB=$SIZE_MIB FILES=$FILES FSYNC_FILES=$FSYNC_FILES scripts/bench.sh" |
   tee "${OUT%.json}.txt"
 echo
 echo "== $OUT (measuring took $t_took s)"

@@ -2,15 +2,18 @@
 """Workload driver for scripts/bench.sh (stdlib only; the same code for every target).
 
     bench_workloads.py run --target NAME=DIR [--target ...] [--settle NAME=URL[,URL...]]
-                           [--runs 3] [--size-mib 1024] [--files 2000] --json OUT
+                           [--runs 3] [--size-mib 1024] [--files 2000] [--fsync-files 500]
+                           [--creates-only NAME ...] --json OUT
         Per round and per target (the order rotates each round): 4 KiB creates
-        (open/write/close each, one process) in files/s; a stat of each of
+        (open/write/close each, one process) in files/s; 4 KiB creates with
+        fsync before close (FSYNC_FILES of them) in files/s; a stat of each of
         those files, as ls -l and make do (readdir with stats, then stat by
         path, twice) in stats/s; SIZE_MIB sequential write
         with fsync before close in MiB/s; cold sequential read of that file (page
         cache dropped first) in MiB/s. Before every timed step: the nsyncfs
         targets given with --settle are waited on until no node reports pending
         work (GET URL -> pending_entries == 0 and pending == 0), then sync().
+        Targets named by --creates-only run the two create workloads only.
     bench_workloads.py procs --proc NAME=PID [...] [--reset-hwm] [--idle-seconds S] --json OUT
         Resident memory (VmRSS, VmHWM) of each process; --reset-hwm then resets
         the peak (echo 5 > /proc/PID/clear_refs); --idle-seconds measures the CPU
@@ -87,8 +90,8 @@ def drop_caches():
 
 # ---------------------------------------------------------------- workloads
 
-def w_creates(d, n):
-    """n files of 4 KiB, each open/write/close, in a fresh folder. files/s."""
+def w_creates(d, n, fsync=False):
+    """n files of 4 KiB, each open/write/(fsync/)close, in a fresh folder. files/s."""
     os.mkdir(d)
     base = bytearray(os.urandom(4096))
     blobs = []
@@ -102,6 +105,8 @@ def w_creates(d, n):
         try:
             if os.write(fd, blobs[i]) != 4096:
                 raise OSError("short write")
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
     dt = time.perf_counter() - t0
@@ -176,8 +181,9 @@ def cmd_run(a):
     targets = pairs(a.target, "--target")
     settle_urls = [u for _, v in pairs(a.settle, "--settle") for u in v.split(",") if u]
     names = [n for n, _ in targets]
-    res = {n: {"creates_files_per_s": [], "stats_per_s": [], "write_mib_per_s": [],
-               "read_mib_per_s": []} for n in names}
+    res = {n: {"creates_files_per_s": [], "fsync_creates_files_per_s": [], "stats_per_s": [],
+               "write_mib_per_s": [], "read_mib_per_s": []} for n in names}
+    only_creates = set(a.creates_only or [])
     notes = []
     cold = True
     tag = f"{os.getpid()}"
@@ -199,11 +205,19 @@ def cmd_run(a):
             rate, dt = w_creates(cdir, a.files)
             res[name]["creates_files_per_s"].append(rate)
             log(f"   {name:16s} creates  {rate:10.0f} files/s ({dt:.2f} s)")
+            prepare(f"{name} fsync creates round {r + 1}")
+            rate, dt = w_creates(cdir + "-fsync", a.fsync_files, fsync=True)
+            res[name]["fsync_creates_files_per_s"].append(rate)
+            log(f"   {name:16s} +fsync   {rate:10.0f} files/s ({dt:.2f} s)")
+            if name in only_creates:
+                continue
             prepare(f"{name} stats round {r + 1}")
             rate, dt = w_stats(cdir, a.files)
             res[name]["stats_per_s"].append(rate)
             log(f"   {name:16s} stats    {rate:10.0f} stats/s ({dt:.2f} s)")
         for name, d in order:
+            if name in only_creates:
+                continue
             path = os.path.join(d, f"bench-seq-{tag}-{r}.bin")
             prepare(f"{name} write round {r + 1}")
             rate, dt = w_write(path, a.size_mib)
@@ -218,7 +232,7 @@ def cmd_run(a):
             os.unlink(path)   # untimed; frees the disk (and replicates the delete)
     settle(settle_urls, a.settle_timeout)
     out = {
-        "runs": a.runs, "size_mib": a.size_mib, "files": a.files,
+        "runs": a.runs, "size_mib": a.size_mib, "files": a.files, "fsync_files": a.fsync_files,
         "cold_read": bool(a.drop_caches and cold),
         "targets": {n: {k: summary(v) for k, v in res[n].items()} for n in names},
         "dirs": dict(targets), "notes": notes,
@@ -327,8 +341,8 @@ def cmd_report(a):
     after = load(a.procs_after) or {}
     meta = dict(pairs(a.meta, "--meta"))
     T = wl.get("targets", {})
-    cols = [c for c in ("native", "passthrough_ll", "nsyncfs-1", "nsyncfs-3", "base-1", "base-3")
-            if c in T]
+    cols = [c for c in ("native", "passthrough_ll", "nsyncfs-1", "nsyncfs-3", "nsyncfs-3-osync",
+                        "base-1", "base-3") if c in T]
     med = lambda t, k: ((T.get(t) or {}).get(k) or {}).get("median")
     lines = []
     p = lines.append
@@ -343,12 +357,14 @@ def cmd_report(a):
     ratios = [("nsyncfs-1", "passthrough_ll", "1n/pt"), ("nsyncfs-3", "passthrough_ll", "3n/pt"),
               ("nsyncfs-1", "native", "1n/native"), ("nsyncfs-3", "native", "3n/native"),
               ("passthrough_ll", "native", "pt/native"),
+              ("nsyncfs-3-osync", "passthrough_ll", "3s/pt"),
               ("base-1", "passthrough_ll", "b1/pt"), ("base-3", "passthrough_ll", "b3/pt"),
               ("nsyncfs-1", "base-1", "1n/b1"), ("nsyncfs-3", "base-3", "3n/b3")]
     ratios = [r for r in ratios if r[0] in T and r[1] in T]
     header += [r[2] for r in ratios]
     rows = []
     for key, label, nd in (("creates_files_per_s", "4 KiB creates (files/s)", 0),
+                           ("fsync_creates_files_per_s", "4 KiB creates+fsync (files/s)", 0),
                            ("stats_per_s", "stat of those (stats/s)", 0),
                            ("write_mib_per_s", "seq write+fsync (MiB/s)", 1),
                            ("read_mib_per_s", "cold seq read (MiB/s)", 1)):
@@ -361,6 +377,7 @@ def cmd_report(a):
                             f"{fmt((T.get(t) or {}).get(k, {}).get('max'), nd)}")
     rows = [[label] + [rng(c, key, nd) for c in cols]
             for key, label, nd in (("creates_files_per_s", "4 KiB creates (files/s)", 0),
+                                   ("fsync_creates_files_per_s", "4 KiB creates+fsync (files/s)", 0),
                                    ("stats_per_s", "stat of those (stats/s)", 0),
                                    ("write_mib_per_s", "seq write+fsync (MiB/s)", 0),
                                    ("read_mib_per_s", "cold seq read (MiB/s)", 0))
@@ -444,6 +461,8 @@ def main():
     r.add_argument("--runs", type=int, default=3)
     r.add_argument("--size-mib", type=int, default=1024)
     r.add_argument("--files", type=int, default=2000)
+    r.add_argument("--fsync-files", type=int, default=500)
+    r.add_argument("--creates-only", action="append")
     r.add_argument("--no-drop-caches", dest="drop_caches", action="store_false")
     r.add_argument("--json", required=True)
     r.set_defaults(fn=cmd_run)

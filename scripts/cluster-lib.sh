@@ -94,7 +94,8 @@ EOF
 }
 
 # nsync_cluster_start REPO DIR N BASEPORT [BINARY]: N daemonized nodes under
-# DIR, running BINARY (default REPO/build/nsyncfs).
+# DIR, running BINARY (default REPO/build/nsyncfs); NSYNC_MOUNT_OPTS, if set,
+# is passed to every node as -o.
 nsync_cluster_start() {
   local repo=$1 d=$2 n=$3 base=$4 i list="" cport fport
   local bin="${5:-$repo/build/nsyncfs}"
@@ -112,7 +113,7 @@ nsync_cluster_start() {
     cport=${NSYNC_PORTS[$((i - 1))]}
     fport=${NSYNC_PORTS[$((n + i - 1))]}
     local cmd=("$bin" "$d/b$i" "$d/m$i" --host "$NSYNC_HOST" --cluster-port "$cport"
-      --file-server-port "$fport" --cluster "$list")
+      --file-server-port "$fport" --cluster "$list" ${NSYNC_MOUNT_OPTS:+-o "$NSYNC_MOUNT_OPTS"})
     echo "${cmd[*]}" >"$d/cmd$i"
     echo "   node $i: ${cmd[*]}"
     # Without -f it daemonizes once the mount is ready (logs go to syslog).
