@@ -15,6 +15,7 @@
 #define FSM_FLAG_UNLOCK 0x01u
 #define FSM_FLAG_FRESH 0x02u  /* ANNOUNCE, RENAME: only over nothing, a tombstone, or our own entry */
 #define FSM_FLAG_INLINE 0x04u /* ANNOUNCE of a FILE: its bytes follow the hash */
+#define FSM_FLAG_HELD 0x08u   /* ANNOUNCE: made under the node's lock (fsm_cmd.held) */
 
 #define FSM_SNAP_MAGIC "NSFM"
 #define FSM_SNAP_FORMAT 2u       /* 2 added FSM_SNAP_DATA; 1 is still read */
@@ -273,6 +274,7 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
     if (fsm_op_has_unlock(c->op)) {
         flags |= c->unlock ? FSM_FLAG_UNLOCK : 0;
         flags |= c->fresh ? FSM_FLAG_FRESH : 0;
+        flags |= c->held && c->op == FSM_OP_ANNOUNCE ? FSM_FLAG_HELD : 0;
     }
     if (c->op == FSM_OP_ANNOUNCE && c->meta.kind == FSM_FILE && c->meta.data)
         flags |= FSM_FLAG_INLINE;
@@ -373,9 +375,11 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
     uint8_t flags = fsm_get_u8(&r);
     c->node = fsm_get_u64(&r);
     c->now_ms = fsm_get_u64(&r);
-    if (r.bad || (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH | FSM_FLAG_INLINE)) != 0 ||
-        (flags && !fsm_op_has_unlock(c->op)) || ((flags & FSM_FLAG_INLINE) && c->op != FSM_OP_ANNOUNCE))
+    if (r.bad || (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH | FSM_FLAG_INLINE | FSM_FLAG_HELD)) != 0 ||
+        (flags && !fsm_op_has_unlock(c->op)) ||
+        ((flags & (FSM_FLAG_INLINE | FSM_FLAG_HELD)) && c->op != FSM_OP_ANNOUNCE))
         return -EINVAL;
+    c->held = (flags & FSM_FLAG_HELD) != 0;
     c->unlock = (flags & FSM_FLAG_UNLOCK) != 0;
     c->fresh = (flags & FSM_FLAG_FRESH) != 0;
     switch (c->op) {
@@ -776,13 +780,29 @@ static bool fsm_fresh_conflict(const struct fsm *f, const struct fsm_cmd *c)
     return r && r->e.kind != FSM_TOMBSTONE && r->e.origin != c->node;
 }
 
+/* A change made under a lock the node has since lost (its lease ran out
+ * while it was paused or cut off) to a path another node changed meanwhile:
+ * applying it would silently drop the other node's version. Refused; the
+ * node keeps its bytes as a conflict copy. */
+static bool fsm_lock_lost(const struct fsm *f, const struct fsm_cmd *c)
+{
+    if (!c->held)
+        return false;
+    const struct fsm_rec *r = fsm_lookup(f, c->path);
+    if (!r || r->e.origin == c->node)
+        return false;
+    bool found;
+    size_t i = fsm_lock_pos(f, c->path, &found);
+    return !found || f->locks[i].node != c->node;
+}
+
 /* Each apply allocates everything it needs first and mutates after, so on
  * ENOMEM the state is as it was: a half-applied command would be a state no
  * other node has. */
 
 static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v, uint64_t now)
 {
-    if (fsm_lock_busy(f, c->path, c->node, now))
+    if (fsm_lock_busy(f, c->path, c->node, now) || fsm_lock_lost(f, c))
         return -EBUSY;
     if (fsm_fresh_conflict(f, c))
         return -EEXIST;

@@ -67,6 +67,9 @@ struct fsm_cmd {
     bool unlock;             /* ANNOUNCE, RENAME: release path's (and path2's) lock of node */
     bool fresh;              /* ANNOUNCE, RENAME: made without the lock (an optimistic
                               * create): refused if path has a live entry of another node */
+    bool held;               /* ANNOUNCE: made under node's lock on path: refused (-EBUSY)
+                              * if node no longer holds it and the entry is another node's
+                              * (the lease lapsed and someone else changed the path) */
     const char *path;        /* ANNOUNCE, RENAME (source), LOCK, UNLOCK */
     const char *path2;       /* RENAME target */
     struct fsm_meta meta;    /* ANNOUNCE */

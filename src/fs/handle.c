@@ -84,7 +84,7 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel, boo
     int rc = fstat(h->fd, &st) < 0 ? -errno : 0;
     if (rc == 0 && st.st_nlink > 0) {
         struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = rel, .unlock = hd.last,
-                              .fresh = hd.e->fresh};
+                              .fresh = hd.e->fresh, .held = !hd.e->fresh};
         if (hd.last && hd.e->fresh)
             fresh_lock_cancel(fs, hd.e);
         uint64_t t0 = nsync_mono_us();

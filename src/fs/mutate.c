@@ -38,6 +38,7 @@ int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after
         if (mrc == 0) {
             cmd.unlock = h.last;
             cmd.fresh = h.e->fresh;
+            cmd.held = !cmd.fresh;
             rc = announce_async(fs, &cmd, h.e, h.last, &st);
             sent = rc == 0;
         } else if (mrc != -ENOTSUP) {

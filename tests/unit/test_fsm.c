@@ -470,6 +470,12 @@ static void test_malformed(void **state)
         p[2] |= 0x04;
         assert_malformed(f, buf, len);
         p[2] &= (uint8_t)~0x04;
+        if (valid[i].op != FSM_OP_ANNOUNCE) { /* held: ANNOUNCE only */
+            uint8_t was = p[2];
+            p[2] |= 0x08;
+            assert_malformed(f, buf, len);
+            p[2] = was;
+        }
         if (valid[i].op != FSM_OP_ANNOUNCE && valid[i].op != FSM_OP_RENAME) {
             p[2] = 1;
             assert_malformed(f, buf, len);
@@ -878,6 +884,39 @@ static void test_leave(void **state)
 }
 
 /* ---------------- locks ---------------- */
+
+static int announce_held(struct fsm *f, uint64_t node, const char *path, uint8_t fill, uint64_t now)
+{
+    struct fsm_cmd c = {.op = FSM_OP_ANNOUNCE, .node = node, .path = path, .meta = file_meta(7, fill),
+                        .unlock = true, .held = true, .now_ms = now};
+    return apply_cmd(f, &c);
+}
+
+/* A node paused past its lease: another node took the lock, changed the
+ * file and let go. The paused node's announce under the lost lock must not
+ * replace that change (found by test_partitions.py). */
+static void test_lock_lost(void **state)
+{
+    struct fsm *f = *state;
+    assert_int_equal(join(f, N1), 0);
+    assert_int_equal(join(f, N2), 0);
+    assert_int_equal(lock(f, N1, "f", 1000, 500), 0);
+    assert_int_equal(announce_held(f, N1, "f", 1, 1001), 0); /* releases */
+    assert_int_equal(lock(f, N1, "f", 1100, 500), 0);        /* N1 writes again, then pauses */
+    assert_int_equal(lock(f, N2, "f", 1700, 500), 0);        /* lease over: N2 */
+    assert_int_equal(announce_held(f, N2, "f", 2, 1701), 0);
+    assert_int_equal(fsm_get(f, "f")->origin, N2);
+    assert_int_equal(announce_held(f, N1, "f", 3, 1800), -EBUSY); /* resumed: refused */
+    assert_int_equal(fsm_get(f, "f")->origin, N2);
+    assert_int_equal(fsm_get(f, "f")->hash[0], 2);
+    /* Holding the lock again, N1 may replace it; and a path nobody else
+     * changed needs no lock record (its own entry). */
+    assert_int_equal(lock(f, N1, "f", 1900, 500), 0);
+    assert_int_equal(announce_held(f, N1, "f", 4, 1901), 0);
+    assert_int_equal(announce_held(f, N1, "f", 5, 1902), 0);
+    /* Without the flag (older commands, tests) nothing changes. */
+    assert_int_equal(announce(f, N2, "f", FSM_FILE), 0);
+}
 
 static void test_locks(void **state)
 {
@@ -1870,6 +1909,7 @@ int main(void)
         T(test_announce_pending),
         T(test_settle),
         T(test_on_majority),
+        T(test_lock_lost),
         T(test_tombstone),
         T(test_no_members),
         T(test_join),
