@@ -11,6 +11,7 @@ PACKAGES=(
   libcurl4-openssl-dev libmicrohttpd-dev libcjson-dev libxxhash-dev
   libcmocka-dev
   python3 python3-pytest curl
+  nftables # partition tests: nft rules in a table each test makes and removes
 )
 
 missing=()

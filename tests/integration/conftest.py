@@ -26,6 +26,7 @@ import threading
 
 import pytest
 
+from netcut import NetCut
 from nsynctest import BINARY, Cluster, ACTIVE, logs_report
 
 DEFAULT_DEADLINE_S = 300
@@ -128,12 +129,13 @@ def binary():
     return BINARY
 
 
-def _make(request, base, n, extra_args, name, log_level="debug"):
+def _make(request, base, n, extra_args, name, log_level="debug", netcut=False):
     c = Cluster(base, n=n, extra_args=extra_args, name=name, log_level=log_level)
     ALL_CLUSTERS.append(c)
     # Registered before starting, so a cluster that fails to come up is still
     # torn down (and its logs reach the report first).
     request.addfinalizer(c.teardown)
+    c.net = NetCut(c) if netcut else None
     c.start_all()
     return c
 
@@ -142,10 +144,12 @@ def _make(request, base, n, extra_args, name, log_level="debug"):
 def cluster_factory(request, tmp_path, binary):
     count = [0]
 
-    def make(n=3, extra_args=(), name=None, log_level="debug"):
+    def make(n=3, extra_args=(), name=None, log_level="debug", netcut=False):
+        """netcut: each node in a cgroup of its own, c.net a NetCut to cut links."""
         count[0] += 1
         base = tmp_path / f"cluster{count[0]}"
-        return _make(request, base, n, extra_args, name or f"cluster{count[0]}", log_level)
+        return _make(request, base, n, extra_args, name or f"cluster{count[0]}", log_level,
+                     netcut)
 
     return make
 

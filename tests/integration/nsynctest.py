@@ -308,8 +308,10 @@ class Node:
             log.write(f"\n=== [harness] start #{self.starts} of node {self.idx}: "
                       f"{' '.join(cmd)}\n".encode())
             log.flush()
+            hook = self.cluster.spawn_hook
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=hook(self.idx) if hook else None)
 
     def mounted(self):
         """The mount is up and answers (lstat through it works)."""
@@ -370,6 +372,8 @@ class Cluster:
         self.name = name
         self.extra_args = list(extra_args)
         self.log_level = log_level
+        self.spawn_hook = None      # idx -> preexec function (netcut.NetCut)
+        self.teardown_hooks = []    # called at the end of teardown, always
         ports = free_ports(2 * n)
         self.nodes = [Node(self, i, self.base, ports[2 * i], ports[2 * i + 1]) for i in range(n)]
         with _ACTIVE_LOCK:
@@ -484,6 +488,8 @@ class Cluster:
                 if is_mounted(nd.mnt) or _is_stale(nd.mnt):
                     fusermount_u(nd.mnt, lazy=True)
         finally:
+            for hook in self.teardown_hooks:
+                hook()
             with _ACTIVE_LOCK:
                 if self in ACTIVE:
                     ACTIVE.remove(self)
