@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Fault campaign for nsyncfs: kill -9 nodes under load and check that no
-acknowledged change is lost.
+"""Fault campaign for nsyncfs: kill -9 nodes, cut them off the network and
+pause them, under load, and check that no acknowledged change is lost.
 
     scripts/chaos.py ROUNDS [--nodes 3] [--writers 2] [--seed S] [--max-seconds S]
-                            [--keep] [--log-level info]
+                            [--faults kill,partition,pause] [--keep] [--log-level info]
+    scripts/chaos.py 0 --soak-minutes M ...
 
 A 3-node cluster runs in a temp directory (tests/integration/nsynctest.py's
 Cluster). Writer threads, bound to one node each, create, rewrite, rename and
 delete files in their own namespace (w<node>-<thread>/), so the expected final
-state is deterministic. Each round kills one node with SIGKILL (sometimes the
-leader), lets the writers on the other nodes go on, restarts it, and lets its
-writers go on as well.
+state is deterministic. Each round picks one node (sometimes the leader) and
+one fault: kill (SIGKILL, writers on the other nodes go on, restart, its
+writers go on as well), partition (every link of the node cut with nftables,
+tests/integration/netcut.py, while its own writers keep trying: they must get
+clean errors; heal), or pause (SIGSTOP for longer than the lock lease, then
+SIGCONT). A third of the writes fsync before close.
 
 An operation counts as acknowledged only when its syscall returned success
 (close() for a write, rename(), unlink()); its effect goes into the expected
@@ -21,6 +25,12 @@ At the end: the writers stop, every node's tree must become identical
 (bounded), and every certain path must hold its expected bytes (or be absent)
 on every node. Prints rounds survived, files checked and lost changes; exits 0
 only if there was no lost change, no divergence and no anomaly.
+
+With --soak-minutes M the rounds are paced one per minute for M minutes
+(writers never stop in between), and each minute it samples every node's
+RSS and raft directory size; the report adds those series and the longest
+stall of a writer (the longest gap between two acknowledged operations of
+one writer while its node was neither down nor faulted).
 
 Every wait is bounded; the whole run too (--max-seconds). Nodes and mounts are
 always cleaned up, also on Ctrl-C. The temp directory (logs) is removed on
@@ -43,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 import nsynctest  # noqa: E402
+from netcut import NetCut  # noqa: E402
 from nsynctest import BINARY, Cluster, WaitTimeout, logs_report, read_bytes, wait_for  # noqa: E402
 
 NAMES = [f"f{k}" for k in range(10)] + [f"s/g{k}" for k in range(4)]
@@ -51,6 +62,7 @@ PHASE_TIMEOUT = 30.0         # ... within this many seconds, else writes are sta
 IDLE_TIMEOUT = 30.0          # a killed node's writers must notice within this
 CONVERGE_TIMEOUT = 90.0      # final: identical trees on every node
 WRITER_JOIN_TIMEOUT = 40.0   # final: writers must return from their last syscall
+LEASE_S = 3                  # -o lease: a pause round outlasts it
 
 
 def log(msg):
@@ -72,6 +84,8 @@ class NodeGate:
         self.up = False
         self.inflight = 0
         self.acks = 0
+        self.faulted = False  # cut off or paused: its errors are expected
+        self.epoch = 0        # counts changes of up/faulted: stalls are measured within one
 
     def enter(self, stop):
         with self.cv:
@@ -91,11 +105,18 @@ class NodeGate:
     def open(self):
         with self.cv:
             self.up = True
+            self.epoch += 1
             self.cv.notify_all()
 
     def close(self):
         with self.cv:
             self.up = False
+            self.epoch += 1
+
+    def set_faulted(self, on):
+        with self.cv:
+            self.faulted = on
+            self.epoch += 1
 
     def wait_idle(self, timeout):
         deadline = time.monotonic() + timeout
@@ -126,6 +147,9 @@ class Writer(threading.Thread):
         self.uncertain_before = set()  # as it was when the current operation started
         self.seq = 0
         self.acked = 0
+        self.fsyncs = 0
+        self.last_ack = None      # (monotonic time, gate epoch) of the last acknowledged op
+        self.max_stall = (0.0, "")
         self.failed = 0
         self.errors = {}          # errno name -> count
         self.anomalies = []       # results that contradict acknowledged state
@@ -151,7 +175,7 @@ class Writer(threading.Thread):
         self.errors[name] = self.errors.get(name, 0) + 1
         self.failed += 1
         self.uncertain.update(paths)
-        if self.gate.up:
+        if self.gate.up and not self.gate.faulted:
             # The node was not being killed: design §8 wants in-flight writes
             # to ride out a leader change, so say which operation failed.
             self.live_errors.append(f"{time.strftime('%H:%M:%S')} node {self.node} "
@@ -173,6 +197,9 @@ class Writer(threading.Thread):
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
+            if self.rnd.random() < 0.33:
+                os.fsync(fd)
+                self.fsyncs += 1
         except BaseException:
             try:
                 os.close(fd)
@@ -255,6 +282,14 @@ class Writer(threading.Thread):
                     acked = op[0] != "verify"
                     if acked:
                         self.acked += 1
+                        now, ep = time.monotonic(), self.gate.epoch
+                        if (self.last_ack and self.last_ack[1] == ep and self.gate.up
+                                and not self.gate.faulted):
+                            gap = now - self.last_ack[0]
+                            if gap > self.max_stall[0]:
+                                self.max_stall = (gap, f"{op[0]} {' '.join(op[1:])} at "
+                                                       f"{time.strftime('%H:%M:%S')}")
+                        self.last_ack = (now, ep)
                 except OSError as e:
                     self.note_error(e, list(op[1:]), op[0])
                 finally:
@@ -273,13 +308,22 @@ class Campaign:
         self.t0 = time.monotonic()
         self.deadline = self.t0 + args.max_seconds
         self.base = Path(tempfile.mkdtemp(prefix="nsync-chaos-"))
-        self.c = Cluster(self.base, n=args.nodes, log_level=args.log_level, name="chaos")
+        # A short lease, so that a pause outlives it within a round.
+        self.c = Cluster(self.base, n=args.nodes, log_level=args.log_level, name="chaos",
+                         extra_args=["-o", f"lease={LEASE_S}"])
+        self.faults = [f for f in args.faults.split(",") if f]
+        bad = [f for f in self.faults if f not in ("kill", "partition", "pause")]
+        if bad or not self.faults:
+            raise SystemExit(f"chaos: --faults takes kill, partition, pause (got {args.faults})")
+        self.net = NetCut(self.c) if "partition" in self.faults else None
         self.gates = [NodeGate() for _ in range(args.nodes)]
         self.stop = threading.Event()
         self.writers = []
         self.rounds_done = 0
         self.failures = []
         self.kills = {"leader": 0, "follower": 0}
+        self.by_fault = {f: 0 for f in ("kill", "partition", "pause")}
+        self.samples = []   # (seconds since start, [RSS KiB], [data dir bytes]) per minute
 
     def left(self):
         return self.deadline - time.monotonic()
@@ -332,6 +376,53 @@ class Campaign:
         self.wait_progress(self.live(), "warm-up")
 
     def one_round(self, r):
+        fault = self.rnd.choice(self.faults)
+        self.by_fault[fault] += 1
+        if fault == "kill":
+            self.kill_round(r)
+        else:
+            self.cut_or_pause_round(r, fault)
+
+    def cut_or_pause_round(self, r, fault):
+        """Node v cut off (or paused) while the others go on; v's own writers
+        keep trying (a paused node's block in their syscall). Then heal."""
+        n = len(self.c)
+        lead = self.c.leader(timeout=self.bounded(nsynctest.READY_TIMEOUT))
+        v = lead if self.rnd.random() < 0.4 else self.rnd.choice([i for i in range(n) if i != lead])
+        others = [i for i in range(n) if i != v]
+        t0 = time.monotonic()
+        self.gates[v].set_faulted(True)
+        pid = self.c.node(v).proc.pid
+        if fault == "partition":
+            self.net.isolate(v)
+        else:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            new_lead = self.c.wait_ready(others, timeout=self.bounded(nsynctest.READY_TIMEOUT))
+            self.wait_progress(others, f"round {r}, node {v} {fault}")
+            if fault == "pause":
+                # Longer than its lease: the others may take its locks.
+                until = t0 + LEASE_S + 1
+                wait_for(lambda: time.monotonic() >= until, self.bounded(LEASE_S + 5),
+                         f"node {v}'s pause to outlast its {LEASE_S} s lease")
+            else:
+                wait_for(lambda: (self.c.node(v).try_status() or {}).get("writable") is False,
+                         self.bounded(15), f"cut-off node {v} to know it has no quorum")
+        finally:
+            if fault == "partition":
+                self.net.heal()
+            else:
+                os.kill(pid, signal.SIGCONT)
+        t_fault = time.monotonic() - t0
+        self.c.wait_ready(timeout=self.bounded(nsynctest.READY_TIMEOUT))
+        self.gates[v].set_faulted(False)
+        self.wait_progress(list(range(n)), f"round {r}, node {v} back from {fault}")
+        acks = sum(g.acks for g in self.gates)
+        log(f"round {r}: {fault} of node {v} ({'leader' if v == lead else 'follower'}) for "
+            f"{t_fault:.1f} s; the others led by node {new_lead}; {acks} acknowledged "
+            f"operations so far")
+
+    def kill_round(self, r):
         n = len(self.c)
         want_leader = self.rnd.random() < 0.4
         lead = self.c.leader(timeout=self.bounded(nsynctest.READY_TIMEOUT))
@@ -422,10 +513,51 @@ class Campaign:
         return dict(checked=checked, present=present, absent=absent, lost=lost,
                     lost_list=lost_list, uncertain=uncertain, extra=extra)
 
+    def sample(self):
+        """RSS (KiB) and raft directory size (bytes) of every node, now."""
+        rss, raft = [], []
+        for nd in self.c.nodes:
+            kib = None
+            try:
+                with open(f"/proc/{nd.proc.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            kib = int(line.split()[1])
+            except (OSError, AttributeError):
+                pass
+            rss.append(kib)
+            total = 0
+            for dirpath, _, files in os.walk(nd.backing / nsynctest.DATA_DIR):
+                for fn in files:
+                    try:
+                        total += os.lstat(os.path.join(dirpath, fn)).st_size
+                    except OSError:
+                        pass
+            raft.append(total)
+        self.samples.append((time.monotonic() - self.t0, rss, raft))
+
     def run(self):
         result = None
         try:
             self.setup()
+            if self.args.soak_minutes:
+                self.sample()
+                end = time.monotonic() + self.args.soak_minutes * 60
+                r = 0
+                while time.monotonic() < end:
+                    r += 1
+                    t_round = time.monotonic()
+                    self.one_round(r)
+                    self.rounds_done = r
+                    self.sample()
+                    s = self.samples[-1]
+                    log(f"minute {r}: RSS MiB {[round(k / 1024, 1) if k else None for k in s[1]]}, "
+                        f"{nsynctest.DATA_DIR} MiB {[round(b / 2**20, 1) for b in s[2]]}")
+                    # One fault a minute; the writers go on meanwhile.
+                    until = min(end, t_round + 60)
+                    wait_for(lambda: time.monotonic() >= until, self.bounded(70),
+                             "the next minute of the soak", interval=0.5)
+                self.sample()
             for r in range(1, self.args.rounds + 1):
                 self.one_round(r)
                 self.rounds_done = r
@@ -458,9 +590,13 @@ class Campaign:
         anomalies = [a for w in self.writers for a in w.anomalies]
         live_errors = sorted(a for w in self.writers for a in w.live_errors)
         print()
-        log(f"rounds survived: {self.rounds_done}/{self.args.rounds} "
-            f"(killed the leader {self.kills['leader']}x, a follower {self.kills['follower']}x)")
-        log(f"operations: {acked} acknowledged, {failed} failed {errs or ''}")
+        planned = "soak" if self.args.soak_minutes else self.args.rounds
+        log(f"rounds survived: {self.rounds_done}/{planned} "
+            f"(kill {self.by_fault['kill']}: the leader {self.kills['leader']}x, a follower "
+            f"{self.kills['follower']}x; partition {self.by_fault['partition']}; "
+            f"pause {self.by_fault['pause']})")
+        log(f"operations: {acked} acknowledged ({sum(w.fsyncs for w in self.writers)} of the "
+            f"writes fsynced), {failed} failed {errs or ''}")
         if result is not None:
             log(f"files checked: {result['checked']} paths on {len(self.c)} nodes "
                 f"({result['present']} present, {result['absent']} absent); "
@@ -484,6 +620,17 @@ class Campaign:
             log(f"  ANOMALY {a}")
         if anomalies:
             self.failures.append(f"{len(anomalies)} anomalies (acknowledged state contradicted)")
+        stall = max((w.max_stall for w in self.writers), default=(0.0, ""))
+        log(f"longest stall of a writer (node neither down nor faulted): {stall[0]:.2f} s "
+            f"({stall[1]})")
+        if self.samples:
+            a, b = self.samples[0], self.samples[-1]
+            mib = lambda xs: [round(x / 1024, 1) if x else None for x in xs]  # noqa: E731
+            log(f"RSS MiB per node: start {mib(a[1])}, end {mib(b[1])}, max "
+                f"{mib([max((s[1][i] or 0) for s in self.samples) for i in range(len(self.c))])}")
+            log(f"{nsynctest.DATA_DIR} MiB per node (raft log, snapshots, journal): start "
+                f"{[round(x / 2**20, 1) for x in a[2]]}, end {[round(x / 2**20, 1) for x in b[2]]}, "
+                f"max {[round(max(s[2][i] for s in self.samples) / 2**20, 1) for i in range(len(self.c))]}")
         log(f"elapsed: {el:.0f} s")
         ok = not self.failures
         if not ok:
@@ -511,8 +658,8 @@ class Campaign:
 
 
 def main():
-    ap = argparse.ArgumentParser(description="kill -9 nsyncfs nodes under load; "
-                                 "check that no acknowledged change is lost")
+    ap = argparse.ArgumentParser(description="kill -9, cut off and pause nsyncfs nodes under "
+                                 "load; check that no acknowledged change is lost")
     ap.add_argument("rounds", type=int)
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--writers", type=int, default=2, help="writer threads per node")
@@ -520,6 +667,10 @@ def main():
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="total time budget (default 120 + 30 per round)")
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--faults", default="kill,partition,pause",
+                    help="comma-separated: kill, partition, pause")
+    ap.add_argument("--soak-minutes", type=float, default=None,
+                    help="run this long, one fault a minute, sampling RSS and disk")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir even on success")
     args = ap.parse_args()
     if args.rounds < 0 or args.nodes < 3:
@@ -527,7 +678,7 @@ def main():
     if args.seed is None:
         args.seed = random.SystemRandom().getrandbits(32)
     if args.max_seconds is None:
-        args.max_seconds = 120 + 30 * args.rounds
+        args.max_seconds = 120 + 30 * args.rounds + 60 * (args.soak_minutes or 0) * 1.1
     if not BINARY.exists():
         print(f"chaos: {BINARY} does not exist: build first", file=sys.stderr)
         return 2

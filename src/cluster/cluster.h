@@ -155,9 +155,9 @@ int cluster_wipe_state(const char *raft_dir, int data_fd);
 bool cluster_joined(const struct cluster *c);
 
 /* May this node try a change? 0, or -EROFS once it knows it has no quorum:
- * no leader for QUORUM_LOST_AFTER_MS (half a second; a leader cut off from
- * the majority steps down after its election timeout, 1 s). Cheap (atomics),
- * any thread. */
+ * no leader, and a probe reached no majority of the members, or no leader
+ * for 3 s (a leader cut off from the majority steps down after its election
+ * timeout, 1 s). Cheap (atomics), any thread. */
 int cluster_writable(struct cluster *c);
 /* Wall-clock ms since which this node has had no quorum, 0 while it has. */
 uint64_t cluster_no_quorum_since(struct cluster *c);

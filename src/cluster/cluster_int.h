@@ -21,10 +21,14 @@
 #define STATUS_TICK_MS 50
 #define RENEW_EVERY_MS 1000
 #define NSYNC_LEFT_MARK "left" /* in the data dir: this node left; rejoin, never bootstrap */
-/* Leaderless this long, a node knows it has no quorum: a node becomes a
- * candidate only after its election timeout (1 s) without a leader, and with
- * a majority reachable its vote takes one round trip. */
-#define QUORUM_LOST_AFTER_MS 500
+/* Without a leader, a node knows it has no quorum once a probe of the other
+ * members reaches no majority (QUORUM_PROBE_MS each, from the lease thread
+ * every QUORUM_PROBE_EVERY_MS), or once it has been leaderless longer than
+ * any election with a majority takes (a candidate may wait up to one more
+ * election timeout, 1 s, for the others' timers). */
+#define QUORUM_PROBE_MS 300
+#define QUORUM_PROBE_EVERY_MS 100
+#define QUORUM_LEADERLESS_MAX_MS 3000
 #define QUORUM_STARTUP_GRACE_MS 2000 /* the first election or join */
 #define QUORUM_WARN_EVERY_MS 30000
 
@@ -96,6 +100,7 @@ struct cluster {
     atomic_bool had_leader;
     atomic_bool readonly_logged; /* the loss was logged: log the heal too */
     _Atomic uint64_t last_warn_ms;
+    _Atomic uint64_t probe_lost_spell; /* leaderless_since_ms of the spell a probe found lost */
 
     atomic_int held_locks;
     pthread_t renew_thread;
@@ -166,9 +171,10 @@ int bootstrap_join(struct cluster *c);
 void quorum_init(struct cluster *c);
 /* The status the loop thread just published (loop thread). */
 void quorum_note(struct cluster *c, const struct cluster_status *st);
-/* Warn that the node has no quorum, naming the peers that do not answer
- * (rate-limited; probes them: lease thread). */
-void quorum_warn(struct cluster *c);
+/* While leaderless: probe the other members (blocks up to QUORUM_PROBE_MS
+ * each) and decide whether the quorum is lost; warn (every 30 s) naming the
+ * ones that do not answer. Lease thread. */
+void quorum_probe(struct cluster *c);
 
 /* lease.c: the thread that renews this node's lock leases. */
 void lease_start(struct cluster *c);

@@ -21,10 +21,13 @@ void cluster_hold_locks(struct cluster *c, int delta)
 static void *lease_main(void *arg)
 {
     struct cluster *c = arg;
+    uint64_t next_renew = nsync_mono_ms() + RENEW_EVERY_MS;
     pthread_mutex_lock(&c->renew_mu);
     for (;;) {
         struct timespec dl;
-        abs_deadline(&dl, RENEW_EVERY_MS);
+        /* Without a leader, wake often: the probe decides how soon changes
+         * fail fast. */
+        abs_deadline(&dl, atomic_load(&c->leaderless_since_ms) ? QUORUM_PROBE_EVERY_MS : RENEW_EVERY_MS);
         pthread_mutex_lock(&c->mu);
         bool stopping = c->stopping;
         pthread_mutex_unlock(&c->mu);
@@ -36,12 +39,17 @@ static void *lease_main(void *arg)
         pthread_mutex_unlock(&c->mu);
         if (stopping)
             break;
-        if (cluster_writable(c) < 0) {
+        if (atomic_load(&c->leaderless_since_ms)) {
             pthread_mutex_unlock(&c->renew_mu);
-            quorum_warn(c);
+            quorum_probe(c);
             pthread_mutex_lock(&c->renew_mu);
-            continue; /* nothing can be renewed; the leases are the leader's to expire */
+            if (cluster_writable(c) < 0)
+                continue; /* nothing can be renewed; the leases are the leader's to expire */
         }
+        uint64_t now = nsync_mono_ms();
+        if (now < next_renew)
+            continue;
+        next_renew = now + RENEW_EVERY_MS;
         if (atomic_load(&c->held_locks) <= 0)
             continue;
         pthread_mutex_unlock(&c->renew_mu);

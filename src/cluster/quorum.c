@@ -1,13 +1,15 @@
 /* Knowing there is no quorum: the loop thread notes when this node lost its
- * leader, any thread asks whether changes may still be tried (else EROFS at
- * once instead of after submit_timeout), and the operator is told which
- * peers are missing: once at the loss, every 30 s after, and at the heal. */
+ * leader; while it has none, the lease thread probes the other members, and
+ * once a majority cannot be reached (or no leader came for a long while)
+ * every change fails at once with EROFS instead of after submit_timeout.
+ * The operator is told which peers are missing, and when the quorum is back. */
 #include "cluster/cluster_int.h"
 
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -29,14 +31,13 @@ void quorum_note(struct cluster *c, const struct cluster_status *st)
     uint64_t since = atomic_load(&c->leaderless_since_ms);
     if (leader && since != 0) {
         atomic_store(&c->leaderless_since_ms, 0);
-        if (c->readonly_logged)
+        if (atomic_exchange(&c->readonly_logged, false))
             log_warn("cluster: quorum back after %.1f s (leader %016" PRIx64 "): changes work again",
                      (double)(nsync_mono_ms() - since) / 1000.0, st->leader_id);
-        c->readonly_logged = false;
-        c->had_leader = true;
+        atomic_store(&c->had_leader, true);
     } else if (!leader && since == 0) {
-        atomic_store(&c->leaderless_since_ms, nsync_mono_ms());
         atomic_store(&c->leaderless_wall_ms, nsync_now_ms());
+        atomic_store(&c->leaderless_since_ms, nsync_mono_ms());
     }
 }
 
@@ -47,9 +48,13 @@ int cluster_writable(struct cluster *c)
         return 0;
     uint64_t now = nsync_mono_ms();
     /* A starting node has no leader until its first election or join. */
-    if (!c->had_leader && now < c->started_ms + QUORUM_STARTUP_GRACE_MS)
+    if (!atomic_load(&c->had_leader) && now < c->started_ms + QUORUM_STARTUP_GRACE_MS)
         return 0;
-    return now - since >= QUORUM_LOST_AFTER_MS ? -EROFS : 0;
+    /* The probe of this leaderless spell (not of an earlier one) found too
+     * few members; or the spell outlasted any election with a majority. */
+    if (atomic_load(&c->probe_lost_spell) == since)
+        return -EROFS;
+    return now - since >= QUORUM_LEADERLESS_MAX_MS ? -EROFS : 0;
 }
 
 uint64_t cluster_no_quorum_since(struct cluster *c)
@@ -59,39 +64,87 @@ uint64_t cluster_no_quorum_since(struct cluster *c)
     return atomic_load(&c->leaderless_wall_ms);
 }
 
-/* Name the peers that do not answer: that is what an operator has to bring
- * back. A short status probe each, from the caller's thread (the lease
- * thread), at most once per QUORUM_WARN_EVERY_MS. */
-void quorum_warn(struct cluster *c)
+/* The other members: raft address (how the operator names them) and file
+ * server address (what answers the probe), from the catalog, else from
+ * --cluster. Fills out[max]; returns how many, *total the members. */
+struct quorum_peer {
+    char caddr[NSYNC_ADDR_MAX];
+    char faddr[NSYNC_ADDR_MAX];
+};
+
+static size_t quorum_peers(struct cluster *c, struct quorum_peer *out, size_t max, size_t *total)
 {
+    struct nsync *ns = c->ns;
+    size_t n = 0;
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    size_t nm = fsm_member_count(ns->fsm);
+    for (size_t i = 0; i < nm && n < max; i++) {
+        const struct fsm_member *m = fsm_member_at(ns->fsm, i);
+        if (m->id == ns->self_id)
+            continue;
+        snprintf(out[n].caddr, sizeof out[n].caddr, "%s", m->caddr);
+        snprintf(out[n].faddr, sizeof out[n].faddr, "%s", m->faddr);
+        n++;
+    }
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    *total = nm;
+    if (nm > 0)
+        return n;
+    for (size_t i = 0; i < ns->cfg.n_peers && n < max; i++) {
+        const struct nsync_peer *p = &ns->cfg.peers[i];
+        if (p->id == ns->self_id)
+            continue;
+        snprintf(out[n].caddr, sizeof out[n].caddr, "%s:%u", p->host, p->cport);
+        snprintf(out[n].faddr, sizeof out[n].faddr, "%s:%u", p->host, p->fport);
+        n++;
+    }
+    *total = n + 1;
+    return n;
+}
+
+void quorum_probe(struct cluster *c)
+{
+    uint64_t since = atomic_load(&c->leaderless_since_ms);
+    uint64_t t = nsync_mono_ms(), warned = atomic_load(&c->last_warn_ms);
+    if (since == 0)
+        return;
+    /* Known lost: probe again only to name the missing peers once more. */
+    if (cluster_writable(c) < 0 && warned && t - warned < QUORUM_WARN_EVERY_MS)
+        return;
+    if (!atomic_load(&c->had_leader) && t < c->started_ms + QUORUM_STARTUP_GRACE_MS)
+        return;
+    enum { MAXP = 64 };
+    struct quorum_peer *peers = calloc(MAXP, sizeof *peers);
+    if (!peers)
+        return;
+    size_t total = 0, n = quorum_peers(c, peers, MAXP, &total);
+    size_t reached = 1; /* this node */
+    char missing[1024] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        cJSON *js = NULL;
+        if (cluster_peer_status(c->ns->client, peers[i].faddr, QUORUM_PROBE_MS, &js) == 0) {
+            cJSON_Delete(js);
+            reached++;
+            continue;
+        }
+        int k = snprintf(missing + off, sizeof missing - off, "%s%s", off ? ", " : "", peers[i].caddr);
+        if (k > 0 && (size_t)k < sizeof missing - off)
+            off += (size_t)k;
+    }
+    free(peers);
+    bool lost = 2 * reached <= total;
+    if (lost && atomic_load(&c->leaderless_since_ms) == since)
+        atomic_store(&c->probe_lost_spell, since);
+    if (cluster_writable(c) == 0)
+        return;
     uint64_t now = nsync_mono_ms(), last = atomic_load(&c->last_warn_ms);
     if (last && now - last < QUORUM_WARN_EVERY_MS)
         return;
-    if (!atomic_compare_exchange_strong(&c->last_warn_ms, &last, now))
-        return; /* another thread warns */
-    c->readonly_logged = true; /* a benign race with the loop: only a log line */
-    struct cluster_status st;
-    cluster_get_status(c, &st);
-    char peers[1024] = "";
-    size_t off = 0;
-    for (size_t i = 0; i < c->ns->cfg.n_peers; i++) {
-        const struct nsync_peer *p = &c->ns->cfg.peers[i];
-        if (p->id == c->ns->self_id)
-            continue;
-        char faddr[NSYNC_ADDR_MAX];
-        snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
-        cJSON *js = NULL;
-        if (cluster_peer_status(c->ns->client, faddr, 300, &js) == 0) {
-            cJSON_Delete(js);
-            continue;
-        }
-        int n = snprintf(peers + off, sizeof peers - off, "%s%s:%u", off ? ", " : "", p->host, p->cport);
-        if (n > 0 && (size_t)n < sizeof peers - off)
-            off += (size_t)n;
-    }
-    uint64_t since = atomic_load(&c->leaderless_since_ms);
-    log_warn("cluster: no quorum (no leader for %.1f s, role %s): changes fail with EROFS until "
-             "it is back; unreachable peers: %s",
-             since ? (double)(now - since) / 1000.0 : 0.0, cluster_role_name(st.state),
-             off ? peers : "none (a vote or a leader change is under way)");
+    atomic_store(&c->last_warn_ms, now);
+    atomic_store(&c->readonly_logged, true);
+    log_warn("cluster: no quorum (no leader for %.1f s; %zu of %zu members reachable): changes "
+             "fail with EROFS until it is back; unreachable peers: %s",
+             (double)(now - since) / 1000.0, reached, total,
+             off ? missing : "none (they answer, but no leader is elected)");
 }

@@ -132,6 +132,8 @@ struct handle {
     pthread_rwlock_t rw;
     struct lock_ent *lk;       /* this handle's ref on the path's lock, or NULL */
     atomic_bool dirty;         /* wrote since the last announce */
+    atomic_bool jrec;          /* its first change since then is in the journal */
+    unsigned jgen;             /* ... in that journal file (handle_mark_dirty) */
     /* The hash of [0, hashed), fed by this handle's writes while they come
      * front to back and nothing else changes the file (hash_mods: lk->mods
      * as this handle's last change left it), so that the announce of a big
@@ -259,6 +261,7 @@ int durable_on_majority(struct fs *fs, const char *rel);
 
 /* ---- handle.c ---- */
 int handle_write_begin(struct fs *fs, struct handle *h, const char *path);
+void handle_mark_dirty(struct fs *fs, struct handle *h);
 int handle_sync(struct fs *fs, struct handle *h, const char *path);
 int handle_flush(struct fs *fs, struct handle *h, const char *path);
 int handle_fsync(struct fs *fs, struct handle *h, const char *path, int datasync);

@@ -67,6 +67,34 @@ int handle_write_begin(struct fs *fs, struct handle *h, const char *path)
     }
 }
 
+/* h is about to change its file (h->rw held, shared or exclusive). Its first
+ * change since the last announce names the path in the journal, so that a
+ * crash before close() has the next start compare and announce it (the
+ * bytes are in BACKING already). One write() per handle and announce. */
+void handle_mark_dirty(struct fs *fs, struct handle *h)
+{
+    atomic_store(&h->dirty, true);
+    if (!h->lk || atomic_exchange(&h->jrec, true))
+        return; /* unlinked (nothing to replicate), or recorded already */
+    pthread_mutex_lock(&fs->mu);
+    unsigned g = journal_add(fs, h->lk->path);
+    pthread_mutex_unlock(&fs->mu);
+    journal_write(fs, g, h->lk->path);
+    h->jgen = g;
+}
+
+/* The change h's record stood for is announced (its own journal record
+ * took over) or needs nothing; rw held exclusively. A failed announce keeps
+ * the record: the next start compares the path. */
+static void handle_journal_done(struct fs *fs, struct handle *h)
+{
+    if (!atomic_exchange(&h->jrec, false))
+        return;
+    pthread_mutex_lock(&fs->mu);
+    journal_answered(fs, h->jgen);
+    pthread_mutex_unlock(&fs->mu);
+}
+
 /* Announce h's file (h->rw held exclusively, lock held for rel), unlocking
  * in the same command when h is the last holder on this node, unless keep
  * (fsync: the writer goes on writing under the lock). It does not
@@ -111,6 +139,8 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel, boo
         }
     }
     announce_end(fs, hd.e);
+    if (rc == 0)
+        handle_journal_done(fs, h);
     if (hd.last) {
         h->lk = NULL;
         if (!sent)
@@ -157,6 +187,7 @@ static int handle_sync_wait(struct fs *fs, struct handle *h, const char *path, b
     if (!atomic_load(&h->dirty))
         return 0;
     if (!path) {
+        handle_journal_done(fs, h);
         atomic_store(&h->dirty, false); /* unlinked: its bytes go nowhere */
         return 0;
     }
@@ -339,7 +370,8 @@ int handle_open(struct fs *fs, const char *rel, int flags, mode_t mode, bool cre
         mutate_own_by_caller(fs, fd, "", AT_EMPTY_PATH); /* mode: as for mkdir */
     h->fd = fd;
     h->oflags = oflags;
-    atomic_store(&h->dirty, create || (writable && (flags & O_TRUNC)));
+    if (create || (writable && (flags & O_TRUNC)))
+        handle_mark_dirty(fs, h);
     if (h->lk) {
         h->hash_mods = atomic_load(&h->lk->mods);
         h->hash_live = true;

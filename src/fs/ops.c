@@ -258,7 +258,7 @@ static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
             return rc;
         rc = ftruncate(h->fd, size) < 0 ? -errno : 0;
         if (rc == 0)
-            atomic_store(&h->dirty, true);
+            handle_mark_dirty(fs, h);
         if (path)
             meta_hash_note(h, NULL, 0, size);
         pthread_rwlock_unlock(&h->rw);
@@ -321,7 +321,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
         return rc;
     /* Dirty before the bytes land: a flush waits for us (rw) and then must
      * see the flag. */
-    atomic_store(&h->dirty, true);
+    handle_mark_dirty(ns->fs, h);
     ssize_t n = pwrite(h->fd, buf, size, off);
     rc = n < 0 ? -errno : (int)n;
     if (path)
@@ -473,7 +473,7 @@ static int op_fallocate(const char *path, int mode, off_t off, off_t len,
     int rc = handle_write_begin(ns->fs, h, path);
     if (rc < 0)
         return rc;
-    atomic_store(&h->dirty, true);
+    handle_mark_dirty(ns->fs, h);
     rc = fallocate(h->fd, mode, off, len) < 0 ? -errno : 0;
     if (path)
         meta_hash_note(h, NULL, 0, -1); /* ends the running hash */

@@ -235,3 +235,21 @@ def test_sync_option(cluster_factory):
         h.end()
     _heal(c, dead)
     c.wait_file("b.txt", b"written before the loss\n")
+
+
+def test_kill_before_close_is_reconciled(cluster):
+    """A handle's first write names the path in the journal: kill -9 of the
+    node before close(), and its restart still announces what is in BACKING."""
+    c = cluster
+    w = c.follower()
+    write_file(c.node(w).path("open.txt"), b"old")
+    c.wait_file("open.txt", b"old")
+    h = Holder(c.node(w).path("open.txt"))
+    try:
+        assert h.do("write", "written, never closed") == 0
+        c.kill9(w)  # the write is in BACKING; close() never came
+    finally:
+        h.end()
+    assert read_bytes(c.node(w).bpath("open.txt")).startswith(b"written, never closed")
+    c.start(w)
+    c.wait_file("open.txt", b"written, never closed\n")
