@@ -65,7 +65,8 @@ integration() {
 }
 step integration integration
 
-# A short fault campaign: kill -9 random nodes under load (scripts/chaos.sh).
+# A short fault campaign: kill -9, cut off or pause random nodes under load
+# (scripts/chaos.sh).
 step chaos "$REPO/scripts/chaos.sh" 3 --max-seconds 80
 
 # The same code under ASan + UBSan. Reports go to files (the daemons'
