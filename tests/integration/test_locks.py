@@ -323,8 +323,9 @@ def test_quorum_loss_default_bound(cluster):
 @pytest.mark.parametrize("holder_role", ["follower", "leader"])
 def test_crashed_lock_holder(cluster_factory, holder_role):
     """kill -9 of a node with a file open for writing (written, not closed):
-    another node can write that file once the lease runs out, the dead
-    node's unannounced bytes go nowhere, and it converges when it is back."""
+    another node can write that file once the lease runs out, and when the
+    dead node is back its unannounced bytes (journaled at the first write)
+    are kept as a conflict copy on every node, not over the newer write."""
     lease = 2
     c = cluster_factory(3, extra_args=["-o", f"lease={lease}"], name=f"crash-{holder_role}")
     lead = c.leader()
@@ -369,7 +370,10 @@ def test_crashed_lock_holder(cluster_factory, holder_role):
 
     c.start(h)
     c.wait_file(rel, b"written after the lease")
-    c.wait_trees_equal()
+    t = c.wait_trees_equal()
+    copies = [k for k in t if k.startswith(rel + ".nsync-conflict-")]
+    assert len(copies) == 1, f"expected one conflict copy of {rel}: {sorted(t)}"
+    assert read_bytes(c.node(o).path(copies[0])).startswith(b"NEVER ANNOUNCED")
 
 
 def test_close_is_durable_across_a_crash(cluster):
