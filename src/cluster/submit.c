@@ -51,7 +51,7 @@ int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeou
     void *buf;
     size_t len;
     if (cluster_writable(c) < 0)
-        return -EROFS; /* the lease thread tells the operator (quorum_warn) */
+        return -EROFS; /* the lease thread tells the operator (quorum_probe) */
     if (fsm_cmd_encode(cmd, &buf, &len) < 0)
         return -EINVAL;
     return outbox_submit(c->outbox, buf, len, timeout_ms, reply);
