@@ -75,6 +75,20 @@ int cluster_drain(struct cluster *c, unsigned timeout_ms);
  * but the loop and outbox threads. */
 int cluster_barrier(struct cluster *c, unsigned timeout_ms);
 
+/* Wait until the local catalog has applied version `version` (a reply's),
+ * at most timeout_ms: 0 or -ETIMEDOUT. Any thread but the loop thread. */
+int cluster_wait_applied(struct cluster *c, uint64_t version, unsigned timeout_ms);
+
+/* A read barrier: commit a harmless command of this node's (a RENEW) and wait
+ * until the local catalog applied it, so that it holds everything the
+ * leader had committed before the call. Right after a restart the catalog
+ * is being rebuilt from the node's own log, whose commit index lags the
+ * leader's: until this returns 0 it may show states long gone (a file live
+ * again, reported held by this node's earlier life). 0, or what
+ * cluster_submit returns, or -ETIMEDOUT. Any thread but the loop and outbox
+ * threads. */
+int cluster_sync_point(struct cluster *c, unsigned timeout_ms);
+
 /* One encoded command of a batch and what became of it: rc 0 applied
  * (reply valid), -EINVAL malformed, anything else not applied as far as we
  * know (-ENOTCONN no leader, -EROFS timed out, -ESHUTDOWN). */

@@ -130,3 +130,33 @@ int cluster_submit_batch_encoded(struct cluster *c, struct cluster_item *items, 
         return -ENOTCONN;
     return loop_submit_local_batch(c, items, n, timeout_ms);
 }
+
+int cluster_wait_applied(struct cluster *c, uint64_t version, unsigned timeout_ms)
+{
+    struct nsync *ns = c->ns;
+    uint64_t seen = 0, end = nsync_mono_ms() + timeout_ms;
+    for (;;) {
+        pthread_rwlock_rdlock(&ns->fsm_lock);
+        bool ok = fsm_version(ns->fsm) >= version;
+        pthread_rwlock_unlock(&ns->fsm_lock);
+        if (ok)
+            return 0;
+        uint64_t now = nsync_mono_ms();
+        if (now >= end)
+            return -ETIMEDOUT;
+        cluster_wait_change(c, &seen, (unsigned)(end - now));
+    }
+}
+
+int cluster_sync_point(struct cluster *c, unsigned timeout_ms)
+{
+    struct fsm_cmd cmd = {.op = FSM_OP_RENEW, .node = c->ns->self_id,
+                          .lease_ms = c->ns->cfg.lease_ms};
+    struct cluster_reply r;
+    uint64_t t0 = nsync_mono_ms();
+    int rc = cluster_submit(c, &cmd, timeout_ms, &r);
+    if (rc < 0)
+        return rc;
+    uint64_t spent = nsync_mono_ms() - t0;
+    return cluster_wait_applied(c, r.version, spent < timeout_ms ? (unsigned)(timeout_ms - spent) : 0);
+}

@@ -90,30 +90,13 @@ static bool journal_replay_ready(struct fs *fs)
     return cs.leader_id != 0 && cs.last_applied >= cs.commit_index && cs.commit_index > 0;
 }
 
-/* Right after a restart this node's commit index is what its own log holds,
- * not what the leader has committed since: "applied up to the commit index"
- * can be true while the catalog still lacks a newer version by another node
- * (a replay would then announce over it, and its lock would wait for an
- * install that the replay itself holds back). A command of our own (a
- * RENEW: harmless) is committed after everything before it; once the local
- * catalog applied it, it knows all that. */
-static bool journal_caught_up(struct fs *fs, uint64_t *seen)
+/* Right after a restart "applied up to the commit index" can be true while
+ * the catalog still lacks a newer version by another node (a replay would
+ * then announce over it, and its lock would wait for an install that the
+ * replay itself holds back): cluster_sync_point knows. */
+static bool journal_caught_up(struct fs *fs)
 {
-    struct nsync *ns = fs->ns;
-    struct fsm_cmd cmd = {.op = FSM_OP_RENEW, .lease_ms = ns->cfg.lease_ms};
-    struct cluster_reply r;
-    if (fs_submit(fs, &cmd, &r) < 0)
-        return false;
-    uint64_t end = nsync_mono_ms() + fs_submit_timeout(ns);
-    for (;;) {
-        pthread_rwlock_rdlock(&ns->fsm_lock);
-        bool ok = fsm_version(ns->fsm) >= r.version;
-        pthread_rwlock_unlock(&ns->fsm_lock);
-        uint64_t now = nsync_mono_ms();
-        if (ok || now >= end)
-            return ok;
-        cluster_wait_change(ns->cluster, seen, (unsigned)(end - now));
-    }
+    return cluster_sync_point(fs->ns->cluster, fs_submit_timeout(fs->ns)) == 0;
 }
 
 /* One journaled path after a crash: the cluster has our version (nothing to
@@ -185,7 +168,7 @@ void *journal_replayer_main(void *arg)
         pthread_mutex_unlock(&fs->mu);
         if (stop)
             return NULL;
-        if (journal_replay_ready(fs) && journal_caught_up(fs, &seen))
+        if (journal_replay_ready(fs) && journal_caught_up(fs))
             break;
         cluster_wait_change(fs->ns->cluster, &seen, 100);
     }

@@ -255,6 +255,20 @@ static void *xfer_manager_main(void *arg)
     xfer_background();
     struct xfer_fetcher *f = arg;
     uint64_t seen = 0;
+    /* After a restart the catalog replays this node's own log: files go
+     * live, are reported held by this node's earlier life, deleted and
+     * forgotten in quick succession. Installing from such a passing state
+     * brings a deleted file back for good (nothing lists it any more), so
+     * nothing is installed before the catalog has caught up with the leader. */
+    bool said = false;
+    while (!xfer_stopping(f) && cluster_sync_point(f->ns->cluster, 1000) < 0) {
+        if (!said)
+            log_info("fetch: waiting for the cluster's current catalog before installing");
+        said = true;
+        cluster_wait_change(f->ns->cluster, &seen, 200);
+    }
+    if (said && !xfer_stopping(f))
+        log_info("fetch: the catalog is current; installing");
     while (!xfer_stopping(f)) {
         uint64_t wake = xfer_pass(f);
         if (xfer_stopping(f))
