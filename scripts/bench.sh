@@ -18,7 +18,8 @@
 # Workloads (scripts/bench_workloads.py, the same code for every target),
 # medians of RUNS runs: FILES x 4 KiB creates (files/s), FSYNC_FILES x 4 KiB
 # creates with fsync before close (files/s), a stat of each (stats/s); SIZE_MIB sequential
-# write + fsync (MiB/s); cold sequential read of it (MiB/s). Before each timed
+# write + fsync (MiB/s); cold sequential read of it (MiB/s); with TREE, tar xf of
+# a tarball of it, rsync -a and cp -a of it, rm -rf of the three (seconds). Before each timed
 # step the clusters are left to finish replicating, and the page cache is synced.
 # Then, on the 3-node cluster: ../shared/bench/syncbench.py (latency, small,
 # large = SIZE_MIB, delete), each node's peak RSS during it (VmHWM), and the
@@ -27,7 +28,8 @@
 # Output: a table on stdout; JSON (and the table) in bench-results/.
 #
 # Environment: RUNS (5: single runs here vary by up to 4x), SIZE_MIB (1024), FILES (2000),
-#   FSYNC_FILES (500), IDLE_S (20),
+#   FSYNC_FILES (500), IDLE_S (20), TREE (/usr/include: the tree workload's
+#   source, copied once into the bench folder; empty: no tree workload),
 #   SYNC_TIMEOUT (300, seconds each syncbench workload may wait),
 #   WORKLOADS (latency,small,large,delete: the syncbench ones), BENCH_TMP (/tmp),
 #   BASELINE (unset: path of another nsyncfs binary to run beside this one;
@@ -44,6 +46,7 @@ RUNS=${RUNS:-5}
 SIZE_MIB=${SIZE_MIB:-1024}
 FILES=${FILES:-2000}
 FSYNC_FILES=${FSYNC_FILES:-500}
+TREE=${TREE-/usr/include}
 IDLE_S=${IDLE_S:-20}
 SYNC_TIMEOUT=${SYNC_TIMEOUT:-300}
 WORKLOADS=${WORKLOADS:-latency,small,large,delete}
@@ -95,7 +98,9 @@ fi
 # large file on 3 nodes, plus the creates and Raft logs.
 copies=6
 [[ -n "$BASELINE" ]] && copies=10 # the baseline's 4 nodes hold the bench file too
-need_mib=$((SIZE_MIB * copies + 2048))
+tree_mib=0
+[[ -n "$TREE" ]] && tree_mib=$(($(du -sm "$TREE" | cut -f1) * 3 * copies + $(du -sm "$TREE" | cut -f1) * 2))
+need_mib=$((SIZE_MIB * copies + tree_mib + 2048))
 free_mib=$(df -Pm "$BENCH_TMP" | awk 'NR == 2 { print $4 }')
 if ((free_mib < need_mib)); then
   echo "bench: $BENCH_TMP has $free_mib MiB free, the bench needs about $need_mib MiB (lower SIZE_MIB)" >&2
@@ -199,6 +204,15 @@ if [[ -n "$BASELINE" ]]; then
   BASE_TARGETS=(--target base-1="$DIR/base-1/m1" --target base-3="$DIR/base-3/m1")
 fi
 
+TREE_ARGS=()
+if [[ -n "$TREE" ]]; then
+  echo "== tree workload source: $TREE as $DIR/tree.tar and $DIR/tree-src"
+  mkdir -p "$DIR/tree-src"
+  tar cf "$DIR/tree.tar" -C "$(dirname "$TREE")" "$(basename "$TREE")"
+  tar xf "$DIR/tree.tar" -C "$DIR/tree-src"
+  TREE_ARGS=(--tree "$DIR/tree.tar" --tree-src "$DIR/tree-src/$(basename "$TREE")")
+fi
+
 t_start=$(date +%s)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== workloads: RUNS=$RUNS SIZE_MIB=$SIZE_MIB FILES=$FILES FSYNC_FILES=$FSYNC_FILES"
@@ -207,7 +221,7 @@ echo "== workloads: RUNS=$RUNS SIZE_MIB=$SIZE_MIB FILES=$FILES FSYNC_FILES=$FSYN
   --target native="$DIR/native" --target passthrough_ll="$DIR/pt/mnt" \
   --target nsyncfs-1="$DIR/nsyncfs-1/m1" --target nsyncfs-3="$DIR/nsyncfs-3/m1" \
   --target nsyncfs-3-osync="$DIR/nsyncfs-3s/m1" --creates-only nsyncfs-3-osync \
-  "${BASE_TARGETS[@]}" --settle all="$URL_LIST" --json "$DIR/out/workloads.json"
+  "${BASE_TARGETS[@]}" "${TREE_ARGS[@]}" --settle all="$URL_LIST" --json "$DIR/out/workloads.json"
 
 PROCS=(--proc "passthrough_ll=$PT_PID" --proc "nsyncfs-1=${NODE_PIDS[0]}")
 for i in 1 2 3; do PROCS+=(--proc "nsyncfs-3 node $i=${NODE_PIDS[$i]}"); done

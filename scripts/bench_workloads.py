@@ -14,6 +14,9 @@
         targets given with --settle are waited on until no node reports pending
         work (GET URL -> pending_entries == 0 and pending == 0), then sync().
         Targets named by --creates-only run the two create workloads only.
+        With --tree TARBALL (and --tree-src DIR, the same tree extracted on the
+        native disk): tar xf of it, rsync -a and cp -a of DIR into the target, then
+        rm -rf of the three, each in seconds.
     bench_workloads.py procs --proc NAME=PID [...] [--reset-hwm] [--idle-seconds S] --json OUT
         Resident memory (VmRSS, VmHWM) of each process; --reset-hwm then resets
         the peak (echo 5 > /proc/PID/clear_refs); --idle-seconds measures the CPU
@@ -27,7 +30,9 @@
 import argparse
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 import urllib.request
@@ -170,6 +175,26 @@ def w_read(path, mib):
     return mib / dt, dt
 
 
+def w_tree(d, tarball, src, r):
+    """Seconds for tar xf, rsync -a, cp -a and rm -rf of one tree each."""
+    out = {}
+    base = os.path.join(d, f"bench-tree-{os.getpid()}-{r}")
+    os.makedirs(base)
+    steps = (("tar_s", ["tar", "xf", tarball, "-C", os.path.join(base, "tar")]),
+             ("rsync_s", ["rsync", "-a", src + "/", os.path.join(base, "rsync")]),
+             ("cp_s", ["cp", "-a", src, os.path.join(base, "cp")]))
+    for key, cmd in steps:
+        if key == "tar_s":
+            os.makedirs(os.path.join(base, "tar"))
+        t0 = time.monotonic()
+        subprocess.run(cmd, check=True)
+        out[key] = time.monotonic() - t0
+    yield out   # the caller settles the cluster before the delete
+    t0 = time.monotonic()
+    shutil.rmtree(base)
+    out["rm_s"] = time.monotonic() - t0
+
+
 def summary(values):
     if not values:
         return {"median": None, "runs": []}
@@ -182,7 +207,8 @@ def cmd_run(a):
     settle_urls = [u for _, v in pairs(a.settle, "--settle") for u in v.split(",") if u]
     names = [n for n, _ in targets]
     res = {n: {"creates_files_per_s": [], "fsync_creates_files_per_s": [], "stats_per_s": [],
-               "write_mib_per_s": [], "read_mib_per_s": []} for n in names}
+               "write_mib_per_s": [], "read_mib_per_s": [],
+               "tar_s": [], "rsync_s": [], "cp_s": [], "rm_s": []} for n in names}
     only_creates = set(a.creates_only or [])
     notes = []
     cold = True
@@ -230,6 +256,18 @@ def cmd_run(a):
             res[name]["read_mib_per_s"].append(rate)
             log(f"   {name:16s} read     {rate:10.1f} MiB/s ({dt:.2f} s)")
             os.unlink(path)   # untimed; frees the disk (and replicates the delete)
+        for name, d in order:
+            if not a.tree or name in only_creates:
+                continue
+            prepare(f"{name} tree round {r + 1}")
+            steps = w_tree(d, a.tree, a.tree_src, r)
+            out = next(steps)
+            prepare(f"{name} rm -rf round {r + 1}")
+            next(steps, None)
+            for k, v in out.items():
+                res[name][k].append(v)
+            log(f"   {name:16s} tree     " +
+                ", ".join(f"{k[:-2]} {v:.2f} s" for k, v in out.items()))
     settle(settle_urls, a.settle_timeout)
     out = {
         "runs": a.runs, "size_mib": a.size_mib, "files": a.files, "fsync_files": a.fsync_files,
@@ -367,11 +405,18 @@ def cmd_report(a):
                            ("fsync_creates_files_per_s", "4 KiB creates+fsync (files/s)", 0),
                            ("stats_per_s", "stat of those (stats/s)", 0),
                            ("write_mib_per_s", "seq write+fsync (MiB/s)", 1),
-                           ("read_mib_per_s", "cold seq read (MiB/s)", 1)):
+                           ("read_mib_per_s", "cold seq read (MiB/s)", 1),
+                           ("tar_s", "tar xf of the tree (s)", 2),
+                           ("rsync_s", "rsync -a of the tree (s)", 2),
+                           ("cp_s", "cp -a of the tree (s)", 2),
+                           ("rm_s", "rm -rf of the three (s)", 2)):
         if not any(med(c, key) for c in cols):
             continue
+        # Ratios are speeds: for a time, the other's time over this one's.
+        speed = (lambda x, y: ratio(med(y, key), med(x, key))) if key.endswith("_s") else \
+            (lambda x, y: ratio(med(x, key), med(y, key)))
         rows.append([label] + [fmt(med(c, key), nd) for c in cols] +
-                    [ratio(med(x, key), med(y, key)) for x, y, _ in ratios])
+                    [speed(x, y) for x, y, _ in ratios])
     p(table(rows, header))
     rng = lambda t, k, nd: (f"{fmt((T.get(t) or {}).get(k, {}).get('min'), nd)}-"
                             f"{fmt((T.get(t) or {}).get(k, {}).get('max'), nd)}")
@@ -380,7 +425,11 @@ def cmd_report(a):
                                    ("fsync_creates_files_per_s", "4 KiB creates+fsync (files/s)", 0),
                                    ("stats_per_s", "stat of those (stats/s)", 0),
                                    ("write_mib_per_s", "seq write+fsync (MiB/s)", 0),
-                                   ("read_mib_per_s", "cold seq read (MiB/s)", 0))
+                                   ("read_mib_per_s", "cold seq read (MiB/s)", 0),
+                                   ("tar_s", "tar xf of the tree (s)", 2),
+                                   ("rsync_s", "rsync -a of the tree (s)", 2),
+                                   ("cp_s", "cp -a of the tree (s)", 2),
+                                   ("rm_s", "rm -rf of the three (s)", 2))
             if any(med(c, key) for c in cols)]
     p("")
     p("range over the runs (min-max), to judge the noise:")
@@ -462,6 +511,8 @@ def main():
     r.add_argument("--size-mib", type=int, default=1024)
     r.add_argument("--files", type=int, default=2000)
     r.add_argument("--fsync-files", type=int, default=500)
+    r.add_argument("--tree", help="tarball for the tree workload (tar, rsync, cp, rm)")
+    r.add_argument("--tree-src", help="the same tree extracted on the native disk")
     r.add_argument("--creates-only", action="append")
     r.add_argument("--no-drop-caches", dest="drop_caches", action="store_false")
     r.add_argument("--json", required=True)

@@ -12,6 +12,7 @@ PACKAGES=(
   libcmocka-dev
   python3 python3-pytest curl
   nftables # partition tests: nft rules in a table each test makes and removes
+  rsync    # bench.sh's tree workload (and what users run into the mount)
 )
 
 missing=()

@@ -21,7 +21,7 @@
 
 enum cli_key {
     K_HOST, K_CPORT, K_FPORT, K_CLUSTER, K_LOG_LEVEL, K_CONFIG,
-    K_LOCK_TIMEOUT, K_LEASE, K_SUBMIT_TIMEOUT,
+    K_LOCK_TIMEOUT, K_LEASE, K_SUBMIT_TIMEOUT, K_LOCK_CACHE,
     K_VALUED_, /* keys above take a value */
     K_STRICT_EXCL = K_VALUED_, K_SYNC, K_FOREGROUND, K_DEBUG, K_HELP, K_VERSION,
     K_ALLOW_OTHER, /* ours and FUSE's: noted, passed on */
@@ -34,7 +34,7 @@ static const char *const key_names[K_N_] = {
     [K_HOST] = "host", [K_CPORT] = "cluster_port", [K_FPORT] = "file_server_port",
     [K_CLUSTER] = "cluster", [K_LOG_LEVEL] = "log_level", [K_CONFIG] = "config",
     [K_LOCK_TIMEOUT] = "lock_timeout", [K_LEASE] = "lease",
-    [K_SUBMIT_TIMEOUT] = "submit_timeout", [K_STRICT_EXCL] = "strict_excl", [K_SYNC] = "sync",
+    [K_SUBMIT_TIMEOUT] = "submit_timeout", [K_LOCK_CACHE] = "lock_cache", [K_STRICT_EXCL] = "strict_excl", [K_SYNC] = "sync",
     [K_FOREGROUND] = "foreground", [K_DEBUG] = "debug", [K_ALLOW_OTHER] = "allow_other",
 };
 
@@ -50,6 +50,7 @@ static const struct fuse_opt cli_opts[] = {
     FUSE_OPT_KEY("lock_timeout=%s", K_LOCK_TIMEOUT),
     FUSE_OPT_KEY("lease=%s", K_LEASE),
     FUSE_OPT_KEY("submit_timeout=%s", K_SUBMIT_TIMEOUT),
+    FUSE_OPT_KEY("lock_cache=%s", K_LOCK_CACHE),
     FUSE_OPT_KEY("strict_excl", K_STRICT_EXCL),
     /* ours, not the kernel's MS_SYNCHRONOUS: FUSE passes writes through at
      * once anyway; what a user asks of a replicated mount is the commit */
@@ -93,6 +94,8 @@ static const char usage_text[] =
     "  -d                     -f and --log-level debug\n"
     "  -o OPTS                mount options: FUSE's, plus lock_timeout=SECONDS (30),\n"
     "                         lease=SECONDS (10), submit_timeout=SECONDS (8),\n"
+    "                         lock_cache=SECONDS (60: how long a path's cluster lock\n"
+    "                         stays with this node unused; 0 gives it back at once),\n"
     "                         strict_excl (O_EXCL creates wait for the cluster lock),\n"
     "                         sync (every close and metadata change returns once\n"
     "                         committed by the cluster; default: fsync does)\n"
@@ -445,7 +448,13 @@ static void cli_apply(struct cli_raw *r, struct nsync_config *cfg)
     cfg->lock_timeout_ms = 30000;
     cfg->lease_ms = 10000;
     cfg->submit_timeout_ms = 8000;
+    cfg->lock_cache_ms = 60000;
     cfg->log_level = LOG_INFO;
+    if (r->set[K_LOCK_CACHE] && strcmp(r->val[K_LOCK_CACHE], "0") != 0 &&
+        parse_seconds(r->val[K_LOCK_CACHE], &cfg->lock_cache_ms) < 0)
+        die_usage("lock_cache=%s: expected a number of seconds (0: no cache)", r->val[K_LOCK_CACHE]);
+    if (r->set[K_LOCK_CACHE] && strcmp(r->val[K_LOCK_CACHE], "0") == 0)
+        cfg->lock_cache_ms = 0;
     static const int seconds[] = {K_LOCK_TIMEOUT, K_LEASE, K_SUBMIT_TIMEOUT};
     unsigned *targets[] = {&cfg->lock_timeout_ms, &cfg->lease_ms, &cfg->submit_timeout_ms};
     for (size_t i = 0; i < sizeof seconds / sizeof seconds[0]; i++)

@@ -39,6 +39,8 @@ struct nsync_config {
     size_t n_peers;
     unsigned lock_timeout_ms;      /* -o lock_timeout=S, default 30 s */
     unsigned lease_ms;             /* -o lease=S, default 10 s */
+    unsigned lock_cache_ms;        /* -o lock_cache=S, default 60 s: how long an unused
+                                    * path lock stays cached here (0: no cache) */
     bool strict_excl;              /* -o strict_excl: O_EXCL creates take the cluster
                                     * lock first (exclusive cluster-wide) */
     bool sync;                     /* -o sync: close() and metadata changes wait for

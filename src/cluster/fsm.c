@@ -18,7 +18,7 @@
 #define FSM_FLAG_HELD 0x08u   /* ANNOUNCE: made under the node's lock (fsm_cmd.held) */
 
 #define FSM_SNAP_MAGIC "NSFM"
-#define FSM_SNAP_FORMAT 2u       /* 2 added FSM_SNAP_DATA; 1 is still read */
+#define FSM_SNAP_FORMAT 3u       /* 2 added FSM_SNAP_DATA, 3 a lock's wanted; 1, 2 still read */
 #define FSM_SNAP_PENDING 0x01u
 #define FSM_SNAP_TARGET 0x02u
 #define FSM_SNAP_RENAMED 0x04u
@@ -48,6 +48,7 @@ struct fsm_lock {
     char *path;
     uint64_t node;
     uint64_t expires_ms;
+    uint64_t wanted; /* the first node refused it since it changed hands (0: none) */
 };
 
 struct fsm {
@@ -65,6 +66,7 @@ struct fsm {
      * snapshot a canonical order for free. */
     struct fsm_lock *locks;
     size_t n_locks, locks_cap;
+    size_t n_wanted;            /* locks with a wanted mark: a cheap "anyone asking?" */
     struct fsm_member *members; /* sorted by id */
     size_t n_members, members_cap;
 };
@@ -749,6 +751,8 @@ static bool fsm_lock_busy(const struct fsm *f, const char *path, uint64_t node, 
 
 static void fsm_lock_remove_at(struct fsm *f, size_t i)
 {
+    if (f->locks[i].wanted)
+        f->n_wanted--;
     free(f->locks[i].path);
     memmove(&f->locks[i], &f->locks[i + 1], (f->n_locks - i - 1) * sizeof *f->locks);
     f->n_locks--;
@@ -1024,8 +1028,18 @@ static int fsm_apply_lock(struct fsm *f, const struct fsm_cmd *c, uint64_t now)
     uint64_t exp = fsm_expiry(now, c->lease_ms);
     if (found) {
         struct fsm_lock *l = &f->locks[i];
-        if (l->node != c->node && l->expires_ms >= now)
+        if (l->node != c->node && l->expires_ms >= now) {
+            /* The holder may be keeping it cached: this mark asks for it. */
+            if (l->wanted == 0) {
+                l->wanted = c->node;
+                f->n_wanted++;
+            }
             return -EBUSY;
+        }
+        if (l->node != c->node && l->wanted) {
+            l->wanted = 0;
+            f->n_wanted--;
+        }
         l->node = c->node;
         l->expires_ms = exp;
         return 0;
@@ -1044,7 +1058,7 @@ static int fsm_apply_lock(struct fsm *f, const struct fsm_cmd *c, uint64_t now)
         f->locks_cap = cap;
     }
     memmove(&f->locks[i + 1], &f->locks[i], (f->n_locks - i) * sizeof *f->locks);
-    f->locks[i] = (struct fsm_lock){p, c->node, exp};
+    f->locks[i] = (struct fsm_lock){p, c->node, exp, 0};
     f->n_locks++;
     return 0;
 }
@@ -1133,10 +1147,15 @@ static void fsm_apply_leave(struct fsm *f, uint64_t node)
     }
     size_t k = 0;
     for (size_t j = 0; j < f->n_locks; j++) {
-        if (f->locks[j].node == node)
-            free(f->locks[j].path);
+        struct fsm_lock *l = &f->locks[j];
+        if (l->wanted && (l->node == node || l->wanted == node)) {
+            l->wanted = 0; /* a gone node neither hands over nor waits */
+            f->n_wanted--;
+        }
+        if (l->node == node)
+            free(l->path);
         else
-            f->locks[k++] = f->locks[j];
+            f->locks[k++] = *l;
     }
     f->n_locks = k;
     if (found)
@@ -1274,6 +1293,7 @@ static void fsm_snap_write(struct fsm_wr *w, const struct fsm *f, struct fsm_rec
         fsm_put_str(w, f->locks[i].path);
         fsm_put_u64(w, f->locks[i].node);
         fsm_put_u64(w, f->locks[i].expires_ms);
+        fsm_put_u64(w, f->locks[i].wanted);
     }
     fsm_put_u64(w, f->count);
     for (size_t i = 0; i < f->count; i++) {
@@ -1469,12 +1489,16 @@ static int fsm_restore_into(struct fsm *nf, const uint8_t *p, size_t len)
     for (uint32_t i = 0; i < nl; i++) {
         const char *path = fsm_get_path(&r);
         uint64_t node = fsm_get_u64(&r), exp = fsm_get_u64(&r);
-        if (r.bad || node == 0 || (i > 0 && strcmp(nf->locks[i - 1].path, path) >= 0))
+        uint64_t wanted = format >= 3 ? fsm_get_u64(&r) : 0;
+        if (r.bad || node == 0 || wanted == node ||
+            (i > 0 && strcmp(nf->locks[i - 1].path, path) >= 0))
             return -EINVAL;
         if (!(nf->locks[i].path = fsm_strdup(path)))
             return -ENOMEM;
         nf->locks[i].node = node;
         nf->locks[i].expires_ms = exp;
+        nf->locks[i].wanted = wanted;
+        nf->n_wanted += wanted != 0;
         nf->n_locks++;
     }
 
@@ -1593,6 +1617,29 @@ size_t fsm_locks_of(const struct fsm *f, uint64_t node)
     for (size_t i = 0; i < f->n_locks; i++)
         n += f->locks[i].node == node;
     return n;
+}
+
+uint64_t fsm_lock_wanted(const struct fsm *f, const char *path)
+{
+    bool found;
+    size_t i = fsm_lock_pos(f, path, &found);
+    return found ? f->locks[i].wanted : 0;
+}
+
+int fsm_foreach_wanted(const struct fsm *f, uint64_t holder, fsm_wanted_fn fn, void *arg)
+{
+    for (size_t i = 0, seen = 0; i < f->n_locks && seen < f->n_wanted; i++) {
+        const struct fsm_lock *l = &f->locks[i];
+        if (!l->wanted)
+            continue;
+        seen++;
+        if (l->node == holder) {
+            int rc = fn(l->path, l->wanted, arg);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
 }
 
 size_t fsm_member_count(const struct fsm *f)

@@ -206,6 +206,14 @@ size_t fsm_pending_count(const struct fsm *f);
 int fsm_lock_get(const struct fsm *f, const char *path, uint64_t *holder, uint64_t *expires_ms);
 /* Number of locks held by node. */
 size_t fsm_locks_of(const struct fsm *f, uint64_t node);
+/* The node another node's refused LOCK marked path's lock as wanted by (the
+ * first since it last changed hands), 0 if none or no lock. */
+uint64_t fsm_lock_wanted(const struct fsm *f, const char *path);
+/* fn(path, wanted, arg) for every lock held by holder that another node
+ * asked for; stops early with fn's non-zero value. Costs nothing while no
+ * lock is wanted. */
+typedef int (*fsm_wanted_fn)(const char *path, uint64_t wanted, void *arg);
+int fsm_foreach_wanted(const struct fsm *f, uint64_t holder, fsm_wanted_fn fn, void *arg);
 
 /* Members, sorted by id. */
 size_t fsm_member_count(const struct fsm *f);

@@ -98,6 +98,7 @@ static void announce_done(void *arg, int rc, const struct cluster_reply *r)
               (unsigned long long)(nsync_mono_us() - pa->queued_us), st ? strerror(-st) : "ok");
     if (st == -EEXIST || st == -EBUSY) {
         pthread_mutex_lock(&fs->mu);
+        pa->e->lost = true;
         struct pending_ann **pp = &fs->fix_head;
         while (*pp)
             pp = &(*pp)->next;

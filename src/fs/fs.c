@@ -59,6 +59,13 @@ int fs_start(struct fs *fs)
     }
     fs->fixer_started = true;
     pthread_setname_np(fs->fixer, "ns-fixer");
+    rc = pthread_create(&fs->tokens, NULL, tokens_main, fs);
+    if (rc != 0) {
+        log_error("cannot start the lock cache thread: %s", strerror(rc));
+        return -rc;
+    }
+    fs->tokens_started = true;
+    pthread_setname_np(fs->tokens, "ns-tokens");
     if (fs->n_replay) {
         log_info("%zu changes closed just before the last stop may not have reached the cluster: "
                  "checking them", fs->n_replay);
@@ -88,8 +95,13 @@ int fs_stop(struct fs *fs, unsigned timeout_ms)
     fs->fixer_stop = true;
     pthread_cond_signal(&fs->fix_cv);
     bool join = fs->fixer_started, join_replayer = fs->replayer_started;
-    fs->fixer_started = fs->replayer_started = false;
+    bool join_tokens = fs->tokens_started;
+    fs->fixer_started = fs->replayer_started = fs->tokens_started = false;
     pthread_mutex_unlock(&fs->mu);
+    if (join_tokens) {
+        cluster_kick(fs->ns->cluster);
+        pthread_join(fs->tokens, NULL);
+    }
     if (join_replayer) {
         cluster_kick(fs->ns->cluster);
         pthread_join(fs->replayer, NULL);
@@ -158,7 +170,9 @@ bool fs_path_busy(struct fs *fs, const char *rel)
     struct lock_ent *e = lock_find(fs, rel);
     /* Not while the lock is being acquired: the acquirer may be waiting for
      * exactly the install the fetch worker is about to make. */
-    bool busy = e && (e->held || e->refs > 0 || e->inflight > 0);
+    /* A cached lock (no user here) is no reason: a version pending for a
+     * path whose lock this node keeps comes from a time it had lost it. */
+    bool busy = e && ((e->held && !e->cached) || e->refs > 0 || e->inflight > 0);
     for (size_t i = 0; !busy && i < fs->n_replay; i++)
         busy = fs->replay[i] && strcmp(fs->replay[i], rel) == 0;
     pthread_mutex_unlock(&fs->mu);

@@ -63,6 +63,12 @@ struct lock_ent {
                                 * handle, truncate): see meta_hash_note */
     atomic_uint ann_failed;    /* announces of it refused or given up: fsync and
                                 * -o sync compare before and after */
+    bool cached;               /* held with no local user: kept for the next one
+                                * (tokens.c); counted in fs->n_cached */
+    uint64_t idle_ms;          /* cached since (monotonic ms) */
+    bool lost;                 /* an announce under it was refused (another node's
+                                * version won): ask the cluster again before the
+                                * next change, even with announces still queued */
 };
 
 /* An announce on its way through the outbox; owned by its completion. */
@@ -91,6 +97,9 @@ struct fs {
     pthread_cond_t fix_cv;
     pthread_t fixer;
     bool fixer_started, fixer_stop;
+    pthread_t tokens;          /* ns-tokens: hands cached locks over (tokens.c) */
+    bool tokens_started;
+    atomic_size_t n_cached;    /* entries with cached set */
     /* The journal of announces queued but not yet answered (.nsyncfs/
      * unsent and unsent-1): close() returns before the commit, so a crash
      * could lose the announce; the next start replays what the journal
@@ -204,6 +213,13 @@ void lock_release_begin(struct fs *fs, struct held *h);
 void lock_holder_drop(struct fs *fs, struct lock_ent *e, bool last);
 void lock_release_end(struct fs *fs, struct held *h);
 void lock_release_now(struct fs *fs, struct held *h);
+
+/* ---- tokens.c ---- */
+bool tokens_keep(struct fs *fs, const char *path);
+void tokens_enter(struct fs *fs, struct lock_ent *e);
+void tokens_leave(struct fs *fs, struct lock_ent *e);
+bool tokens_still_ours(struct fs *fs, const struct lock_ent *e);
+void *tokens_main(void *arg);
 
 /* ---- fresh.c ---- */
 bool fresh_eligible(struct fs *fs, const char *rel);

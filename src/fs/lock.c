@@ -141,6 +141,7 @@ void lock_maybe_free(struct fs *fs, struct lock_ent *e)
     if (e->refs || e->waiters || e->held || e->acquiring || e->releasing || e->announcing ||
         e->inflight)
         return;
+    assert(!e->cached);
     struct lock_ent **pp = &fs->buckets[lock_bucket(e->path)];
     while (*pp != e)
         pp = &(*pp)->next;
@@ -171,7 +172,16 @@ int lock_path(struct fs *fs, const char *rel, struct held *out)
     e->waiters++;
     int rc;
     for (;;) {
+        if (e->held && !e->releasing && e->cached && !tokens_still_ours(fs, e)) {
+            /* Cached, but lost meanwhile (lease lapsed, another node took it). */
+            log_debug("lock %s: the cached lock is no longer ours, asking again", rel);
+            tokens_leave(fs, e);
+            e->held = false;
+            e->fresh = false;
+            cluster_hold_locks(fs->ns->cluster, -1);
+        }
         if (e->held && !e->releasing) {
+            tokens_leave(fs, e);
             e->refs++;
             rc = 0;
             break;
@@ -197,6 +207,8 @@ int lock_path(struct fs *fs, const char *rel, struct held *out)
         e->acquiring = false;
         e->attempts++;
         e->held = rc == 0;
+        if (rc == 0)
+            e->lost = false;
         e->last_err = rc;
         pthread_cond_broadcast(&fs->cv);
         if (rc < 0)
@@ -216,8 +228,9 @@ int lock_path(struct fs *fs, const char *rel, struct held *out)
  * lock_release_end, so nobody relies on a lock that is going away. */
 void lock_release_begin(struct fs *fs, struct held *h)
 {
+    bool keep = tokens_keep(fs, h->e->path);
     pthread_mutex_lock(&fs->mu);
-    h->last = h->e->refs == 1;
+    h->last = h->e->refs == 1 && !(keep && !h->e->lost);
     h->done = false;
     if (h->last)
         h->e->releasing = true;
@@ -235,6 +248,8 @@ void lock_holder_drop(struct fs *fs, struct lock_ent *e, bool last)
         e->held = false;
         e->releasing = false;
         e->fresh = false;
+    } else if (e->refs == 0 && e->held && !e->releasing) {
+        tokens_enter(fs, e);
     }
     pthread_cond_broadcast(&fs->cv);
     lock_maybe_free(fs, e);

@@ -256,6 +256,8 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
     cJSON_AddNumberToObject(o, "catalog_entries", (double)fsm_entry_count(ns->fsm));
     cJSON_AddNumberToObject(o, "pending_entries", (double)fsm_pending_count(ns->fsm));
     cJSON_AddNumberToObject(o, "catalog_inline_bytes", (double)fsm_inline_bytes(ns->fsm));
+    /* Path locks the catalog gives this node (cached ones included). */
+    cJSON_AddNumberToObject(o, "locks_held", (double)fsm_locks_of(ns->fsm, ns->self_id));
     size_t nm = fsm_member_count(ns->fsm);
     for (size_t i = 0; members && i < nm; i++) {
         const struct fsm_member *m = fsm_member_at(ns->fsm, i);

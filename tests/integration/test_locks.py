@@ -301,7 +301,10 @@ def test_chown_and_truncate_replicate(cluster):
 @pytest.mark.expect_log_errors(r"cluster command \d+ on \S+ failed: Read-only file system")
 def test_quorum_loss_default_bound(cluster):
     """With the default options and the leader as the survivor: reads work
-    and a write fails with EROFS in under 10 s (issue 4)."""
+    and writes fail with EROFS in under 10 s (issue 4). Writes in the moment
+    before the node knows may still succeed here (this node keeps the path's
+    lock cached: no round trip), as the README's EROFS window says; none may
+    after, and a refused one changes nothing."""
     c = cluster
     lead = c.leader()
     write_file(c.node(lead).path("r.txt"), b"readable")
@@ -310,14 +313,23 @@ def test_quorum_loss_default_bound(cluster):
         if i != lead:
             c.kill9(i)
     t0 = time.monotonic()
-    with pytest.raises(OSError) as ei:
-        write_file(c.node(lead).path("r.txt"), b"no quorum")
+    last_ok = b"readable"
+    err = None
+    for attempt in range(1000):
+        data = b"no quorum %d" % attempt
+        try:
+            write_file(c.node(lead).path("r.txt"), data)
+            last_ok = data
+        except OSError as e:
+            err = e
+            break
+        assert time.monotonic() - t0 < 10, "writes still succeed 10 s after losing the quorum"
+        time.sleep(0.05)
     took = time.monotonic() - t0
-    assert ei.value.errno == errno.EROFS, f"expected EROFS, got {ei.value!r}"
+    assert err is not None and err.errno == errno.EROFS, f"expected EROFS, got {err!r}"
     assert took < 10, f"the failing write took {took:.1f} s with the default options"
-    assert read_bytes(c.node(lead).path("r.txt")) == b"readable"
-    assert read_bytes(c.node(lead).bpath("r.txt")) == b"readable", \
-        "a refused write changed BACKING"
+    assert read_bytes(c.node(lead).path("r.txt")) == last_ok
+    assert read_bytes(c.node(lead).bpath("r.txt")) == last_ok, "a refused write changed BACKING"
 
 
 @pytest.mark.parametrize("holder_role", ["follower", "leader"])

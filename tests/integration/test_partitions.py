@@ -78,7 +78,10 @@ def test_leader_cut_off_steps_down(cluster_factory):
 
 
 def test_follower_cut_off(cluster_factory):
-    c = cluster_factory(3, extra_args=OPTS, name="cut-follower", netcut=True)
+    # The follower keeps shared.txt's lock cached after its write: the others
+    # get it once its lease (2 s here) runs out, within their lock_timeout.
+    c = cluster_factory(3, extra_args=["-o", "submit_timeout=3,lock_timeout=5,lease=2"],
+                        name="cut-follower", netcut=True)
     lead = c.leader()
     f = next(i for i in range(3) if i != lead)
     o = next(i for i in range(3) if i not in (lead, f))
@@ -95,6 +98,7 @@ def test_follower_cut_off(cluster_factory):
     for i in range(20):
         write_file(c.node(o).path(f"m/{i}.txt"), f"v2 {i}".encode())
     assert read_bytes(c.node(f).path("shared.txt")) == b"v1"  # it missed them
+    c.wait_file("m/1.txt", b"v2 1", idxs=[lead, o])
     os.unlink(c.node(lead).path("m/1.txt"))
 
     t = _heal_and_converge(c)

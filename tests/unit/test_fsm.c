@@ -981,6 +981,55 @@ static void test_locks(void **state)
     assert_true(exp == UINT64_MAX);
 }
 
+static int wanted_visit(const char *path, uint64_t wanted, void *arg)
+{
+    char *out = arg;
+    snprintf(out + strlen(out), 64 - strlen(out), "%s:%d ", path, (int)(wanted / N1));
+    return 0;
+}
+
+/* A refused LOCK marks the lock wanted (the first asker only), so that a
+ * holder keeping it cached hands it over; the mark goes with the lock. */
+static void test_lock_wanted(void **state)
+{
+    struct fsm *f = *state;
+    char seen[64] = "";
+    assert_int_equal(lock(f, N1, "a", 1000, 500), 0);
+    assert_int_equal(lock(f, N1, "b", 1000, 500), 0);
+    assert_int_equal(fsm_lock_wanted(f, "a"), 0);
+    assert_int_equal(fsm_foreach_wanted(f, N1, wanted_visit, seen), 0);
+    assert_string_equal(seen, "");
+
+    assert_int_equal(lock(f, N2, "a", 1100, 500), -EBUSY);
+    assert_int_equal(lock(f, N3, "a", 1100, 500), -EBUSY);
+    assert_int_equal(fsm_lock_wanted(f, "a"), N2); /* first asker wins */
+    assert_int_equal(lock(f, N1, "a", 1200, 500), 0); /* the holder's re-lock keeps the mark */
+    assert_int_equal(fsm_lock_wanted(f, "a"), N2);
+    assert_int_equal(fsm_foreach_wanted(f, N1, wanted_visit, seen), 0);
+    assert_string_equal(seen, "a:2 ");
+    seen[0] = '\0';
+    assert_int_equal(fsm_foreach_wanted(f, N2, wanted_visit, seen), 0);
+    assert_string_equal(seen, "");
+
+    /* Released and taken by another: a new holder, no mark. */
+    assert_int_equal(unlock(f, N1, "a"), 0);
+    assert_int_equal(lock(f, N3, "a", 1300, 500), 0);
+    assert_int_equal(fsm_lock_wanted(f, "a"), 0);
+    /* Taken over after expiry: the mark goes too. */
+    assert_int_equal(lock(f, N2, "b", 1300, 500), -EBUSY);
+    assert_int_equal(fsm_lock_wanted(f, "b"), N2);
+    assert_int_equal(lock(f, N2, "b", 1600, 500), 0);
+    assert_int_equal(fsm_lock_wanted(f, "b"), 0);
+    /* A LEAVE drops the leaving node's marks and locks. */
+    assert_int_equal(lock(f, N1, "b", 1700, 500), -EBUSY);
+    assert_int_equal(lock(f, N2, "a", 1700, 500), -EBUSY);
+    assert_int_equal(leave(f, N2), 0);
+    assert_int_equal(fsm_lock_get(f, "b", NULL, NULL), 0);
+    assert_int_equal(fsm_lock_wanted(f, "a"), 0);
+    assert_int_equal(fsm_foreach_wanted(f, N3, wanted_visit, seen), 0);
+    assert_string_equal(seen, "");
+}
+
 static void test_announce_locked(void **state)
 {
     struct fsm *f = *state;
@@ -1498,6 +1547,7 @@ static void rich_state(struct fsm *f)
     assert_int_equal(lock(f, N1, "d2/f2", 5000, 1000), 0);
     assert_int_equal(lock(f, N2, "a-lock", 6000, 1000), 0);
     assert_int_equal(lock(f, N3, "z", 7000, 1000), 0);
+    assert_int_equal(lock(f, N1, "z", 7100, 1000), -EBUSY); /* marks z wanted by N1 */
 }
 
 struct collect {
@@ -1559,6 +1609,7 @@ static void assert_same_state(const struct fsm *a, const struct fsm *b)
         assert_int_equal(fsm_lock_get(a, locks[i], &h1, &e1), fsm_lock_get(b, locks[i], &h2, &e2));
         assert_int_equal(h1, h2);
         assert_int_equal(e1, e2);
+        assert_int_equal(fsm_lock_wanted(a, locks[i]), fsm_lock_wanted(b, locks[i]));
     }
     for (uint64_t n = N1; n <= N3; n += N1)
         assert_int_equal(fsm_locks_of(a, n), fsm_locks_of(b, n));
@@ -1677,7 +1728,7 @@ static void test_snapshot_corrupt(void **state)
     /* Past the checksum: content the parser itself must refuse. */
     uint8_t *q = malloc(len + 1);
     memcpy(q, buf, len);
-    q[4] = 3; /* a format version from the future */
+    q[4] = 4; /* a format version from the future */
     fix_checksum(q, len);
     assert_int_equal(fsm_restore(g, q, len), -EINVAL);
     memcpy(q, buf, len - 8); /* one byte too many before the sum */
@@ -1927,6 +1978,7 @@ int main(void)
         T(test_foreach_pending),
         T(test_snapshot_roundtrip),
         T(test_snapshot_corrupt),
+        T(test_lock_wanted),
         T(test_many),
         T(test_enomem),
     };
