@@ -19,7 +19,7 @@
 # medians of RUNS runs: FILES x 4 KiB creates (files/s), FSYNC_FILES x 4 KiB
 # creates with fsync before close (files/s), a stat of each (stats/s); SIZE_MIB sequential
 # write + fsync (MiB/s); cold sequential read of it (MiB/s); with TREE, tar xf of
-# a tarball of it, rsync -a and cp -a of it, rm -rf of the three (seconds). Before each timed
+# a tarball of it, rsync -a and cp -a of it, rm -rf of one (seconds). Before each timed
 # step the clusters are left to finish replicating, and the page cache is synced.
 # Then, on the 3-node cluster: ../shared/bench/syncbench.py (latency, small,
 # large = SIZE_MIB, delete), each node's peak RSS during it (VmHWM), and the
@@ -99,7 +99,7 @@ fi
 copies=6
 [[ -n "$BASELINE" ]] && copies=10 # the baseline's 4 nodes hold the bench file too
 tree_mib=0
-[[ -n "$TREE" ]] && tree_mib=$(($(du -sm "$TREE" | cut -f1) * 3 * copies + $(du -sm "$TREE" | cut -f1) * 2))
+[[ -n "$TREE" ]] && tree_mib=$(($(du -sm "$TREE" | cut -f1) * (copies + 2)))
 need_mib=$((SIZE_MIB * copies + tree_mib + 2048))
 free_mib=$(df -Pm "$BENCH_TMP" | awk 'NR == 2 { print $4 }')
 if ((free_mib < need_mib)); then
@@ -159,7 +159,9 @@ mkdir -p "$DIR/native" "$DIR/pt/src" "$DIR/pt/mnt" "$DIR/nsyncfs-1" "$DIR/nsyncf
 
 echo "   passthrough_ll: $PT_BIN -f -o source=$DIR/pt/src $DIR/pt/mnt"
 MOUNTS+=("$DIR/pt/mnt")
-"$PT_BIN" -f -o source="$DIR/pt/src" "$DIR/pt/mnt" >"$DIR/pt.log" 2>&1 &
+# passthrough_ll keeps an fd open per inode it knows: a tree needs more than
+# the default 1024.
+(ulimit -n "$(ulimit -Hn)" && exec "$PT_BIN" -f -o source="$DIR/pt/src" "$DIR/pt/mnt") >"$DIR/pt.log" 2>&1 &
 PT_PID=$!
 wait_mounted "$DIR/pt/mnt"
 

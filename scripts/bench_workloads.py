@@ -15,8 +15,8 @@
         work (GET URL -> pending_entries == 0 and pending == 0), then sync().
         Targets named by --creates-only run the two create workloads only.
         With --tree TARBALL (and --tree-src DIR, the same tree extracted on the
-        native disk): tar xf of it, rsync -a and cp -a of DIR into the target, then
-        rm -rf of the three, each in seconds.
+        native disk): tar xf of it, rsync -a and cp -a of DIR into the target, each
+        removed before the next, and rm -rf of the tar one, each in seconds.
     bench_workloads.py procs --proc NAME=PID [...] [--reset-hwm] [--idle-seconds S] --json OUT
         Resident memory (VmRSS, VmHWM) of each process; --reset-hwm then resets
         the peak (echo 5 > /proc/PID/clear_refs); --idle-seconds measures the CPU
@@ -175,24 +175,28 @@ def w_read(path, mib):
     return mib / dt, dt
 
 
-def w_tree(d, tarball, src, r):
-    """Seconds for tar xf, rsync -a, cp -a and rm -rf of one tree each."""
+def w_tree(d, tarball, src, r, prepare):
+    """Seconds for tar xf, rsync -a and cp -a of one tree each, and for rm -rf
+    of the tar one. One tree at a time: passthrough_ll keeps an fd per inode
+    it knows, and three trees at once pass this machine's fd limit."""
     out = {}
     base = os.path.join(d, f"bench-tree-{os.getpid()}-{r}")
-    os.makedirs(base)
-    steps = (("tar_s", ["tar", "xf", tarball, "-C", os.path.join(base, "tar")]),
-             ("rsync_s", ["rsync", "-a", src + "/", os.path.join(base, "rsync")]),
-             ("cp_s", ["cp", "-a", src, os.path.join(base, "cp")]))
+    steps = (("tar_s", ["tar", "xf", tarball, "-C", base]),
+             ("rsync_s", ["rsync", "-a", src + "/", base]),
+             ("cp_s", ["cp", "-a", src, base]))
     for key, cmd in steps:
-        if key == "tar_s":
-            os.makedirs(os.path.join(base, "tar"))
+        prepare(f"{key[:-2]} round {r + 1}")
+        if key != "cp_s":
+            os.makedirs(base)
         t0 = time.monotonic()
         subprocess.run(cmd, check=True)
         out[key] = time.monotonic() - t0
-    yield out   # the caller settles the cluster before the delete
-    t0 = time.monotonic()
-    shutil.rmtree(base)
-    out["rm_s"] = time.monotonic() - t0
+        prepare(f"rm after {key[:-2]} round {r + 1}")
+        t0 = time.monotonic()
+        shutil.rmtree(base)
+        if key == "tar_s":
+            out["rm_s"] = time.monotonic() - t0
+    return out
 
 
 def summary(values):
@@ -259,11 +263,7 @@ def cmd_run(a):
         for name, d in order:
             if not a.tree or name in only_creates:
                 continue
-            prepare(f"{name} tree round {r + 1}")
-            steps = w_tree(d, a.tree, a.tree_src, r)
-            out = next(steps)
-            prepare(f"{name} rm -rf round {r + 1}")
-            next(steps, None)
+            out = w_tree(d, a.tree, a.tree_src, r, lambda what: prepare(f"{name} {what}"))
             for k, v in out.items():
                 res[name][k].append(v)
             log(f"   {name:16s} tree     " +
@@ -409,7 +409,7 @@ def cmd_report(a):
                            ("tar_s", "tar xf of the tree (s)", 2),
                            ("rsync_s", "rsync -a of the tree (s)", 2),
                            ("cp_s", "cp -a of the tree (s)", 2),
-                           ("rm_s", "rm -rf of the three (s)", 2)):
+                           ("rm_s", "rm -rf of the tree (s)", 2)):
         if not any(med(c, key) for c in cols):
             continue
         # Ratios are speeds: for a time, the other's time over this one's.
@@ -429,7 +429,7 @@ def cmd_report(a):
                                    ("tar_s", "tar xf of the tree (s)", 2),
                                    ("rsync_s", "rsync -a of the tree (s)", 2),
                                    ("cp_s", "cp -a of the tree (s)", 2),
-                                   ("rm_s", "rm -rf of the three (s)", 2))
+                                   ("rm_s", "rm -rf of the tree (s)", 2))
             if any(med(c, key) for c in cols)]
     p("")
     p("range over the runs (min-max), to judge the noise:")

@@ -71,6 +71,13 @@ static void ann_release(struct fs *fs, struct pending_ann *pa)
     e->inflight--;
     fs->inflight--;
     journal_answered(fs, pa->jgen);
+    if (pa->e2) {
+        assert(pa->e2->inflight > 0 && fs->inflight > 0);
+        pa->e2->inflight--;
+        fs->inflight--;
+        journal_answered(fs, pa->jgen2);
+        lock_maybe_free(fs, pa->e2);
+    }
     if (pa->last) {
         lock_holder_drop(fs, e, true); /* the announce took over the last holder's ref */
     } else {
@@ -80,6 +87,7 @@ static void ann_release(struct fs *fs, struct pending_ann *pa)
     pthread_mutex_unlock(&fs->mu);
     if (pa->last)
         cluster_hold_locks(fs->ns->cluster, -1);
+    free(pa->from);
     free(pa);
 }
 
@@ -96,9 +104,13 @@ static void announce_done(void *arg, int rc, const struct cluster_reply *r)
         atomic_fetch_add(&pa->e->ann_failed, 1);
     log_debug("announce %s committed after %llu us: %s", pa->e->path,
               (unsigned long long)(nsync_mono_us() - pa->queued_us), st ? strerror(-st) : "ok");
-    if (st == -EEXIST || st == -EBUSY) {
+    if (st == -EEXIST || st == -EBUSY || (pa->from && st == -ENOENT)) {
         pthread_mutex_lock(&fs->mu);
-        pa->e->lost = true;
+        if (st != -ENOENT) {
+            pa->e->lost = true;
+            if (pa->e2)
+                pa->e2->lost = true;
+        }
         struct pending_ann **pp = &fs->fix_head;
         while (*pp)
             pp = &(*pp)->next;
@@ -147,12 +159,88 @@ int announce_async(struct fs *fs, struct fsm_cmd *cmd, struct lock_ent *e, bool 
     return 0;
 }
 
+/* Queue cmd (a RENAME whose two locks this node keeps: no unlock) behind
+ * everything this node sent before, journaled under both names: a crash
+ * before the commit has the next start announce both paths as they are. */
+int announce_rename_async(struct fs *fs, struct fsm_cmd *cmd, struct lock_ent *ef,
+                          struct lock_ent *et)
+{
+    struct pending_ann *pa = calloc(1, sizeof *pa);
+    char *from = strdup(cmd->path);
+    if (!pa || !from) {
+        free(pa);
+        free(from);
+        return -ENOMEM;
+    }
+    *pa = (struct pending_ann){.fs = fs, .e = et, .e2 = ef, .from = from,
+                               .queued_us = nsync_mono_us()};
+    pthread_mutex_lock(&fs->mu);
+    et->inflight++;
+    ef->inflight++;
+    fs->inflight += 2;
+    pa->jgen = journal_add(fs, cmd->path2);
+    pa->jgen2 = journal_add(fs, cmd->path);
+    pthread_mutex_unlock(&fs->mu);
+    journal_write(fs, pa->jgen, cmd->path2);
+    journal_write(fs, pa->jgen2, cmd->path);
+    cmd->node = fs->ns->self_id;
+    cmd->unlock = false;
+    int rc = cluster_send(fs->ns->cluster, cmd, 0, announce_done, pa);
+    if (rc < 0) {
+        pthread_mutex_lock(&fs->mu);
+        et->inflight--;
+        ef->inflight--;
+        fs->inflight -= 2;
+        journal_answered(fs, pa->jgen);
+        journal_answered(fs, pa->jgen2);
+        lock_maybe_free(fs, et);
+        lock_maybe_free(fs, ef);
+        pthread_mutex_unlock(&fs->mu);
+        free(pa->from);
+        free(pa);
+        log_error("cannot queue the rename %s -> %s: %s", cmd->path, cmd->path2, strerror(-rc));
+        return rc == -ESHUTDOWN ? -EROFS : rc;
+    }
+    return 0;
+}
+
+/* Announce rel as it is here now: its state, or its absence. */
+static int announce_as_here(struct fs *fs, const char *rel)
+{
+    struct stat st;
+    if (fstatat(fs->ns->backing_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
+        return fs_mutate(fs, rel, mutate_nothing, NULL, AFTER_TOMBSTONE);
+    return fs_announce_local(fs, rel);
+}
+
+/* A queued RENAME was refused: its source was not in the catalog (it
+ * predates the cluster), or a lock had lapsed meanwhile. The rename is done
+ * here; describe both paths from scratch instead, as they are now (taking
+ * their locks again). Fixer thread. */
+static void fix_rename(struct fs *fs, struct pending_ann *pa)
+{
+    const char *to = pa->e->path, *from = pa->from;
+    log_info("rename %s -> %s was not taken by the cluster as a rename: announcing both paths "
+             "as they are here", from, to);
+    int rc = announce_as_here(fs, to);
+    if (rc < 0)
+        log_error("cannot announce %s after its rename: %s", to, strerror(-rc));
+    rc = announce_as_here(fs, from);
+    if (rc < 0)
+        log_error("cannot announce %s after its rename: %s", from, strerror(-rc));
+    ann_release(fs, pa);
+}
+
 /* Another node's version of pa's path won (its fresh create came first, or
  * our lock had lapsed): this node's file is set aside as a conflict copy,
  * announced under that name, and the winner's version is fetched in its
  * place once the entry is released. Fixer thread. */
 static void fix_conflict(struct fs *fs, struct pending_ann *pa)
 {
+    if (pa->from) {
+        fix_rename(fs, pa);
+        return;
+    }
     struct nsync *ns = fs->ns;
     const char *rel = pa->e->path;
     char conflict[PATH_MAX];

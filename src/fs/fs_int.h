@@ -81,6 +81,11 @@ struct pending_ann {
     ino_t ino;                 /* moves exactly that file aside */
     uint64_t queued_us;        /* for the debug log: queue to commit */
     unsigned jgen;             /* the journal file that names it */
+    /* A RENAME (announce_rename_async): e is the target's entry, e2 the
+     * source's (kept alive the same way), from the source path (owned). */
+    struct lock_ent *e2;
+    unsigned jgen2;
+    char *from;
 };
 
 struct fs {
@@ -233,6 +238,8 @@ void announce_end(struct fs *fs, struct lock_ent *e);
 int announce_sync(struct fs *fs, struct fsm_cmd *cmd, struct held **cover, int n);
 int announce_async(struct fs *fs, struct fsm_cmd *cmd, struct lock_ent *e, bool last,
                    const struct stat *st);
+int announce_rename_async(struct fs *fs, struct fsm_cmd *cmd, struct lock_ent *ef,
+                          struct lock_ent *et);
 void *announce_fixer_main(void *arg);
 
 /* ---- journal.c ---- */

@@ -184,17 +184,28 @@ static int op_rename(const char *from_path, const char *to_path, unsigned int fl
     rc = (flags ? renameat2(bfd, from, bfd, to, flags) : renameat(bfd, from, bfd, to)) < 0 ? -errno : 0;
     lock_release_begin(fs, &hf);
     lock_release_begin(fs, &ht);
+    bool queued = false;
     if (rc == 0) {
         struct fsm_cmd cmd = {.op = FSM_OP_RENAME, .path = from, .path2 = to};
-        struct held *cover[] = {&hf, &ht};
-        rc = announce_sync(fs, &cmd, cover, 2);
-        if (rc == -ENOENT)
-            rc = ops_rename_fallback(fs, from, to, &hf, &ht);
+        if (!hf.last && !ht.last) {
+            /* Both locks stay here: queued like a close, in order with every
+             * other change of this node; a refusal is fixed up behind it. */
+            cmd.fresh = hf.e->fresh;
+            rc = announce_rename_async(fs, &cmd, hf.e, ht.e);
+            queued = rc == 0;
+        } else {
+            struct held *cover[] = {&hf, &ht};
+            rc = announce_sync(fs, &cmd, cover, 2);
+            if (rc == -ENOENT)
+                rc = ops_rename_fallback(fs, from, to, &hf, &ht);
+        }
     }
     announce_end(fs, second->e);
     announce_end(fs, first->e);
     lock_release_end(fs, &hf);
     lock_release_end(fs, &ht);
+    if (queued && ns->cfg.sync)
+        rc = durable_committed(fs);
     return rc;
 }
 

@@ -125,3 +125,19 @@ def test_stale_cached_lock_after_partition(cluster_factory):
     c.wait_file("s.txt", b"v2 from the majority + v3 from a")
     t = c.wait_trees_equal()
     assert not [p for p in t if "conflict" in p], f"conflict copies: {sorted(t)}"
+
+
+def test_rename_of_a_path_the_catalog_never_saw(cluster_factory):
+    """A queued RENAME whose source the catalog does not know (put into
+    BACKING behind the mount's back) is refused; the node then announces
+    both paths as they are: the new name everywhere, the old one nowhere."""
+    c = cluster_factory(3, extra_args=OPTS, name="unknown-src")
+    write_file(c.node(0).path("seen.txt"), b"seen")
+    c.wait_file("seen.txt", b"seen")
+    write_file(c.node(0).bpath("behind.txt"), b"written behind the mount")
+    os.rename(c.node(0).path("behind.txt"), c.node(0).path("renamed.txt"))
+    os.rename(c.node(0).path("seen.txt"), c.node(0).path("seen2.txt"))
+    c.wait_file("renamed.txt", b"written behind the mount")
+    c.wait_file("seen2.txt", b"seen")
+    t = c.wait_trees_equal()
+    assert "behind.txt" not in t and "seen.txt" not in t
