@@ -199,6 +199,9 @@ def w_tree(d, tarball, src, r, prepare):
     return out
 
 
+TIME_KEYS = ("tar_s", "rsync_s", "cp_s", "rm_s")   # seconds: lower is better
+
+
 def summary(values):
     if not values:
         return {"median": None, "runs": []}
@@ -413,7 +416,7 @@ def cmd_report(a):
         if not any(med(c, key) for c in cols):
             continue
         # Ratios are speeds: for a time, the other's time over this one's.
-        speed = (lambda x, y: ratio(med(y, key), med(x, key))) if key.endswith("_s") else \
+        speed = (lambda x, y: ratio(med(y, key), med(x, key))) if key in TIME_KEYS else \
             (lambda x, y: ratio(med(x, key), med(y, key)))
         rows.append([label] + [fmt(med(c, key), nd) for c in cols] +
                     [speed(x, y) for x, y, _ in ratios])

@@ -16,6 +16,7 @@
 #define FSM_FLAG_FRESH 0x02u  /* ANNOUNCE, RENAME: only over nothing, a tombstone, or our own entry */
 #define FSM_FLAG_INLINE 0x04u /* ANNOUNCE of a FILE: its bytes follow the hash */
 #define FSM_FLAG_HELD 0x08u   /* ANNOUNCE: made under the node's lock (fsm_cmd.held) */
+#define FSM_FLAG_KEEP 0x10u   /* ANNOUNCE: takes the lock too (fsm_cmd.keep); a lease follows */
 
 #define FSM_SNAP_MAGIC "NSFM"
 #define FSM_SNAP_FORMAT 3u       /* 2 added FSM_SNAP_DATA, 3 a lock's wanted; 1, 2 still read */
@@ -277,6 +278,7 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
         flags |= c->unlock ? FSM_FLAG_UNLOCK : 0;
         flags |= c->fresh ? FSM_FLAG_FRESH : 0;
         flags |= c->held && c->op == FSM_OP_ANNOUNCE ? FSM_FLAG_HELD : 0;
+        flags |= c->keep && !c->unlock && c->op == FSM_OP_ANNOUNCE ? FSM_FLAG_KEEP : 0;
     }
     if (c->op == FSM_OP_ANNOUNCE && c->meta.kind == FSM_FILE && c->meta.data)
         flags |= FSM_FLAG_INLINE;
@@ -301,6 +303,8 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
         } else if (c->meta.kind == FSM_SYMLINK) {
             fsm_put_str(w, c->meta.target);
         }
+        if (c->keep && !c->unlock)
+            fsm_put_u32(w, c->lease_ms);
         break;
     case FSM_OP_RENAME:
         fsm_put_str(w, c->path);
@@ -377,10 +381,14 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
     uint8_t flags = fsm_get_u8(&r);
     c->node = fsm_get_u64(&r);
     c->now_ms = fsm_get_u64(&r);
-    if (r.bad || (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH | FSM_FLAG_INLINE | FSM_FLAG_HELD)) != 0 ||
+    if (r.bad ||
+        (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH | FSM_FLAG_INLINE | FSM_FLAG_HELD |
+                   FSM_FLAG_KEEP)) != 0 ||
         (flags && !fsm_op_has_unlock(c->op)) ||
-        ((flags & (FSM_FLAG_INLINE | FSM_FLAG_HELD)) && c->op != FSM_OP_ANNOUNCE))
+        ((flags & (FSM_FLAG_INLINE | FSM_FLAG_HELD | FSM_FLAG_KEEP)) && c->op != FSM_OP_ANNOUNCE) ||
+        ((flags & FSM_FLAG_KEEP) && (flags & FSM_FLAG_UNLOCK)))
         return -EINVAL;
+    c->keep = (flags & FSM_FLAG_KEEP) != 0;
     c->held = (flags & FSM_FLAG_HELD) != 0;
     c->unlock = (flags & FSM_FLAG_UNLOCK) != 0;
     c->fresh = (flags & FSM_FLAG_FRESH) != 0;
@@ -407,6 +415,8 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
         }
         if ((flags & FSM_FLAG_INLINE) && c->meta.kind != FSM_FILE)
             return -EINVAL;
+        if (c->keep)
+            c->lease_ms = fsm_get_u32(&r);
         break;
     case FSM_OP_RENAME:
         c->path = fsm_get_path(&r);
@@ -804,6 +814,39 @@ static bool fsm_lock_lost(const struct fsm *f, const struct fsm_cmd *c)
  * ENOMEM the state is as it was: a half-applied command would be a state no
  * other node has. */
 
+/* Room for one more lock record. */
+static int fsm_lock_reserve(struct fsm *f)
+{
+    if (f->n_locks < f->locks_cap)
+        return 0;
+    size_t cap = f->locks_cap ? 2 * f->locks_cap : 8;
+    struct fsm_lock *l = realloc(f->locks, cap * sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    f->locks = l;
+    f->locks_cap = cap;
+    return 0;
+}
+
+/* Give the lock at position i (found: the record there is path's; else a
+ * new record goes there with path p, owned, and room reserved) to node. */
+static void fsm_lock_put(struct fsm *f, size_t i, bool found, char *p, uint64_t node, uint64_t exp)
+{
+    if (found) {
+        struct fsm_lock *l = &f->locks[i];
+        if (l->node != node && l->wanted) {
+            l->wanted = 0;
+            f->n_wanted--;
+        }
+        l->node = node;
+        l->expires_ms = exp;
+        return;
+    }
+    memmove(&f->locks[i + 1], &f->locks[i], (f->n_locks - i) * sizeof *f->locks);
+    f->locks[i] = (struct fsm_lock){p, node, exp, 0};
+    f->n_locks++;
+}
+
 static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v, uint64_t now)
 {
     if (fsm_lock_busy(f, c->path, c->node, now) || fsm_lock_lost(f, c))
@@ -815,6 +858,7 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
     char *target = NULL;
     uint64_t *synced = NULL;
     void *data = NULL;
+    char *lock_path = NULL;
     if (c->meta.kind == FSM_SYMLINK && !(target = fsm_strdup(c->meta.target)))
         goto nomem;
     /* Out of budget (or of memory): the hash alone, replicas fetch. Either
@@ -833,6 +877,10 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
     if ((!r || r->e.n_synced == 0) && !(synced = malloc(sizeof *synced)))
         goto nomem;
     if ((!r || !r->e.pending) && fsm_pending_reserve(f, f->n_pending + 1) < 0)
+        goto nomem;
+    bool lock_found = false;
+    size_t lock_i = c->keep ? fsm_lock_pos(f, c->path, &lock_found) : 0;
+    if (c->keep && !lock_found && (fsm_lock_reserve(f) < 0 || !(lock_path = fsm_strdup(c->path))))
         goto nomem;
 
     if (fresh) {
@@ -868,10 +916,13 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
         fsm_pending_add(f, r);
     if (c->unlock)
         fsm_lock_release(f, c->path, c->node);
+    if (c->keep) /* free or ours: fsm_lock_busy refused the command otherwise */
+        fsm_lock_put(f, lock_i, lock_found, lock_path, c->node, fsm_expiry(now, c->lease_ms));
     fsm_settle_maybe(f, r);
     return 0;
 
 nomem:
+    free(lock_path);
     free(data);
     free(target);
     free(fresh);
@@ -1025,7 +1076,6 @@ static int fsm_apply_lock(struct fsm *f, const struct fsm_cmd *c, uint64_t now)
 {
     bool found;
     size_t i = fsm_lock_pos(f, c->path, &found);
-    uint64_t exp = fsm_expiry(now, c->lease_ms);
     if (found) {
         struct fsm_lock *l = &f->locks[i];
         if (l->node != c->node && l->expires_ms >= now) {
@@ -1036,30 +1086,15 @@ static int fsm_apply_lock(struct fsm *f, const struct fsm_cmd *c, uint64_t now)
             }
             return -EBUSY;
         }
-        if (l->node != c->node && l->wanted) {
-            l->wanted = 0;
-            f->n_wanted--;
-        }
-        l->node = c->node;
-        l->expires_ms = exp;
+        fsm_lock_put(f, i, true, NULL, c->node, fsm_expiry(now, c->lease_ms));
         return 0;
     }
     char *p = fsm_strdup(c->path);
-    if (!p)
+    if (!p || fsm_lock_reserve(f) < 0) {
+        free(p);
         return -ENOMEM;
-    if (f->n_locks == f->locks_cap) {
-        size_t cap = f->locks_cap ? 2 * f->locks_cap : 8;
-        struct fsm_lock *l = realloc(f->locks, cap * sizeof *l);
-        if (!l) {
-            free(p);
-            return -ENOMEM;
-        }
-        f->locks = l;
-        f->locks_cap = cap;
     }
-    memmove(&f->locks[i + 1], &f->locks[i], (f->n_locks - i) * sizeof *f->locks);
-    f->locks[i] = (struct fsm_lock){p, c->node, exp, 0};
-    f->n_locks++;
+    fsm_lock_put(f, i, false, p, c->node, fsm_expiry(now, c->lease_ms));
     return 0;
 }
 

@@ -67,6 +67,9 @@ struct fsm_cmd {
     bool unlock;             /* ANNOUNCE, RENAME: release path's (and path2's) lock of node */
     bool fresh;              /* ANNOUNCE, RENAME: made without the lock (an optimistic
                               * create): refused if path has a live entry of another node */
+    bool keep;               /* ANNOUNCE without unlock: node takes path's lock (lease_ms)
+                              * too, as a LOCK would: a new file's close that keeps its
+                              * lock cached, in one command */
     bool held;               /* ANNOUNCE: made under node's lock on path: refused (-EBUSY)
                               * if node no longer holds it and the entry is another node's
                               * (the lease lapsed and someone else changed the path) */

@@ -113,8 +113,14 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel, boo
     if (rc == 0 && st.st_nlink > 0) {
         struct fsm_cmd cmd = {.op = FSM_OP_ANNOUNCE, .path = rel, .unlock = hd.last,
                               .fresh = hd.e->fresh, .held = !hd.e->fresh};
-        if (hd.last && hd.e->fresh)
+        if (hd.e->fresh) {
+            /* Unsent, the new file's LOCK is not needed: a fresh announce with
+             * unlock is a LOCK and an announce in one, and one with keep is a
+             * LOCK kept (the lock stays cached here). */
             fresh_lock_cancel(fs, hd.e);
+            cmd.keep = !hd.last;
+            cmd.lease_ms = fs->ns->cfg.lease_ms;
+        }
         uint64_t t0 = nsync_mono_us();
         uint8_t inl[FSM_INLINE_MAX + 1];
         meta_of_file(&st, &cmd.meta);

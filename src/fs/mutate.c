@@ -39,6 +39,8 @@ int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after
             cmd.unlock = h.last;
             cmd.fresh = h.e->fresh;
             cmd.held = !cmd.fresh;
+            cmd.keep = cmd.fresh && !h.last; /* a new file's lock, kept cached */
+            cmd.lease_ms = fs->ns->cfg.lease_ms;
             rc = announce_async(fs, &cmd, h.e, h.last, &st);
             sent = rc == 0;
         } else if (mrc != -ENOTSUP) {

@@ -1030,6 +1030,50 @@ static void test_lock_wanted(void **state)
     assert_string_equal(seen, "");
 }
 
+/* A fresh ANNOUNCE with keep takes the path's lock with it (a LOCK and an
+ * announce in one command); refused like any announce while another node
+ * holds the lock; keep with unlock does not decode. */
+static void test_announce_keep(void **state)
+{
+    struct fsm *f = *state;
+    uint64_t holder = 0, exp = 0;
+    struct fsm_cmd c = {.op = FSM_OP_ANNOUNCE, .node = N1, .path = "k", .meta = file_meta(3, 1),
+                        .fresh = true, .keep = true, .lease_ms = 500, .now_ms = 1000};
+    struct fsm_cmd out;
+    void *buf = NULL;
+    roundtrip(&c, &out, &buf);
+    assert_true(out.keep && out.fresh && !out.unlock);
+    assert_int_equal(out.lease_ms, 500);
+    free(buf);
+    assert_int_equal(apply_cmd(f, &c), 0);
+    assert_int_equal(fsm_lock_get(f, "k", &holder, &exp), 1);
+    assert_int_equal(holder, N1);
+    assert_int_equal(exp, 1500);
+    /* Again by the holder: renewed, not a second record. */
+    c.now_ms = 1200;
+    assert_int_equal(apply_cmd(f, &c), 0);
+    assert_int_equal(fsm_locks_of(f, N1), 1);
+    fsm_lock_get(f, "k", NULL, &exp);
+    assert_int_equal(exp, 1700);
+    /* Another node's keep while N1 holds it: refused, nothing taken. */
+    struct fsm_cmd d = c;
+    d.node = N2;
+    d.fresh = false;
+    assert_int_equal(apply_cmd(f, &d), -EBUSY);
+    fsm_lock_get(f, "k", &holder, NULL);
+    assert_int_equal(holder, N1);
+    /* Without keep, an announce takes nothing. */
+    struct fsm_cmd e = {.op = FSM_OP_ANNOUNCE, .node = N2, .path = "other", .meta = file_meta(3, 2),
+                        .fresh = true, .now_ms = 1300};
+    assert_int_equal(apply_cmd(f, &e), 0);
+    assert_int_equal(fsm_lock_get(f, "other", NULL, NULL), 0);
+    /* keep and unlock together: malformed. */
+    struct raw r;
+    raw_header(&r, FSM_OP_ANNOUNCE, 0x10 | 0x01, N1);
+    raw_str(&r, "k");
+    assert_malformed(f, r.b, r.n);
+}
+
 static void test_announce_locked(void **state)
 {
     struct fsm *f = *state;
@@ -1979,6 +2023,7 @@ int main(void)
         T(test_snapshot_roundtrip),
         T(test_snapshot_corrupt),
         T(test_lock_wanted),
+        T(test_announce_keep),
         T(test_many),
         T(test_enomem),
     };
