@@ -22,6 +22,7 @@
 enum cli_key {
     K_HOST, K_CPORT, K_FPORT, K_CLUSTER, K_LOG_LEVEL, K_CONFIG,
     K_LOCK_TIMEOUT, K_LEASE, K_SUBMIT_TIMEOUT,
+    K_BACKING, K_MOUNTPOINT, /* for a --config file that says it all (a systemd unit) */
     K_VALUED_, /* keys above take a value */
     K_STRICT_EXCL = K_VALUED_, K_SYNC, K_FOREGROUND, K_DEBUG, K_HELP, K_VERSION,
     K_ALLOW_OTHER, /* ours and FUSE's: noted, passed on */
@@ -34,7 +35,8 @@ static const char *const key_names[K_N_] = {
     [K_HOST] = "host", [K_CPORT] = "cluster_port", [K_FPORT] = "file_server_port",
     [K_CLUSTER] = "cluster", [K_LOG_LEVEL] = "log_level", [K_CONFIG] = "config",
     [K_LOCK_TIMEOUT] = "lock_timeout", [K_LEASE] = "lease",
-    [K_SUBMIT_TIMEOUT] = "submit_timeout", [K_STRICT_EXCL] = "strict_excl", [K_SYNC] = "sync",
+    [K_SUBMIT_TIMEOUT] = "submit_timeout", [K_BACKING] = "backing",
+    [K_MOUNTPOINT] = "mountpoint", [K_STRICT_EXCL] = "strict_excl", [K_SYNC] = "sync",
     [K_FOREGROUND] = "foreground", [K_DEBUG] = "debug", [K_ALLOW_OTHER] = "allow_other",
 };
 
@@ -50,6 +52,8 @@ static const struct fuse_opt cli_opts[] = {
     FUSE_OPT_KEY("lock_timeout=%s", K_LOCK_TIMEOUT),
     FUSE_OPT_KEY("lease=%s", K_LEASE),
     FUSE_OPT_KEY("submit_timeout=%s", K_SUBMIT_TIMEOUT),
+    FUSE_OPT_KEY("backing=%s", K_BACKING),
+    FUSE_OPT_KEY("mountpoint=%s", K_MOUNTPOINT),
     FUSE_OPT_KEY("strict_excl", K_STRICT_EXCL),
     /* ours, not the kernel's MS_SYNCHRONOUS: FUSE passes writes through at
      * once anyway; what a user asks of a replicated mount is the commit */
@@ -88,7 +92,8 @@ static const char usage_text[] =
     "  --cluster LIST         the other nodes, host:cluster-port:file-server-port,\n"
     "                         separated by ',' or '+' (use '+' inside -o and fstab);\n"
     "                         listing this node too is fine\n"
-    "  --config FILE          read options from FILE (NAME = VALUE, # comments)\n"
+    "  --config FILE          read options from FILE (NAME = VALUE, # comments);\n"
+    "                         its backing= and mountpoint= stand for BACKING MOUNTPOINT\n"
     "  -f                     stay in the foreground and log to stderr\n"
     "  -d                     -f and --log-level debug\n"
     "  -o OPTS                mount options: FUSE's, plus lock_timeout=SECONDS (30),\n"
@@ -470,6 +475,14 @@ static void cli_apply(struct cli_raw *r, struct nsync_config *cfg)
     if (r->set[K_FPORT] && parse_port(r->val[K_FPORT], &cfg->fport) < 0)
         die_usage("--file-server-port '%s' is not a port number", r->val[K_FPORT]);
 
+    /* BACKING and MOUNTPOINT on the command line win over backing= and
+     * mountpoint= keys, like every other option. */
+    if (r->n_positional == 0 && r->set[K_BACKING] && r->set[K_MOUNTPOINT]) {
+        for (int i = 0; i < 2; i++)
+            if (!(r->positional[i] = strdup(r->val[i ? K_MOUNTPOINT : K_BACKING])))
+                die_usage("out of memory");
+        r->n_positional = 2;
+    }
     if (r->n_positional != 2)
         die_usage("expected BACKING and MOUNTPOINT (see --help)");
     if (!r->set[K_HOST] || !r->set[K_CPORT] || !r->set[K_FPORT])

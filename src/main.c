@@ -22,11 +22,13 @@
 #include "cluster/fsm.h"
 #include "cluster/peer.h"
 #include "common/log.h"
+#include "common/notify.h"
 #include "daemon.h"
 #include "fs/fs.h"
 #include "fs/ll.h"
 #include "fs/reconcile.h"
 #include "nsync.h"
+#include "service.h"
 #include "transfer/fetch.h"
 #include "transfer/server.h"
 
@@ -152,6 +154,8 @@ int main(int argc, char **argv)
         .before_install = hook_before_install,
     };
     int exit_code = NSYNC_EXIT_START;
+    notify_status("starting: mounted %s, starting the cluster (a join waits for its leader)",
+                  ns.cfg.mountpoint);
     int rc = cluster_start(&ns, &ns.cluster);
     if (rc == 0)
         rc = xfer_server_start(&ns, &ns.server);
@@ -170,7 +174,10 @@ int main(int argc, char **argv)
                  (unsigned long long)ns.self_id);
         daemon_ready(); /* the caller of a daemon returns now, with 0 */
         log_tee_stderr(-1);
+        struct service *svc = NULL;
+        service_start(&ns, &svc); /* logged; the node serves either way */
         rc = ll_loop(ll, 16);
+        service_stop(svc);
         fuse_remove_signal_handlers(ll_session(ll));
         /* The loop returns the number of the signal that ended it: SIGTERM
          * and SIGINT ask for a clean leave, like an unmount. */
