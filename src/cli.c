@@ -81,6 +81,7 @@ static const char usage_text[] =
     "usage: nsyncfs BACKING MOUNTPOINT --host H --cluster-port P --file-server-port Q\n"
     "               --cluster h2:p2:q2,h3:p3:q3 [-f] [-d] [-o opt,...] [--config FILE]\n"
     "       mount -t fuse.nsyncfs BACKING MOUNTPOINT -o host=H,cluster_port=P,...\n"
+    "       nsyncfs status [--json] [MOUNTPOINT | HOST:PORT]   (see nsyncfs status -h)\n"
     "\n"
     "Mount BACKING at MOUNTPOINT and keep it identical on every node of the cluster.\n"
     "Every option is also -o NAME=VALUE (dashes become underscores) and a line\n"

@@ -29,6 +29,7 @@
 #include "fs/reconcile.h"
 #include "nsync.h"
 #include "service.h"
+#include "status.h"
 #include "transfer/fetch.h"
 #include "transfer/server.h"
 
@@ -103,6 +104,9 @@ static void hook_before_install(void *data, const char *rel)
 
 int main(int argc, char **argv)
 {
+    /* `nsyncfs status ...` asks a running node; it mounts nothing. */
+    if (argc >= 2 && strcmp(argv[1], "status") == 0)
+        return status_main(argc - 1, argv + 1);
     struct nsync ns;
     memset(&ns, 0, sizeof ns);
     ns.backing_fd = ns.data_fd = ns.staging_fd = -1;

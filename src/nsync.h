@@ -77,6 +77,13 @@ struct nsync {
  * node for the same address, whatever the order of --cluster. */
 uint64_t nsync_node_id(const char *host, uint16_t cport);
 
+/* The one spelling of a node id, in logs, /v1/status, the status command,
+ * /metrics and the join/leave requests: 16 lowercase hex digits. */
+#define NSYNC_ID_STRLEN 17
+void nsync_id_str(uint64_t id, char out[NSYNC_ID_STRLEN]);
+/* Exactly 16 hex digits (either case). 0 or -EINVAL. */
+int nsync_id_parse(const char *s, uint64_t *id);
+
 /* The peer with this id, or NULL. */
 const struct nsync_peer *nsync_peer_by_id(const struct nsync *ns, uint64_t id);
 

@@ -102,6 +102,18 @@ struct cluster {
     _Atomic uint64_t last_warn_ms;
     _Atomic uint64_t probe_lost_spell; /* leaderless_since_ms of the spell a probe found lost */
 
+    /* members.c: what each other member answered last (members_mu). */
+    pthread_t members_thread;
+    bool members_started;
+    pthread_mutex_t members_mu;
+    pthread_cond_t members_cv;
+    struct member_seen {
+        uint64_t id;
+        bool reachable;
+        uint64_t last_contact_ms, applied;
+    } seen[CLUSTER_MEMBERS_MAX];
+    size_t n_seen;
+
     atomic_int held_locks;
     pthread_t renew_thread;
     bool renew_started;
@@ -175,6 +187,11 @@ void quorum_note(struct cluster *c, const struct cluster_status *st);
  * each) and decide whether the quorum is lost; warn (every 30 s) naming the
  * ones that do not answer. Lease thread. */
 void quorum_probe(struct cluster *c);
+
+/* members.c: the thread that probes the other members for the status. */
+void members_start(struct cluster *c);
+/* Wake and join it; c->stopping must be set. */
+void members_stop(struct cluster *c);
 
 /* lease.c: the thread that renews this node's lock leases. */
 void lease_start(struct cluster *c);

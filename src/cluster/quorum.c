@@ -64,6 +64,11 @@ uint64_t cluster_no_quorum_since(struct cluster *c)
     return atomic_load(&c->leaderless_wall_ms);
 }
 
+uint64_t cluster_leaderless_since(struct cluster *c)
+{
+    return atomic_load(&c->leaderless_since_ms) ? atomic_load(&c->leaderless_wall_ms) : 0;
+}
+
 /* The other members: raft address (how the operator names them) and file
  * server address (what answers the probe), from the catalog, else from
  * --cluster. Fills out[max]; returns how many, *total the members. */

@@ -3,7 +3,8 @@
  *        X-Nsync-Hash (hex XXH3-128) and X-Nsync-Version; 409 when this node's
  *        copy is not at version V; 404 when absent; 400 for a bad path.
  *   GET  /v1/status                 JSON: node, role, leader, term, applied,
- *        members, catalog size, pending fetches.
+ *        members (reachable, last contact, how far behind), quorum,
+ *        catalog size, catch-up progress, fetches. Node ids are 16 hex digits.
  *   POST /v1/propose                body: an encoded fsm command; leader only
  *        (421 elsewhere); JSON reply (u64 values as decimal strings).
  *   POST /v1/propose-batch          body: u32 n, then n x (u32 len, command),
@@ -17,7 +18,12 @@
 struct nsync;
 struct xfer_server;
 
-/* Bind ns->cfg.host:ns->cfg.fport and serve. 0 or -errno (logged). */
+/* Under BACKING/.nsyncfs while the server runs: "host:port\n" of this node's
+ * file server (how `nsyncfs status MOUNTPOINT` finds it). */
+#define XFER_ADDR_FILE "server"
+
+/* Bind ns->cfg.host:ns->cfg.fport and serve; write XFER_ADDR_FILE (removed
+ * by xfer_server_stop). 0 or -errno (logged). */
 int xfer_server_start(struct nsync *ns, struct xfer_server **out);
 void xfer_server_stop(struct xfer_server *s);
 
