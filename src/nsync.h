@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "common/metrics.h"
+
 #define NSYNC_DATA_DIR ".nsyncfs"   /* under BACKING; hidden from the mount */
 #define NSYNC_HOST_MAX 256
 #define NSYNC_ADDR_MAX (NSYNC_HOST_MAX + 8) /* "host:port" */
@@ -50,8 +52,17 @@ struct nsync_config {
     int log_level;                 /* LOG_ERR..LOG_DEBUG (syslog levels) */
 };
 
+/* What /metrics counts that no module keeps for itself (any thread). */
+struct nsync_metrics {
+    _Atomic uint64_t commits;           /* commands of this node committed by the leader */
+    struct metrics_hist commit_latency; /* a batch handed to the leader until applied */
+    _Atomic uint64_t served_bytes;      /* file bytes sent to fetching peers */
+    _Atomic uint64_t served_files;
+};
+
 struct nsync {
     struct nsync_config cfg;
+    struct nsync_metrics metrics;
     uint64_t self_id;
 
     int backing_fd;                /* O_DIRECTORY fd of BACKING, opened before mount */

@@ -30,6 +30,7 @@
 #include "common/path.h"
 #include "nsync.h"
 #include "transfer/fetch.h"
+#include "transfer/metrics_page.h"
 
 #define XFER_MAX_BODY (1024 * 1024)      /* largest encoded command we accept */
 #define XFER_CONN_LIMIT 256              /* one thread each: bound them */
@@ -203,6 +204,10 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
     MHD_add_response_header(r, "X-Nsync-Version", vbuf);
     enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
     MHD_destroy_response(r); /* closes fd once the transfer is done */
+    if (ret == MHD_YES) {
+        atomic_fetch_add(&ns->metrics.served_bytes, (uint64_t)st.st_size);
+        atomic_fetch_add(&ns->metrics.served_files, 1);
+    }
     return ret;
 }
 
@@ -354,6 +359,23 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
         cJSON_AddNumberToObject(o, "pending", (double)fst.pending);
     }
     return xfer_reply_json(conn, o);
+}
+
+static enum MHD_Result xfer_handle_metrics(struct nsync *ns, struct MHD_Connection *conn)
+{
+    char *page = NULL;
+    size_t len = 0;
+    if (xfer_metrics_page(ns, &page, &len) < 0)
+        return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, page, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(page);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 static enum MHD_Result xfer_handle_propose(struct nsync *ns, struct MHD_Connection *conn,
@@ -586,13 +608,16 @@ static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const
     }
     struct xfer_req *rq = *con_cls;
 
-    if (strcmp(url, "/v1/file") == 0 || strcmp(url, "/v1/status") == 0) {
+    if (strcmp(url, "/v1/file") == 0 || strcmp(url, "/v1/status") == 0 ||
+        strcmp(url, "/metrics") == 0) {
         if (*upload_data_size) {
             *upload_data_size = 0; /* a GET with a body: ignore the body */
             return MHD_YES;
         }
         if (!is_get)
             return xfer_reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET\n");
+        if (url[1] == 'm')
+            return xfer_handle_metrics(ns, conn);
         return url[4] == 'f' ? xfer_handle_file(ns, conn) : xfer_handle_status(ns, conn);
     }
     if (xfer_is_post_url(url)) {
