@@ -118,6 +118,13 @@ int main(int argc, char **argv)
     cli_parse(argc, argv, &ns.cfg, &args);
     ns.self_id = nsync_node_id(ns.cfg.host, ns.cfg.cport);
     log_init("nsyncfs", ns.cfg.log_level, 0);
+    if (ns.cfg.log_file) {
+        int lrc = log_set_file(ns.cfg.log_file);
+        if (lrc < 0)
+            die_usage("log_file %s: %s", ns.cfg.log_file, strerror(-lrc));
+    } else if (ns.cfg.foreground && log_stderr_is_journal()) {
+        log_set_journal(true); /* systemd reads the level from "<N>" */
+    }
     prepare_backing(&ns);
     if (!ns.cfg.foreground) {
         /* Before any thread: the caller waits until the node serves. What
@@ -125,7 +132,19 @@ int main(int argc, char **argv)
         int drc = daemon_start();
         if (drc < 0)
             die_start("cannot start the daemon: %s", strerror(-drc));
-        log_set_syslog(1);
+        if (ns.cfg.log_file) {
+            /* already the sink */
+        } else if (log_syslog_available()) {
+            log_set_syslog(1);
+        } else {
+            /* syslog(3) would drop every line: keep them beside the data */
+            char lp[4096 + 64];
+            snprintf(lp, sizeof lp, "%s/%s/nsyncfs.log", ns.cfg.backing, NSYNC_DATA_DIR);
+            int lrc = log_set_file(lp);
+            if (lrc < 0)
+                die_start("no syslog socket at /dev/log and cannot open %s: %s", lp, strerror(-lrc));
+            fprintf(stderr, "nsyncfs: no syslog socket at /dev/log: logging to %s\n", lp);
+        }
         log_tee_stderr(LOG_WARNING);
     }
 

@@ -50,6 +50,7 @@ struct nsync_config {
                                     * the kernel checks permissions (default_permissions) */
     bool foreground;               /* -f: stay in front, log to stderr */
     int log_level;                 /* LOG_ERR..LOG_DEBUG (syslog levels) */
+    char *log_file;                /* -o log_file=: absolute, malloc'd (cli_free); NULL: none */
 };
 
 /* What /metrics counts that no module keeps for itself (any thread). */
