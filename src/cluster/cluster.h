@@ -164,6 +164,10 @@ int cluster_remove_node(struct cluster *c, uint64_t id, unsigned timeout_ms);
  * Call before cluster_stop, after the FUSE loop ended. */
 int cluster_leave(struct cluster *c, unsigned timeout_ms);
 
+/* Whether cluster_leave is under way (shown in /v1/status, so that the
+ * others know not to wait for this node). Any thread. */
+bool cluster_is_leaving(struct cluster *c);
+
 /* After a successful leave and cluster_stop: mark the node as having left
  * (in data_fd, the .nsyncfs dir) and delete the raft log and snapshots, so
  * the next mount joins as a newcomer and never bootstraps. 0 or -errno. */

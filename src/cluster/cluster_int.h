@@ -110,8 +110,10 @@ struct cluster {
     struct member_seen {
         uint64_t id;
         bool reachable;
+        bool leaving;            /* it said it is leaving the cluster */
         uint64_t last_contact_ms, applied;
     } seen[CLUSTER_MEMBERS_MAX];
+    atomic_bool leaving;         /* cluster_leave is under way */
     size_t n_seen;
 
     atomic_int held_locks;
@@ -192,6 +194,9 @@ void quorum_probe(struct cluster *c);
 void members_start(struct cluster *c);
 /* Wake and join it; c->stopping must be set. */
 void members_stop(struct cluster *c);
+/* Probe the other members now (blocks up to 500 ms each): how many answer
+ * and are not leaving themselves. Any thread but the loop thread. */
+size_t members_staying(struct cluster *c);
 
 /* lease.c: the thread that renews this node's lock leases. */
 void lease_start(struct cluster *c);

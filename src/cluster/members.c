@@ -73,6 +73,7 @@ static void members_probe_all(struct cluster *c)
         cJSON *js = NULL;
         int rc = cluster_peer_status(c->ns->client, v[i].faddr, MEMBER_PROBE_TIMEOUT_MS, &js);
         const cJSON *ap = rc == 0 ? cJSON_GetObjectItemCaseSensitive(js, "applied") : NULL;
+        bool leaving = rc == 0 && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(js, "leaving"));
         uint64_t applied = 0;
         if (cJSON_IsString(ap) && ap->valuestring)
             applied = strtoull(ap->valuestring, NULL, 10);
@@ -86,6 +87,7 @@ static void members_probe_all(struct cluster *c)
                 log_info("cluster: member %016" PRIx64 " (%s) does not answer at %s: %s", v[i].id,
                          v[i].caddr, v[i].faddr, strerror(-rc));
             s->reachable = rc == 0;
+            s->leaving = leaving;
             if (rc == 0) {
                 s->last_contact_ms = nsync_now_ms();
                 s->applied = applied;
@@ -124,6 +126,17 @@ size_t cluster_get_members(struct cluster *c, struct cluster_member_view *out, s
          * reachable false says why. */
         m->behind = m->last_contact_ms && top > m->applied ? top - m->applied : 0;
     }
+    pthread_mutex_unlock(&c->members_mu);
+    return n;
+}
+
+size_t members_staying(struct cluster *c)
+{
+    members_probe_all(c);
+    size_t n = 0;
+    pthread_mutex_lock(&c->members_mu);
+    for (size_t i = 0; i < c->n_seen; i++)
+        n += c->seen[i].id != c->ns->self_id && c->seen[i].reachable && !c->seen[i].leaving;
     pthread_mutex_unlock(&c->members_mu);
     return n;
 }

@@ -300,6 +300,7 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
     bool writable = ns->cluster && cluster_writable(ns->cluster) == 0;
     uint64_t noq = ns->cluster ? cluster_no_quorum_since(ns->cluster) : 0;
     cJSON_AddBoolToObject(o, "writable", writable);
+    cJSON_AddBoolToObject(o, "leaving", ns->cluster && cluster_is_leaving(ns->cluster));
     xfer_json_u64(o, "no_quorum_since", noq);
 
     size_t n_members = 0, reachable = 0;
