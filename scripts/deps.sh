@@ -12,6 +12,7 @@ PACKAGES=(
   libcmocka-dev
   python3 python3-pytest curl
   python3-prometheus-client # test_metrics parses /metrics with the real parser
+  mandoc # test_manpage lints man/nsyncfs.8
   nftables # partition tests: nft rules in a table each test makes and removes
 )
 
