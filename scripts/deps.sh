@@ -11,6 +11,8 @@ PACKAGES=(
   libcurl4-openssl-dev libmicrohttpd-dev libcjson-dev libxxhash-dev
   libcmocka-dev
   python3 python3-pytest curl
+  python3-prometheus-client # test_metrics parses /metrics with the real parser
+  mandoc # test_manpage lints man/nsyncfs.8
   nftables # partition tests: nft rules in a table each test makes and removes
   rsync    # bench.sh's tree workload (and what users run into the mount)
 )

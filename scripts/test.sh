@@ -8,6 +8,7 @@
 #   scripts/test.sh                 everything
 #   PYTEST_ARGS="-k basic" scripts/test.sh   extra pytest arguments
 #   NSYNC_NO_ASAN=1 scripts/test.sh          skip the sanitizer steps
+#   NSYNC_NO_PACKAGE=1 scripts/test.sh       skip the .deb build-install-mount step
 # shellcheck disable=SC2317  # functions below are called through step()
 set -uo pipefail
 
@@ -18,7 +19,7 @@ cd "$REPO" || exit 1
 PY=/usr/bin/python3
 
 declare -A RESULT=()
-ORDER=(deps build layers unit integration chaos asan-build asan-unit asan-integration)
+ORDER=(deps build layers unit integration chaos package asan-build asan-unit asan-integration)
 fail=0
 
 step() { # name, command...
@@ -68,6 +69,13 @@ step integration integration
 # A short fault campaign: kill -9, cut off or pause random nodes under load
 # (scripts/chaos.sh).
 step chaos "$REPO/scripts/chaos.sh" 3 --max-seconds 80
+
+# The .deb: built, installed, a 3-node cluster mounted from /usr/bin/nsyncfs
+# through mount -t fuse.nsyncfs, removed again (scripts/package-test.sh,
+# about 1.5 min, most of it the package's own build).
+if [[ -z "${NSYNC_NO_PACKAGE:-}" ]]; then
+  step package "$REPO/scripts/package-test.sh"
+fi
 
 # The same code under ASan + UBSan. Reports go to files (the daemons'
 # stderr is their log), and a run with any report fails even if every

@@ -22,6 +22,8 @@
 enum cli_key {
     K_HOST, K_CPORT, K_FPORT, K_CLUSTER, K_LOG_LEVEL, K_CONFIG,
     K_LOCK_TIMEOUT, K_LEASE, K_SUBMIT_TIMEOUT, K_LOCK_CACHE,
+    K_BACKING, K_MOUNTPOINT, /* for a --config file that says it all (a systemd unit) */
+    K_LOG_FILE,
     K_VALUED_, /* keys above take a value */
     K_STRICT_EXCL = K_VALUED_, K_SYNC, K_FOREGROUND, K_DEBUG, K_HELP, K_VERSION,
     K_ALLOW_OTHER, /* ours and FUSE's: noted, passed on */
@@ -34,7 +36,8 @@ static const char *const key_names[K_N_] = {
     [K_HOST] = "host", [K_CPORT] = "cluster_port", [K_FPORT] = "file_server_port",
     [K_CLUSTER] = "cluster", [K_LOG_LEVEL] = "log_level", [K_CONFIG] = "config",
     [K_LOCK_TIMEOUT] = "lock_timeout", [K_LEASE] = "lease",
-    [K_SUBMIT_TIMEOUT] = "submit_timeout", [K_LOCK_CACHE] = "lock_cache", [K_STRICT_EXCL] = "strict_excl", [K_SYNC] = "sync",
+    [K_SUBMIT_TIMEOUT] = "submit_timeout", [K_LOCK_CACHE] = "lock_cache", [K_BACKING] = "backing",
+    [K_MOUNTPOINT] = "mountpoint", [K_LOG_FILE] = "log_file", [K_STRICT_EXCL] = "strict_excl", [K_SYNC] = "sync",
     [K_FOREGROUND] = "foreground", [K_DEBUG] = "debug", [K_ALLOW_OTHER] = "allow_other",
 };
 
@@ -51,6 +54,9 @@ static const struct fuse_opt cli_opts[] = {
     FUSE_OPT_KEY("lease=%s", K_LEASE),
     FUSE_OPT_KEY("submit_timeout=%s", K_SUBMIT_TIMEOUT),
     FUSE_OPT_KEY("lock_cache=%s", K_LOCK_CACHE),
+    FUSE_OPT_KEY("backing=%s", K_BACKING),
+    FUSE_OPT_KEY("mountpoint=%s", K_MOUNTPOINT),
+    FUSE_OPT_KEY("log_file=%s", K_LOG_FILE),
     FUSE_OPT_KEY("strict_excl", K_STRICT_EXCL),
     /* ours, not the kernel's MS_SYNCHRONOUS: FUSE passes writes through at
      * once anyway; what a user asks of a replicated mount is the commit */
@@ -78,6 +84,7 @@ static const char usage_text[] =
     "usage: nsyncfs BACKING MOUNTPOINT --host H --cluster-port P --file-server-port Q\n"
     "               --cluster h2:p2:q2,h3:p3:q3 [-f] [-d] [-o opt,...] [--config FILE]\n"
     "       mount -t fuse.nsyncfs BACKING MOUNTPOINT -o host=H,cluster_port=P,...\n"
+    "       nsyncfs status [--json] [MOUNTPOINT | HOST:PORT]   (see nsyncfs status -h)\n"
     "\n"
     "Mount BACKING at MOUNTPOINT and keep it identical on every node of the cluster.\n"
     "Every option is also -o NAME=VALUE (dashes become underscores) and a line\n"
@@ -89,7 +96,8 @@ static const char usage_text[] =
     "  --cluster LIST         the other nodes, host:cluster-port:file-server-port,\n"
     "                         separated by ',' or '+' (use '+' inside -o and fstab);\n"
     "                         listing this node too is fine\n"
-    "  --config FILE          read options from FILE (NAME = VALUE, # comments)\n"
+    "  --config FILE          read options from FILE (NAME = VALUE, # comments);\n"
+    "                         its backing= and mountpoint= stand for BACKING MOUNTPOINT\n"
     "  -f                     stay in the foreground and log to stderr\n"
     "  -d                     -f and --log-level debug\n"
     "  -o OPTS                mount options: FUSE's, plus lock_timeout=SECONDS (30),\n"
@@ -100,6 +108,8 @@ static const char usage_text[] =
     "                         sync (every close and metadata change returns once\n"
     "                         committed by the cluster; default: fsync does)\n"
     "  --log-level L          error, warn, info (default) or debug\n"
+    "  --log-file PATH        append the log to PATH (default: stderr with -f, else\n"
+    "                         syslog, or BACKING/.nsyncfs/nsyncfs.log without /dev/log)\n"
     "  -h, --help             this text\n"
     "  -V, --version          the version\n"
     "\n"
@@ -474,11 +484,28 @@ static void cli_apply(struct cli_raw *r, struct nsync_config *cfg)
         else if (!strcmp(l, "debug")) cfg->log_level = LOG_DEBUG;
         else die_usage("--log-level '%s': use error, warn, info or debug", l);
     }
+    if (r->set[K_LOG_FILE]) {
+        /* absolute: a daemon runs in / */
+        const char *lf = r->val[K_LOG_FILE];
+        char cwd[PATH_MAX];
+        if (lf[0] != '/' && !getcwd(cwd, sizeof cwd))
+            die_usage("--log-file %s: %s", lf, strerror(errno));
+        if (asprintf(&cfg->log_file, "%s%s%s", lf[0] == '/' ? "" : cwd, lf[0] == '/' ? "" : "/", lf) < 0)
+            die_usage("out of memory");
+    }
     if (r->set[K_CPORT] && parse_port(r->val[K_CPORT], &cfg->cport) < 0)
         die_usage("--cluster-port '%s' is not a port number", r->val[K_CPORT]);
     if (r->set[K_FPORT] && parse_port(r->val[K_FPORT], &cfg->fport) < 0)
         die_usage("--file-server-port '%s' is not a port number", r->val[K_FPORT]);
 
+    /* BACKING and MOUNTPOINT on the command line win over backing= and
+     * mountpoint= keys, like every other option. */
+    if (r->n_positional == 0 && r->set[K_BACKING] && r->set[K_MOUNTPOINT]) {
+        for (int i = 0; i < 2; i++)
+            if (!(r->positional[i] = strdup(r->val[i ? K_MOUNTPOINT : K_BACKING])))
+                die_usage("out of memory");
+        r->n_positional = 2;
+    }
     if (r->n_positional != 2)
         die_usage("expected BACKING and MOUNTPOINT (see --help)");
     if (!r->set[K_HOST] || !r->set[K_CPORT] || !r->set[K_FPORT])
@@ -570,6 +597,8 @@ void cli_parse(int argc, char **argv, struct nsync_config *cfg, struct fuse_args
 void cli_free(struct nsync_config *cfg)
 {
     free(cfg->peers);
+    free(cfg->log_file);
+    cfg->log_file = NULL;
     free((char *)cfg->backing);
     free((char *)cfg->mountpoint);
     cfg->peers = NULL;

@@ -22,11 +22,14 @@
 #include "cluster/fsm.h"
 #include "cluster/peer.h"
 #include "common/log.h"
+#include "common/notify.h"
 #include "daemon.h"
 #include "fs/fs.h"
 #include "fs/ll.h"
 #include "fs/reconcile.h"
 #include "nsync.h"
+#include "service.h"
+#include "status.h"
 #include "transfer/fetch.h"
 #include "transfer/server.h"
 
@@ -101,6 +104,9 @@ static void hook_before_install(void *data, const char *rel)
 
 int main(int argc, char **argv)
 {
+    /* `nsyncfs status ...` asks a running node; it mounts nothing. */
+    if (argc >= 2 && strcmp(argv[1], "status") == 0)
+        return status_main(argc - 1, argv + 1);
     struct nsync ns;
     memset(&ns, 0, sizeof ns);
     ns.backing_fd = ns.data_fd = ns.staging_fd = -1;
@@ -112,6 +118,13 @@ int main(int argc, char **argv)
     cli_parse(argc, argv, &ns.cfg, &args);
     ns.self_id = nsync_node_id(ns.cfg.host, ns.cfg.cport);
     log_init("nsyncfs", ns.cfg.log_level, 0);
+    if (ns.cfg.log_file) {
+        int lrc = log_set_file(ns.cfg.log_file);
+        if (lrc < 0)
+            die_usage("log_file %s: %s", ns.cfg.log_file, strerror(-lrc));
+    } else if (ns.cfg.foreground && log_stderr_is_journal()) {
+        log_set_journal(true); /* systemd reads the level from "<N>" */
+    }
     prepare_backing(&ns);
     if (!ns.cfg.foreground) {
         /* Before any thread: the caller waits until the node serves. What
@@ -119,7 +132,19 @@ int main(int argc, char **argv)
         int drc = daemon_start();
         if (drc < 0)
             die_start("cannot start the daemon: %s", strerror(-drc));
-        log_set_syslog(1);
+        if (ns.cfg.log_file) {
+            /* already the sink */
+        } else if (log_syslog_available()) {
+            log_set_syslog(1);
+        } else {
+            /* syslog(3) would drop every line: keep them beside the data */
+            char lp[4096 + 64];
+            snprintf(lp, sizeof lp, "%s/%s/nsyncfs.log", ns.cfg.backing, NSYNC_DATA_DIR);
+            int lrc = log_set_file(lp);
+            if (lrc < 0)
+                die_start("no syslog socket at /dev/log and cannot open %s: %s", lp, strerror(-lrc));
+            fprintf(stderr, "nsyncfs: no syslog socket at /dev/log: logging to %s\n", lp);
+        }
         log_tee_stderr(LOG_WARNING);
     }
 
@@ -152,6 +177,8 @@ int main(int argc, char **argv)
         .before_install = hook_before_install,
     };
     int exit_code = NSYNC_EXIT_START;
+    notify_status("starting: mounted %s, starting the cluster (a join waits for its leader)",
+                  ns.cfg.mountpoint);
     int rc = cluster_start(&ns, &ns.cluster);
     if (rc == 0)
         rc = xfer_server_start(&ns, &ns.server);
@@ -170,7 +197,10 @@ int main(int argc, char **argv)
                  (unsigned long long)ns.self_id);
         daemon_ready(); /* the caller of a daemon returns now, with 0 */
         log_tee_stderr(-1);
+        struct service *svc = NULL;
+        service_start(&ns, &svc); /* logged; the node serves either way */
         rc = ll_loop(ll, 16);
+        service_stop(svc);
         fuse_remove_signal_handlers(ll_session(ll));
         /* The loop returns the number of the signal that ended it: SIGTERM
          * and SIGINT ask for a clean leave, like an unmount. */

@@ -2,7 +2,10 @@
  * to stamp leases. */
 #include "nsync.h"
 
+#include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include <xxhash.h>
 
@@ -64,4 +67,31 @@ int nsync_cond_init_mono(pthread_cond_t *cv)
     int rc = pthread_cond_init(cv, &a);
     pthread_condattr_destroy(&a);
     return -rc;
+}
+
+void nsync_id_str(uint64_t id, char out[NSYNC_ID_STRLEN])
+{
+    snprintf(out, NSYNC_ID_STRLEN, "%016" PRIx64, id);
+}
+
+int nsync_id_parse(const char *s, uint64_t *id)
+{
+    if (!s || strlen(s) != 16)
+        return -EINVAL;
+    uint64_t v = 0;
+    for (int i = 0; i < 16; i++) {
+        char ch = s[i];
+        unsigned d;
+        if (ch >= '0' && ch <= '9')
+            d = (unsigned)(ch - '0');
+        else if (ch >= 'a' && ch <= 'f')
+            d = (unsigned)(ch - 'a' + 10);
+        else if (ch >= 'A' && ch <= 'F')
+            d = (unsigned)(ch - 'A' + 10);
+        else
+            return -EINVAL;
+        v = v << 4 | d;
+    }
+    *id = v;
+    return 0;
 }

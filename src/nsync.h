@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "common/metrics.h"
+
 #define NSYNC_DATA_DIR ".nsyncfs"   /* under BACKING; hidden from the mount */
 #define NSYNC_HOST_MAX 256
 #define NSYNC_ADDR_MAX (NSYNC_HOST_MAX + 8) /* "host:port" */
@@ -50,10 +52,20 @@ struct nsync_config {
                                     * the kernel checks permissions (default_permissions) */
     bool foreground;               /* -f: stay in front, log to stderr */
     int log_level;                 /* LOG_ERR..LOG_DEBUG (syslog levels) */
+    char *log_file;                /* -o log_file=: absolute, malloc'd (cli_free); NULL: none */
+};
+
+/* What /metrics counts that no module keeps for itself (any thread). */
+struct nsync_metrics {
+    _Atomic uint64_t commits;           /* commands of this node committed by the leader */
+    struct metrics_hist commit_latency; /* a batch handed to the leader until applied */
+    _Atomic uint64_t served_bytes;      /* file bytes sent to fetching peers */
+    _Atomic uint64_t served_files;
 };
 
 struct nsync {
     struct nsync_config cfg;
+    struct nsync_metrics metrics;
     uint64_t self_id;
 
     int backing_fd;                /* O_DIRECTORY fd of BACKING, opened before mount */
@@ -78,6 +90,13 @@ struct nsync {
 /* Stable, non-zero id of a node: XXH3-64 of "host:cport". The same on every
  * node for the same address, whatever the order of --cluster. */
 uint64_t nsync_node_id(const char *host, uint16_t cport);
+
+/* The one spelling of a node id, in logs, /v1/status, the status command,
+ * /metrics and the join/leave requests: 16 lowercase hex digits. */
+#define NSYNC_ID_STRLEN 17
+void nsync_id_str(uint64_t id, char out[NSYNC_ID_STRLEN]);
+/* Exactly 16 hex digits (either case). 0 or -EINVAL. */
+int nsync_id_parse(const char *s, uint64_t *id);
 
 /* The peer with this id, or NULL. */
 const struct nsync_peer *nsync_peer_by_id(const struct nsync *ns, uint64_t id);

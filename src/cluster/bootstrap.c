@@ -31,11 +31,10 @@ static bool raft_has_state(const char *dir)
     return stat(p, &st) == 0;
 }
 
-static bool json_u64_eq(const cJSON *it, uint64_t v)
+static bool json_id_eq(const cJSON *it, uint64_t v)
 {
-    char buf[24];
-    snprintf(buf, sizeof buf, "%" PRIu64, v);
-    return cJSON_IsString(it) && it->valuestring && strcmp(it->valuestring, buf) == 0;
+    uint64_t got;
+    return cJSON_IsString(it) && nsync_id_parse(it->valuestring, &got) == 0 && got == v;
 }
 
 /* Ask a peer who leads and whether its cluster lists this node. Returns 1 if
@@ -53,7 +52,8 @@ static int probe_peer(struct nsync *ns, const struct nsync_peer *p, char *leader
     const cJSON *leader = cJSON_GetObjectItemCaseSensitive(st, "leader");
     const cJSON *members = cJSON_GetObjectItemCaseSensitive(st, "members");
     int verdict = 0;
-    if (cJSON_IsString(leader) && leader->valuestring && strcmp(leader->valuestring, "0") &&
+    uint64_t lid = 0;
+    if (cJSON_IsString(leader) && nsync_id_parse(leader->valuestring, &lid) == 0 && lid != 0 &&
         cJSON_IsArray(members) && cJSON_GetArraySize(members) > 0) {
         bool listed = false;
         const cJSON *m;
@@ -61,10 +61,9 @@ static int probe_peer(struct nsync *ns, const struct nsync_peer *p, char *leader
         cJSON_ArrayForEach(m, members) {
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
             const cJSON *fa = cJSON_GetObjectItemCaseSensitive(m, "faddr");
-            if (json_u64_eq(id, ns->self_id))
+            if (json_id_eq(id, ns->self_id))
                 listed = true;
-            if (cJSON_IsString(id) && cJSON_IsString(fa) && fa->valuestring &&
-                strcmp(id->valuestring, leader->valuestring) == 0)
+            if (json_id_eq(id, lid) && cJSON_IsString(fa) && fa->valuestring)
                 snprintf(leader_faddr, sz, "%s", fa->valuestring);
         }
         verdict = listed ? 0 : 1;

@@ -56,6 +56,8 @@ int cluster_start(struct nsync *ns, struct cluster **out)
     nsync_cond_init_mono(&c->applied_cv);
     pthread_mutex_init(&c->renew_mu, NULL);
     nsync_cond_init_mono(&c->renew_cv);
+    pthread_mutex_init(&c->members_mu, NULL);
+    nsync_cond_init_mono(&c->members_cv);
     snprintf(c->address, sizeof c->address, "%s:%u", ns->cfg.host, ns->cfg.cport);
 
     int rc = uv_loop_init(&c->loop);
@@ -125,6 +127,7 @@ int cluster_start(struct nsync *ns, struct cluster **out)
         return orc;
     }
     lease_start(c);
+    members_start(c);
     if (joining && bootstrap_join(c) < 0) {
         cluster_stop(c);
         return -EHOSTUNREACH;
@@ -167,6 +170,7 @@ void cluster_stop(struct cluster *c)
     outbox_stop(c->outbox);
     c->outbox = NULL;
     lease_stop(c);
+    members_stop(c);
     if (c->thread_started)
         pthread_join(c->thread, NULL);
     uv_loop_close(&c->loop);

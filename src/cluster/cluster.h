@@ -140,6 +140,25 @@ struct cluster_status {
 };
 void cluster_get_status(struct cluster *c, struct cluster_status *st);
 
+/* One member as this node sees it, for /v1/status and /metrics. The other
+ * members are asked for their status every CLUSTER_MEMBER_PROBE_MS (a
+ * thread of the cluster's); what they answered last is kept here. */
+#define CLUSTER_MEMBER_PROBE_MS 2000
+#define CLUSTER_MEMBERS_MAX 64
+struct cluster_member_view {
+    uint64_t id;
+    char caddr[FSM_ADDR_MAX];     /* raft address */
+    char faddr[FSM_ADDR_MAX];     /* file-server address */
+    bool self;
+    bool reachable;               /* answered the last probe (self: always) */
+    uint64_t last_contact_ms;     /* wall clock of its last answer; 0: never */
+    uint64_t applied;             /* raft index it had applied then */
+    uint64_t behind;              /* raft entries it lacks: the highest index known here - applied */
+};
+/* The members (from the catalog; from --cluster before the first commit),
+ * at most max of them, into out. Returns how many. Any thread. */
+size_t cluster_get_members(struct cluster *c, struct cluster_member_view *out, size_t max);
+
 /* Leader side of POST /v1/join: add node id (raft address caddr) as a voter
  * and record it as a member (JOIN), which makes every entry pending for it:
  * the newcomer's fetch worker then brings the whole tree. Blocks up to
@@ -159,6 +178,10 @@ int cluster_remove_node(struct cluster *c, uint64_t id, unsigned timeout_ms);
  * Call before cluster_stop, after the FUSE loop ended. */
 int cluster_leave(struct cluster *c, unsigned timeout_ms);
 
+/* Whether cluster_leave is under way (shown in /v1/status, so that the
+ * others know not to wait for this node). Any thread. */
+bool cluster_is_leaving(struct cluster *c);
+
 /* After a successful leave and cluster_stop: mark the node as having left
  * (in data_fd, the .nsyncfs dir) and delete the raft log and snapshots, so
  * the next mount joins as a newcomer and never bootstraps. 0 or -errno. */
@@ -175,6 +198,10 @@ bool cluster_joined(const struct cluster *c);
 int cluster_writable(struct cluster *c);
 /* Wall-clock ms since which this node has had no quorum, 0 while it has. */
 uint64_t cluster_no_quorum_since(struct cluster *c);
+/* Wall-clock ms since which this node has known no leader, 0 while it knows
+ * one (the quorum is in doubt from then on; changes fail once
+ * cluster_writable says so). */
+uint64_t cluster_leaderless_since(struct cluster *c);
 
 /* Tell the cluster whether this node holds cluster locks; while it does, a
  * RENEW is proposed about once a second. Any thread. */

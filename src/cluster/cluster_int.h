@@ -102,6 +102,20 @@ struct cluster {
     _Atomic uint64_t last_warn_ms;
     _Atomic uint64_t probe_lost_spell; /* leaderless_since_ms of the spell a probe found lost */
 
+    /* members.c: what each other member answered last (members_mu). */
+    pthread_t members_thread;
+    bool members_started;
+    pthread_mutex_t members_mu;
+    pthread_cond_t members_cv;
+    struct member_seen {
+        uint64_t id;
+        bool reachable;
+        bool leaving;            /* it said it is leaving the cluster */
+        uint64_t last_contact_ms, applied;
+    } seen[CLUSTER_MEMBERS_MAX];
+    atomic_bool leaving;         /* cluster_leave is under way */
+    size_t n_seen;
+
     atomic_int held_locks;
     pthread_t renew_thread;
     bool renew_started;
@@ -175,6 +189,14 @@ void quorum_note(struct cluster *c, const struct cluster_status *st);
  * each) and decide whether the quorum is lost; warn (every 30 s) naming the
  * ones that do not answer. Lease thread. */
 void quorum_probe(struct cluster *c);
+
+/* members.c: the thread that probes the other members for the status. */
+void members_start(struct cluster *c);
+/* Wake and join it; c->stopping must be set. */
+void members_stop(struct cluster *c);
+/* Probe the other members now (blocks up to 500 ms each): how many answer
+ * and are not leaving themselves. Any thread but the loop thread. */
+size_t members_staying(struct cluster *c);
 
 /* lease.c: the thread that renews this node's lock leases. */
 void lease_start(struct cluster *c);

@@ -189,6 +189,11 @@ int cluster_remove_node(struct cluster *c, uint64_t id, unsigned timeout_ms)
     return rc;
 }
 
+bool cluster_is_leaving(struct cluster *c)
+{
+    return atomic_load(&c->leaving);
+}
+
 int cluster_leave(struct cluster *c, unsigned timeout_ms)
 {
     assert(!on_loop_thread(c));
@@ -198,6 +203,7 @@ int cluster_leave(struct cluster *c, unsigned timeout_ms)
     cluster_get_status(c, &st);
     if (st.voters <= 1 && st.state == CLUSTER_LEADER)
         return -EALREADY;
+    atomic_store(&c->leaving, true);
     /* A leader cannot vote on its own removal gracefully: hand over first,
      * so the remaining nodes elect nobody and lose no time. */
     while (st.state == CLUSTER_LEADER && nsync_mono_ms() < deadline) {
@@ -208,19 +214,46 @@ int cluster_leave(struct cluster *c, unsigned timeout_ms)
     }
     int rc = -EROFS;
     unsigned backoff = 20;
+    bool told = false;
     while (nsync_mono_ms() < deadline) {
         unsigned left = (unsigned)(deadline - nsync_mono_ms());
+        /* short attempts: between them, the checks below may end the wait */
+        unsigned attempt = left < 2000 ? left : 2000;
         cluster_get_status(c, &st);
         if (st.state == CLUSTER_LEADER) {
-            rc = cluster_remove_node(c, c->ns->self_id, left);
+            rc = cluster_remove_node(c, c->ns->self_id, attempt);
         } else if (st.leader_id) {
             char faddr[NSYNC_ADDR_MAX];
             rc = submit_leader_faddr(c, st.leader_id, faddr, sizeof faddr);
             if (rc == 0)
-                rc = cluster_peer_membership(c->ns->client, faddr, false, c->ns->self_id, NULL, NULL, left);
+                rc = cluster_peer_membership(c->ns->client, faddr, false, c->ns->self_id, NULL, NULL,
+                                             attempt);
         }
         if (rc == 0)
             return 0;
+        /* When every other member is gone or leaving too (all nodes shut
+         * down at once), leadership only bounces between leavers, each
+         * handing it on: nobody will remove us, and waiting only delays
+         * the unmount. Nor without a quorum. Either way this node stays a
+         * member and restarts as one, which is what a whole-cluster
+         * shutdown wants. */
+        bool stuck = rc != 0 && (st.leader_id == 0 || rc == -ENOTCONN) &&
+                     nsync_mono_ms() + timeout_ms >= deadline + 500;
+        if (cluster_writable(c) < 0 || (stuck && members_staying(c) == 0)) {
+            log_warn("cluster: cannot leave: %s; this node stays a member and keeps its state "
+                     "for the next mount",
+                     cluster_writable(c) < 0 ? "no quorum" : "every other member is gone or leaving too");
+            return -EROFS;
+        }
+        if (!told && nsync_mono_ms() + timeout_ms >= deadline + 1000) {
+            told = true;
+            if (st.leader_id)
+                log_info("cluster: leaving: waiting for leader %016" PRIx64 " to remove this node "
+                         "(%s; up to %.0f s more)", st.leader_id, strerror(-rc), left / 1000.0);
+            else
+                log_info("cluster: leaving: waiting for a leader to remove this node (none known; "
+                         "up to %.0f s more, less once the quorum is known lost)", left / 1000.0);
+        }
         cluster_wait_change(c, &seen, backoff);
         if (backoff < 500)
             backoff *= 2;

@@ -199,9 +199,12 @@ static int peer_parse_result(const cJSON *r, struct cluster_item *it)
     if (!cJSON_IsNumber(rc) || !cJSON_IsNumber(st) || rc->valuedouble < -4096 ||
         rc->valuedouble > 0 || st->valuedouble < -4096 || st->valuedouble > 4096)
         return -EPROTO;
-    for (int k = 0; k < 3; k++)
+    const cJSON *holder = cJSON_GetArrayItem(r, 3);
+    for (int k = 0; k < 3; k += 2)
         if (peer_u64_of(cJSON_GetArrayItem(r, 2 + k), &v[k]) < 0)
             return -EPROTO;
+    if (!cJSON_IsString(holder) || nsync_id_parse(holder->valuestring, &v[1]) < 0)
+        return -EPROTO;
     it->rc = rc->valueint;
     memset(&it->reply, 0, sizeof it->reply);
     it->reply.status = st->valueint;
@@ -289,8 +292,8 @@ int cluster_peer_status(struct cluster_peer *c, const char *faddr, unsigned time
 int cluster_peer_membership(struct cluster_peer *c, const char *faddr, bool join, uint64_t id,
                            const char *caddr, const char *my_faddr, unsigned timeout_ms)
 {
-    char idbuf[24];
-    snprintf(idbuf, sizeof idbuf, "%" PRIu64, id);
+    char idbuf[NSYNC_ID_STRLEN];
+    nsync_id_str(id, idbuf);
     cJSON *o = cJSON_CreateObject();
     if (!o || !cJSON_AddStringToObject(o, "id", idbuf) ||
         (join && (!cJSON_AddStringToObject(o, "caddr", caddr) ||

@@ -64,6 +64,11 @@ uint64_t cluster_no_quorum_since(struct cluster *c)
     return atomic_load(&c->leaderless_wall_ms);
 }
 
+uint64_t cluster_leaderless_since(struct cluster *c)
+{
+    return atomic_load(&c->leaderless_since_ms) ? atomic_load(&c->leaderless_wall_ms) : 0;
+}
+
 /* The other members: raft address (how the operator names them) and file
  * server address (what answers the probe), from the catalog, else from
  * --cluster. Fills out[max]; returns how many, *total the members. */
@@ -143,8 +148,10 @@ void quorum_probe(struct cluster *c)
         return;
     atomic_store(&c->last_warn_ms, now);
     atomic_store(&c->readonly_logged, true);
-    log_warn("cluster: no quorum (no leader for %.1f s; %zu of %zu members reachable): changes "
-             "fail with EROFS until it is back; unreachable peers: %s",
-             (double)(now - since) / 1000.0, reached, total,
+    struct cluster_status st;
+    cluster_get_status(c, &st);
+    log_warn("cluster: no quorum (this node is %s, no leader for %.1f s; %zu of %zu members "
+             "reachable): changes fail with EROFS until it is back; unreachable peers: %s",
+             cluster_role_name(st.state), (double)(now - since) / 1000.0, reached, total,
              off ? missing : "none (they answer, but no leader is elected)");
 }

@@ -98,7 +98,7 @@ int cluster_barrier(struct cluster *c, unsigned timeout_ms)
     return outbox_barrier(c->outbox, timeout_ms);
 }
 
-int cluster_deliver(struct cluster *c, struct cluster_item *items, size_t n, unsigned timeout_ms)
+static int deliver_once(struct cluster *c, struct cluster_item *items, size_t n, unsigned timeout_ms)
 {
     assert(outbox_on_thread(c->outbox));
     pthread_mutex_lock(&c->mu);
@@ -119,6 +119,25 @@ int cluster_deliver(struct cluster *c, struct cluster_item *items, size_t n, uns
     if (rc < 0)
         log_debug("cluster: forwarding %zu commands to leader %s failed: %s", n, faddr, strerror(-rc));
     return rc;
+}
+
+/* The commit latency of /metrics: from handing the batch to the leader
+ * (raft here, or one HTTP request) until it answered that it applied it. */
+int cluster_deliver(struct cluster *c, struct cluster_item *items, size_t n, unsigned timeout_ms)
+{
+    uint64_t t0 = nsync_mono_us();
+    int rc = deliver_once(c, items, n, timeout_ms);
+    if (rc != 0)
+        return rc;
+    uint64_t us = nsync_mono_us() - t0;
+    struct nsync_metrics *m = &c->ns->metrics;
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].rc == 0) {
+            atomic_fetch_add(&m->commits, 1);
+            metrics_hist_observe_us(&m->commit_latency, us);
+        }
+    }
+    return 0;
 }
 
 int cluster_submit_batch_encoded(struct cluster *c, struct cluster_item *items, size_t n,

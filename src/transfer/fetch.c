@@ -158,6 +158,25 @@ static void xfer_log_progress(struct xfer_fetcher *f, const struct xfer_list *l)
     }
 }
 
+/* Open or close the catch-up spell that xfer_fetcher_get_catchup reports. */
+static void xfer_note_spell(struct xfer_fetcher *f, const struct xfer_list *l)
+{
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i]->kind == FSM_FILE)
+            bytes += l->v[i]->size;
+    atomic_store(&f->st_pending_bytes, bytes);
+    if (l->n == 0) {
+        atomic_store(&f->spell_mono_ms, 0);
+        atomic_store(&f->spell_wall_ms, 0);
+    } else if (atomic_load(&f->spell_mono_ms) == 0) {
+        atomic_store(&f->spell_installed0, atomic_load(&f->st_installed));
+        atomic_store(&f->spell_bytes0, atomic_load(&f->st_bytes));
+        atomic_store(&f->spell_wall_ms, nsync_now_ms());
+        atomic_store(&f->spell_mono_ms, nsync_mono_ms());
+    }
+}
+
 /* One scan of the catalog and one attempt at everything due. Returns the
  * monotonic time at which a deferred item wants another try (UINT64_MAX if
  * none). */
@@ -169,6 +188,7 @@ static uint64_t xfer_pass(struct xfer_fetcher *f)
     fsm_foreach_pending(ns->fsm, ns->self_id, xfer_collect, &l);
     pthread_rwlock_unlock(&ns->fsm_lock);
     atomic_store(&f->st_pending, (uint64_t)l.n);
+    xfer_note_spell(f, &l);
     uint64_t wake = UINT64_MAX;
     if (l.err) {
         log_error("fetch: out of memory copying %zu pending entries", l.n);
@@ -426,4 +446,33 @@ void xfer_fetcher_get_status(struct xfer_fetcher *f, struct xfer_fetch_status *s
     st->installed = atomic_load(&f->st_installed);
     st->bytes = atomic_load(&f->st_bytes);
     st->errors = atomic_load(&f->st_errors);
+}
+
+void xfer_fetcher_get_catchup(struct xfer_fetcher *f, struct xfer_catchup *c)
+{
+    memset(c, 0, sizeof *c);
+    c->percent = 100.0;
+    c->eta_s = -1;
+    uint64_t t0 = atomic_load(&f->spell_mono_ms);
+    if (t0 == 0)
+        return;
+    c->since_ms = atomic_load(&f->spell_wall_ms);
+    uint64_t inst = atomic_load(&f->st_installed), i0 = atomic_load(&f->spell_installed0);
+    uint64_t by = atomic_load(&f->st_bytes), b0 = atomic_load(&f->spell_bytes0);
+    /* the counters are read one by one: never let a race go negative */
+    c->files_done = inst > i0 ? inst - i0 : 0;
+    c->bytes_done = by > b0 ? by - b0 : 0;
+    uint64_t left_files = atomic_load(&f->st_pending), left_bytes = atomic_load(&f->st_pending_bytes);
+    c->files_total = c->files_done + left_files;
+    c->bytes_total = c->bytes_done + left_bytes;
+    if (c->bytes_total)
+        c->percent = 100.0 * (double)c->bytes_done / (double)c->bytes_total;
+    else if (c->files_total)
+        c->percent = 100.0 * (double)c->files_done / (double)c->files_total;
+    uint64_t elapsed = nsync_mono_ms() - t0;
+    c->active = left_files > 0 && elapsed >= XFER_CATCHUP_AFTER_MS;
+    double done = c->bytes_total ? (double)c->bytes_done : (double)c->files_done;
+    double left = c->bytes_total ? (double)left_bytes : (double)left_files;
+    if (done > 0 && elapsed > 0)
+        c->eta_s = (long)(left * (double)elapsed / done / 1000.0 + 0.5);
 }

@@ -19,6 +19,20 @@ struct xfer_fetch_status {
     uint64_t errors;         /* failed attempts since start */
 };
 
+/* A catch-up in figures: done counts what was installed since this node
+ * began to lack entries, total is done plus what it still lacks (so it
+ * grows when new changes arrive meanwhile). */
+struct xfer_catchup {
+    bool active;             /* lacking entries for XFER_CATCHUP_AFTER_MS or more */
+    uint64_t since_ms;       /* wall-clock ms since the node lacks entries; 0: it lacks none */
+    uint64_t files_done, files_total;  /* catalog entries (files, dirs, deletes...) */
+    uint64_t bytes_done, bytes_total;  /* bytes of file content */
+    double percent;          /* by bytes if there are any, else by entries; 100 when none */
+    long eta_s;              /* seconds left at the rate so far; -1 unknown */
+};
+/* A node that lacks something for less than this is replicating, not behind. */
+#define XFER_CATCHUP_AFTER_MS 3000
+
 /* What the fetch worker asks of the layer above it (the FUSE side), which it
  * must not include: wired in main.c, like struct raft_io in canonical/raft.
  * Each may be NULL. Called from the worker's threads (ns-fetch, ns-fetch-pool);
@@ -49,5 +63,7 @@ void xfer_fetcher_stop(struct xfer_fetcher *f);
 void xfer_fetcher_free(struct xfer_fetcher *f);
 /* Any thread, until xfer_fetcher_free. */
 void xfer_fetcher_get_status(struct xfer_fetcher *f, struct xfer_fetch_status *st);
+/* Any thread, until xfer_fetcher_free. */
+void xfer_fetcher_get_catchup(struct xfer_fetcher *f, struct xfer_catchup *c);
 
 #endif

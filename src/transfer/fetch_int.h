@@ -148,6 +148,11 @@ struct xfer_fetcher {
     atomic_bool stop;
 
     _Atomic uint64_t st_pending, st_installed, st_bytes, st_errors;
+    /* The current catch-up spell (this node lacks something), written by
+     * the manager at each pass: when it began (0: none), the counters then,
+     * and the bytes of files still to fetch. */
+    _Atomic uint64_t spell_mono_ms, spell_wall_ms, spell_installed0, spell_bytes0;
+    _Atomic uint64_t st_pending_bytes;
     atomic_uint tmp_seq;
 
     struct xfer_retry *retry[XFER_RETRY_BUCKETS];

@@ -30,6 +30,7 @@
 #include "common/path.h"
 #include "nsync.h"
 #include "transfer/fetch.h"
+#include "transfer/metrics_page.h"
 
 #define XFER_MAX_BODY (1024 * 1024)      /* largest encoded command we accept */
 #define XFER_CONN_LIMIT 256              /* one thread each: bound them */
@@ -203,6 +204,10 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
     MHD_add_response_header(r, "X-Nsync-Version", vbuf);
     enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
     MHD_destroy_response(r); /* closes fd once the transfer is done */
+    if (ret == MHD_YES) {
+        atomic_fetch_add(&ns->metrics.served_bytes, (uint64_t)st.st_size);
+        atomic_fetch_add(&ns->metrics.served_files, 1);
+    }
     return ret;
 }
 
@@ -227,6 +232,49 @@ static int xfer_count_lack(const struct fsm_entry *e, void *arg)
     return 0;
 }
 
+static void xfer_json_id(cJSON *obj, const char *key, uint64_t id)
+{
+    char buf[NSYNC_ID_STRLEN];
+    nsync_id_str(id, buf);
+    cJSON_AddStringToObject(obj, key, buf);
+}
+
+/* The members as this node sees them, with what each still lacks of the
+ * catalog (the catalog knows: a member's SYNCED settles its entries). */
+static void xfer_status_members(struct nsync *ns, cJSON *o, uint64_t leader, size_t *n_out,
+                                size_t *reachable)
+{
+    cJSON *members = cJSON_AddArrayToObject(o, "members");
+    struct cluster_member_view *v = calloc(CLUSTER_MEMBERS_MAX, sizeof *v);
+    size_t n = v && ns->cluster ? cluster_get_members(ns->cluster, v, CLUSTER_MEMBERS_MAX) : 0;
+    *n_out = n;
+    *reachable = 0;
+    for (size_t i = 0; members && i < n; i++) {
+        cJSON *jm = cJSON_CreateObject();
+        if (!jm || !cJSON_AddItemToArray(members, jm)) {
+            cJSON_Delete(jm);
+            break;
+        }
+        struct xfer_lack lack = {.self = v[i].id};
+        pthread_rwlock_rdlock(&ns->fsm_lock);
+        fsm_foreach_pending(ns->fsm, v[i].id, xfer_count_lack, &lack);
+        pthread_rwlock_unlock(&ns->fsm_lock);
+        *reachable += v[i].reachable;
+        xfer_json_id(jm, "id", v[i].id);
+        cJSON_AddStringToObject(jm, "caddr", v[i].caddr);
+        cJSON_AddStringToObject(jm, "faddr", v[i].faddr);
+        cJSON_AddBoolToObject(jm, "self", v[i].self);
+        cJSON_AddBoolToObject(jm, "leader", v[i].id == leader);
+        cJSON_AddBoolToObject(jm, "reachable", v[i].reachable);
+        cJSON_AddNumberToObject(jm, "last_contact_ms", (double)v[i].last_contact_ms);
+        xfer_json_u64(jm, "applied", v[i].applied);
+        cJSON_AddNumberToObject(jm, "behind_entries", (double)v[i].behind);
+        cJSON_AddNumberToObject(jm, "pending_files", (double)lack.entries);
+        cJSON_AddNumberToObject(jm, "pending_bytes", (double)lack.bytes);
+    }
+    free(v);
+}
+
 static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connection *conn)
 {
     struct cluster_status cs = { .state = CLUSTER_UNAVAILABLE };
@@ -235,22 +283,42 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
-    xfer_json_u64(o, "node", ns->self_id);
+    xfer_json_id(o, "node", ns->self_id);
+    cJSON_AddStringToObject(o, "version", NSYNC_VERSION);
     cJSON_AddStringToObject(o, "host", ns->cfg.host);
     cJSON_AddNumberToObject(o, "fport", ns->cfg.fport);
     cJSON_AddNumberToObject(o, "cport", ns->cfg.cport);
+    cJSON_AddStringToObject(o, "backing", ns->cfg.backing);
+    cJSON_AddStringToObject(o, "mountpoint", ns->cfg.mountpoint);
     cJSON_AddStringToObject(o, "role", cluster_role_name(cs.state));
-    xfer_json_u64(o, "leader", cs.leader_id);
+    xfer_json_id(o, "leader", cs.leader_id);
     xfer_json_u64(o, "term", cs.term);
     xfer_json_u64(o, "applied", cs.last_applied);
     xfer_json_u64(o, "commit", cs.commit_index);
     /* Whether changes are tried, and since when (wall-clock ms) they fail
      * with EROFS for want of a quorum (0: they do not). */
-    cJSON_AddBoolToObject(o, "writable", ns->cluster && cluster_writable(ns->cluster) == 0);
-    xfer_json_u64(o, "no_quorum_since", ns->cluster ? cluster_no_quorum_since(ns->cluster) : 0);
+    bool writable = ns->cluster && cluster_writable(ns->cluster) == 0;
+    uint64_t noq = ns->cluster ? cluster_no_quorum_since(ns->cluster) : 0;
+    cJSON_AddBoolToObject(o, "writable", writable);
+    cJSON_AddBoolToObject(o, "leaving", ns->cluster && cluster_is_leaving(ns->cluster));
+    xfer_json_u64(o, "no_quorum_since", noq);
+
+    size_t n_members = 0, reachable = 0;
+    xfer_status_members(ns, o, cs.leader_id, &n_members, &reachable);
+    cJSON *jq = cJSON_AddObjectToObject(o, "quorum");
+    if (jq) {
+        /* ok: a leader is known and changes are tried; since_ms: when the
+         * leader went (wall clock), 0 while ok */
+        bool ok = writable && cs.leader_id != 0;
+        uint64_t since = ok || !ns->cluster ? 0 : cluster_leaderless_since(ns->cluster);
+        cJSON_AddBoolToObject(jq, "ok", ok);
+        cJSON_AddNumberToObject(jq, "since_ms", (double)(since ? since : noq));
+        cJSON_AddNumberToObject(jq, "voters", cs.voters);
+        cJSON_AddNumberToObject(jq, "members", (double)n_members);
+        cJSON_AddNumberToObject(jq, "reachable", (double)reachable);
+    }
 
     struct xfer_lack lack = {.self = ns->self_id};
-    cJSON *members = cJSON_AddArrayToObject(o, "members");
     pthread_rwlock_rdlock(&ns->fsm_lock);
     xfer_json_u64(o, "fsm_version", fsm_version(ns->fsm));
     cJSON_AddNumberToObject(o, "catalog_entries", (double)fsm_entry_count(ns->fsm));
@@ -258,27 +326,26 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
     cJSON_AddNumberToObject(o, "catalog_inline_bytes", (double)fsm_inline_bytes(ns->fsm));
     /* Path locks the catalog gives this node (cached ones included). */
     cJSON_AddNumberToObject(o, "locks_held", (double)fsm_locks_of(ns->fsm, ns->self_id));
-    size_t nm = fsm_member_count(ns->fsm);
-    for (size_t i = 0; members && i < nm; i++) {
-        const struct fsm_member *m = fsm_member_at(ns->fsm, i);
-        cJSON *jm = cJSON_CreateObject();
-        if (!m || !jm) {
-            cJSON_Delete(jm);
-            continue;
-        }
-        xfer_json_u64(jm, "id", m->id);
-        cJSON_AddStringToObject(jm, "caddr", m->caddr);
-        cJSON_AddStringToObject(jm, "faddr", m->faddr);
-        cJSON_AddItemToArray(members, jm);
-    }
     fsm_foreach_pending(ns->fsm, ns->self_id, xfer_count_lack, &lack);
     pthread_rwlock_unlock(&ns->fsm_lock);
     /* Catch-up progress (a joining or returning node): what this node still
-     * lacks of the catalog, in entries and in bytes of file content. */
+     * lacks of the catalog, in entries and in bytes of file content, and
+     * the spell so far (see struct xfer_catchup). */
     cJSON *jc = cJSON_AddObjectToObject(o, "catchup");
     if (jc) {
         cJSON_AddNumberToObject(jc, "entries", (double)lack.entries);
         cJSON_AddNumberToObject(jc, "bytes", (double)lack.bytes);
+        struct xfer_catchup cu = {.percent = 100.0, .eta_s = -1};
+        if (ns->fetcher)
+            xfer_fetcher_get_catchup(ns->fetcher, &cu);
+        cJSON_AddBoolToObject(jc, "active", cu.active);
+        cJSON_AddNumberToObject(jc, "since_ms", (double)cu.since_ms);
+        cJSON_AddNumberToObject(jc, "files_done", (double)cu.files_done);
+        cJSON_AddNumberToObject(jc, "files_total", (double)cu.files_total);
+        cJSON_AddNumberToObject(jc, "bytes_done", (double)cu.bytes_done);
+        cJSON_AddNumberToObject(jc, "bytes_total", (double)cu.bytes_total);
+        cJSON_AddNumberToObject(jc, "percent", cu.percent);
+        cJSON_AddNumberToObject(jc, "eta_s", (double)cu.eta_s);
     }
 
     if (ns->fetcher) {
@@ -295,6 +362,23 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
         cJSON_AddNumberToObject(o, "pending", (double)fst.pending);
     }
     return xfer_reply_json(conn, o);
+}
+
+static enum MHD_Result xfer_handle_metrics(struct nsync *ns, struct MHD_Connection *conn)
+{
+    char *page = NULL;
+    size_t len = 0;
+    if (xfer_metrics_page(ns, &page, &len) < 0)
+        return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, page, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(page);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 static enum MHD_Result xfer_handle_propose(struct nsync *ns, struct MHD_Connection *conn,
@@ -393,7 +477,7 @@ static enum MHD_Result xfer_handle_propose_batch(struct nsync *ns, struct MHD_Co
         }
         char v[3][24];
         snprintf(v[0], sizeof v[0], "%" PRIu64, items[i].reply.version);
-        snprintf(v[1], sizeof v[1], "%" PRIu64, items[i].reply.lock_holder);
+        nsync_id_str(items[i].reply.lock_holder, v[1]);
         snprintf(v[2], sizeof v[2], "%" PRIu64, items[i].reply.path_version);
         cJSON_AddItemToArray(r, cJSON_CreateNumber(items[i].rc));
         cJSON_AddItemToArray(r, cJSON_CreateNumber(items[i].reply.status));
@@ -427,7 +511,7 @@ static enum MHD_Result xfer_handle_membership(struct nsync *ns, struct MHD_Conne
     const cJSON *ca = cJSON_GetObjectItemCaseSensitive(o, "caddr");
     const cJSON *fa = cJSON_GetObjectItemCaseSensitive(o, "faddr");
     uint64_t node = 0;
-    bool ok = cJSON_IsString(id) && xfer_parse_u64(id->valuestring, &node) == 0 && node != 0;
+    bool ok = cJSON_IsString(id) && nsync_id_parse(id->valuestring, &node) == 0 && node != 0;
     if (join)
         ok = ok && cJSON_IsString(ca) && cJSON_IsString(fa) && ca->valuestring[0] &&
              fa->valuestring[0] && strlen(ca->valuestring) < FSM_ADDR_MAX &&
@@ -435,7 +519,7 @@ static enum MHD_Result xfer_handle_membership(struct nsync *ns, struct MHD_Conne
              strchr(fa->valuestring, ':');
     if (!ok) {
         cJSON_Delete(o);
-        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "expected {\"id\":\"N\"...}\n");
+        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "expected {\"id\":\"<16 hex digits>\"...}\n");
     }
     struct cluster_status cs;
     cluster_get_status(ns->cluster, &cs);
@@ -454,7 +538,7 @@ static enum MHD_Result xfer_handle_membership(struct nsync *ns, struct MHD_Conne
     case -EROFS: return xfer_reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "no quorum\n");
     case -EINVAL: return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "refused\n");
     default:
-        log_warn("%s of node %" PRIu64 " failed: %s", join ? "join" : "leave", node,
+        log_warn("%s of node %016" PRIx64 " failed: %s", join ? "join" : "leave", node,
                  strerror(rc < 0 ? -rc : EIO));
         return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "failed\n");
     }
@@ -527,13 +611,16 @@ static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const
     }
     struct xfer_req *rq = *con_cls;
 
-    if (strcmp(url, "/v1/file") == 0 || strcmp(url, "/v1/status") == 0) {
+    if (strcmp(url, "/v1/file") == 0 || strcmp(url, "/v1/status") == 0 ||
+        strcmp(url, "/metrics") == 0) {
         if (*upload_data_size) {
             *upload_data_size = 0; /* a GET with a body: ignore the body */
             return MHD_YES;
         }
         if (!is_get)
             return xfer_reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET\n");
+        if (url[1] == 'm')
+            return xfer_handle_metrics(ns, conn);
         return url[4] == 'f' ? xfer_handle_file(ns, conn) : xfer_handle_status(ns, conn);
     }
     if (xfer_is_post_url(url)) {
@@ -602,6 +689,26 @@ static int xfer_resolve(const char *host, uint16_t port, struct sockaddr_storage
     return 0;
 }
 
+/* BACKING/.nsyncfs/server: where this node's file server answers, for
+ * `nsyncfs status MOUNTPOINT` (which finds BACKING in /proc/self/mountinfo).
+ * Written whole under a temporary name and renamed, so a reader never sees
+ * half of it. */
+static void xfer_write_addr_file(struct nsync *ns)
+{
+    char line[NSYNC_ADDR_MAX + 4];
+    int n = strchr(ns->cfg.host, ':') ? snprintf(line, sizeof line, "[%s]:%u\n", ns->cfg.host, ns->cfg.fport)
+                                      : snprintf(line, sizeof line, "%s:%u\n", ns->cfg.host, ns->cfg.fport);
+    int fd = openat(ns->data_fd, XFER_ADDR_FILE ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || write(fd, line, (size_t)n) != n || close(fd) < 0 ||
+        renameat(ns->data_fd, XFER_ADDR_FILE ".tmp", ns->data_fd, XFER_ADDR_FILE) < 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        log_warn("file server: cannot write %s/%s/%s (nsyncfs status MOUNTPOINT will not find "
+                 "this node): %s", ns->cfg.backing, NSYNC_DATA_DIR, XFER_ADDR_FILE, strerror(e));
+    }
+}
+
 int xfer_server_start(struct nsync *ns, struct xfer_server **out)
 {
     struct sockaddr_storage ss;
@@ -632,6 +739,8 @@ int xfer_server_start(struct nsync *ns, struct xfer_server **out)
         return -EADDRINUSE;
     }
     log_info("file server listening on %s:%u", ns->cfg.host, ns->cfg.fport);
+    if (ns->data_fd >= 0)
+        xfer_write_addr_file(ns);
     *out = s;
     return 0;
 }
@@ -641,5 +750,7 @@ void xfer_server_stop(struct xfer_server *s)
     if (!s)
         return;
     MHD_stop_daemon(s->daemon);
+    if (s->ns->data_fd >= 0)
+        unlinkat(s->ns->data_fd, XFER_ADDR_FILE, 0);
     free(s);
 }

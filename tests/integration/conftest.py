@@ -129,8 +129,9 @@ def binary():
     return BINARY
 
 
-def _make(request, base, n, extra_args, name, log_level="debug", netcut=False):
+def _make(request, base, n, extra_args, name, log_level="debug", netcut=False, env=None):
     c = Cluster(base, n=n, extra_args=extra_args, name=name, log_level=log_level)
+    c.env_hook = env
     ALL_CLUSTERS.append(c)
     # Registered before starting, so a cluster that fails to come up is still
     # torn down (and its logs reach the report first).
@@ -144,12 +145,13 @@ def _make(request, base, n, extra_args, name, log_level="debug", netcut=False):
 def cluster_factory(request, tmp_path, binary):
     count = [0]
 
-    def make(n=3, extra_args=(), name=None, log_level="debug", netcut=False):
-        """netcut: each node in a cgroup of its own, c.net a NetCut to cut links."""
+    def make(n=3, extra_args=(), name=None, log_level="debug", netcut=False, env=None):
+        """netcut: each node in a cgroup of its own, c.net a NetCut to cut links.
+        env: idx -> dict of extra environment variables for that node (or None)."""
         count[0] += 1
         base = tmp_path / f"cluster{count[0]}"
         return _make(request, base, n, extra_args, name or f"cluster{count[0]}", log_level,
-                     netcut)
+                     netcut, env)
 
     return make
 

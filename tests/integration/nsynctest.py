@@ -309,9 +309,11 @@ class Node:
                       f"{' '.join(cmd)}\n".encode())
             log.flush()
             hook = self.cluster.spawn_hook
+            extra = self.cluster.env_hook(self.idx) if self.cluster.env_hook else None
+            env = dict(os.environ, **extra) if extra else None
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=hook(self.idx) if hook else None)
+                                         preexec_fn=hook(self.idx) if hook else None, env=env)
 
     def mounted(self):
         """The mount is up and answers (lstat through it works)."""
@@ -373,6 +375,7 @@ class Cluster:
         self.extra_args = list(extra_args)
         self.log_level = log_level
         self.spawn_hook = None      # idx -> preexec function (netcut.NetCut)
+        self.env_hook = None        # idx -> extra environment variables (dict) or None
         self.teardown_hooks = []    # called at the end of teardown, always
         ports = free_ports(2 * n)
         self.nodes = [Node(self, i, self.base, ports[2 * i], ports[2 * i + 1]) for i in range(n)]
