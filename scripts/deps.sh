@@ -9,6 +9,7 @@ PACKAGES=(
   libfuse3-dev fuse3
   libraft-dev libuv1-dev
   libcurl4-openssl-dev libmicrohttpd-dev libcjson-dev libxxhash-dev
+  libgnutls28-dev # cluster secret: keygen, TLS on the raft port (docs/security.md)
   libcmocka-dev
   python3 python3-pytest curl
   nftables # partition tests: nft rules in a table each test makes and removes

@@ -101,6 +101,8 @@ static void hook_before_install(void *data, const char *rel)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
+        return cli_keygen(argc, argv);
     struct nsync ns;
     memset(&ns, 0, sizeof ns);
     ns.backing_fd = ns.data_fd = ns.staging_fd = -1;
@@ -123,6 +125,9 @@ int main(int argc, char **argv)
         log_tee_stderr(LOG_WARNING);
     }
 
+    if (!ns.cfg.secret && ns.cfg.insecure)
+        log_warn("-o insecure: no cluster secret, anyone who reaches %s:%u or :%u can read and "
+                 "change every file (docs/security.md)", ns.cfg.host, ns.cfg.cport, ns.cfg.fport);
     signal(SIGPIPE, SIG_IGN);
     /* SIGHUP is no reason to leave the cluster (a closed terminal, a reload
      * by habit); SIGTERM and SIGINT are, as an unmount is. Ignored from the

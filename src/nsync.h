@@ -30,6 +30,8 @@ struct nsync_peer {
     uint16_t fport;                /* HTTP file-server port */
 };
 
+struct secret;
+
 struct nsync_config {
     const char *backing;           /* absolute path, owned by main.c */
     const char *mountpoint;        /* absolute path, owned by main.c */
@@ -48,6 +50,9 @@ struct nsync_config {
                                     * the kernel checks permissions (default_permissions) */
     bool foreground;               /* -f: stay in front, log to stderr */
     int log_level;                 /* LOG_ERR..LOG_DEBUG (syslog levels) */
+    struct secret *secret;         /* --secret-file, read at start (cli.c owns it);
+                                    * NULL: plain HTTP and TCP (loopback or -o insecure) */
+    bool insecure;                 /* -o insecure: no secret on a reachable address */
 };
 
 struct nsync {
