@@ -14,6 +14,7 @@
 
 #include "cluster/cluster.h"
 #include "common/log.h"
+#include "common/secret.h"
 #include "nsync.h"
 
 #define PEER_POOL_MAX 16
@@ -149,7 +150,7 @@ static int cluster_peer_call(struct cluster_peer *c, const char *faddr, const ch
     char url[NSYNC_ADDR_MAX + 64];
     if (!faddr || !*faddr || strlen(faddr) >= NSYNC_ADDR_MAX)
         return -EHOSTUNREACH;
-    snprintf(url, sizeof url, "http://%s%s", faddr, path);
+    snprintf(url, sizeof url, "%s://%s%s", secret_scheme(c->ns->cfg.secret), faddr, path);
     CURL *h = cluster_peer_get(c);
     if (!h)
         return -ENOMEM;
@@ -158,6 +159,10 @@ static int cluster_peer_call(struct cluster_peer *c, const char *faddr, const ch
 
     /* reset keeps the live connections, only forgets the previous options */
     curl_easy_reset(h);
+    if (secret_curl_setup(c->ns->cfg.secret, h) < 0) {
+        curl_easy_cleanup(h);
+        return -ENOMEM;
+    }
     long tmo = timeout_ms ? (long)timeout_ms : 1;
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

@@ -28,6 +28,7 @@
 #include "common/digest.h"
 #include "common/log.h"
 #include "common/path.h"
+#include "common/secret.h"
 #include "nsync.h"
 #include "transfer/fetch.h"
 
@@ -45,6 +46,7 @@ struct xfer_server {
  * completion callback whatever happened to the connection. */
 struct xfer_req {
     bool is_post;
+    bool member;       /* the client proved it holds the cluster secret */
     bool too_big;
     char *body;
     size_t len, cap;
@@ -492,6 +494,17 @@ static void xfer_take_body(struct xfer_req *rq, const char *data, size_t n)
     rq->len += n;
 }
 
+/* Without a secret every client is one of ours (loopback clusters, or
+ * -o insecure); with one, only a client that presented our certificate. */
+static bool xfer_client_is_member(struct nsync *ns, struct MHD_Connection *conn)
+{
+    if (!ns->cfg.secret)
+        return true;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    return ci && ci->tls_session && secret_peer_ok(ns->cfg.secret, (gnutls_session_t)ci->tls_session);
+}
+
 static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version,
                                    const char *upload_data, size_t *upload_data_size,
@@ -508,6 +521,11 @@ static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const
             return MHD_NO;
         rq->is_post = is_post;
         *con_cls = rq;
+        rq->member = xfer_client_is_member(ns, conn);
+        /* Only the status page is for anyone (monitoring); a client without
+         * the secret learns nothing else, and sends nothing we act on. */
+        if (!rq->member && strcmp(url, "/v1/status") != 0)
+            return xfer_reply_text(conn, MHD_HTTP_FORBIDDEN, "cluster certificate required\n");
         if (is_post && xfer_is_post_url(url)) {
             /* Refuse an announced oversized body before it is sent. */
             const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -615,6 +633,24 @@ int xfer_server_start(struct nsync *ns, struct xfer_server **out)
                      MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (ipv6)
         flags |= MHD_USE_IPv6;
+    /* With the secret: TLS 1.3, our certificate, and a request for the
+     * client's (MEM_TRUST makes MHD ask; xfer_client_is_member checks it is
+     * ours). A request, not a demand, so that monitoring without the secret
+     * still reads /v1/status. */
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, NULL},
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, NULL},
+        {MHD_OPTION_HTTPS_MEM_TRUST, 0, NULL},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)secret_priority},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (ns->cfg.secret) {
+        flags |= MHD_USE_TLS;
+        tls[0].ptr_value = (void *)secret_key_pem(ns->cfg.secret);
+        tls[1].ptr_value = tls[2].ptr_value = (void *)secret_cert_pem(ns->cfg.secret);
+    } else {
+        tls[0].option = MHD_OPTION_END;
+    }
     s->daemon = MHD_start_daemon(
         flags, ns->cfg.fport, NULL, NULL, xfer_access, ns,
         MHD_OPTION_EXTERNAL_LOGGER, xfer_mhd_log, (void *)NULL,
@@ -622,6 +658,7 @@ int xfer_server_start(struct nsync *ns, struct xfer_server **out)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)XFER_CONN_LIMIT,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)XFER_CONN_TIMEOUT_S,
         MHD_OPTION_NOTIFY_COMPLETED, xfer_completed, (void *)NULL,
+        MHD_OPTION_ARRAY, tls,
         MHD_OPTION_END);
     if (!s->daemon) {
         log_error("file server: cannot listen on %s:%u (port in use or address not local?)",
@@ -629,7 +666,8 @@ int xfer_server_start(struct nsync *ns, struct xfer_server **out)
         free(s);
         return -EADDRINUSE;
     }
-    log_info("file server listening on %s:%u", ns->cfg.host, ns->cfg.fport);
+    log_info("file server listening on %s:%u (%s)", ns->cfg.host, ns->cfg.fport,
+             ns->cfg.secret ? "TLS, cluster certificate" : "plain HTTP");
     *out = s;
     return 0;
 }
