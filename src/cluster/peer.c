@@ -45,19 +45,24 @@ int cluster_peer_new(struct nsync *ns, struct cluster_peer **out)
         free(c);
         return -ENOMEM;
     }
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/octet-stream");
+    /* Who we are, for the leader's sender check (transfer/sender.h). */
+    char me[64];
+    snprintf(me, sizeof me, "X-Nsync-Node: %" PRIu64, ns->self_id);
+    struct curl_slist *h0 = curl_slist_append(NULL, me);
+    struct curl_slist *h = h0 ? curl_slist_append(h0, "Content-Type: application/octet-stream") : NULL;
     struct curl_slist *h2 = h ? curl_slist_append(h, "Expect:") : NULL; /* no 100-continue RTT */
     if (!h2) {
-        curl_slist_free_all(h);
+        curl_slist_free_all(h ? h : h0);
         pthread_mutex_destroy(&c->mu);
         free(c);
         return -ENOMEM;
     }
     c->headers = h2;
-    struct curl_slist *j = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *j0 = curl_slist_append(NULL, me);
+    struct curl_slist *j = j0 ? curl_slist_append(j0, "Content-Type: application/json") : NULL;
     struct curl_slist *j2 = j ? curl_slist_append(j, "Expect:") : NULL;
     if (!j2) {
-        curl_slist_free_all(j);
+        curl_slist_free_all(j ? j : j0);
         curl_slist_free_all(h2);
         pthread_mutex_destroy(&c->mu);
         free(c);

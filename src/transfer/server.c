@@ -31,6 +31,7 @@
 #include "common/secret.h"
 #include "nsync.h"
 #include "transfer/fetch.h"
+#include "transfer/sender.h"
 
 #define XFER_MAX_BODY (1024 * 1024)      /* largest encoded command we accept */
 #define XFER_CONN_LIMIT 256              /* one thread each: bound them */
@@ -306,6 +307,9 @@ static enum MHD_Result xfer_handle_propose(struct nsync *ns, struct MHD_Connecti
         return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "empty command\n");
     if (!ns->cluster)
         return xfer_reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "cluster not running\n");
+    uint64_t sender;
+    if (xfer_sender(ns, conn, NULL, &sender) < 0 || xfer_sender_owns(sender, rq->body, rq->len) < 0)
+        return xfer_reply_text(conn, MHD_HTTP_FORBIDDEN, "a command speaks for its sender only\n");
     struct cluster_reply reply;
     memset(&reply, 0, sizeof reply);
     int rc = cluster_submit_encoded(ns->cluster, rq->body, rq->len, ns->cfg.submit_timeout_ms,
@@ -372,6 +376,14 @@ static enum MHD_Result xfer_handle_propose_batch(struct nsync *ns, struct MHD_Co
         free(items);
         return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
     }
+    uint64_t sender;
+    bool owned = xfer_sender(ns, conn, NULL, &sender) == 0;
+    for (uint32_t i = 0; owned && i < n; i++)
+        owned = xfer_sender_owns(sender, items[i].buf, items[i].len) == 0;
+    if (!owned) {
+        free(items);
+        return xfer_reply_text(conn, MHD_HTTP_FORBIDDEN, "a command speaks for its sender only\n");
+    }
     int rc = cluster_submit_batch_encoded(ns->cluster, items, n, ns->cfg.submit_timeout_ms);
     if (rc == -ENOTCONN) {
         free(items);
@@ -436,6 +448,14 @@ static enum MHD_Result xfer_handle_membership(struct nsync *ns, struct MHD_Conne
     if (!ok) {
         cJSON_Delete(o);
         return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "expected {\"id\":\"N\"...}\n");
+    }
+    /* A node joins as itself, and leaves as itself; another node goes only
+     * by this node's own word (its operator, docs/security.md). */
+    uint64_t sender;
+    if (xfer_sender(ns, conn, join ? ca->valuestring : NULL, &sender) < 0 ||
+        (sender && sender != node && (join || sender != ns->self_id))) {
+        cJSON_Delete(o);
+        return xfer_reply_text(conn, MHD_HTTP_FORBIDDEN, "a node joins or leaves for itself only\n");
     }
     struct cluster_status cs;
     cluster_get_status(ns->cluster, &cs);

@@ -62,6 +62,14 @@ def snapshot(c):
     return trees(c), members(c)
 
 
+def assert_unchanged(before, after):
+    """Trees and membership as before, but for the commit_round files."""
+    def strip(t):
+        return {k: v for k, v in t.items() if not k.startswith("round-")}
+    assert after[1] == before[1]
+    assert [strip(t) for t in after[0]] == [strip(t) for t in before[0]]
+
+
 def commit_round(c, name):
     """A change through the leader, seen by every node: whatever an attack
     sent before it has been processed by then."""
@@ -214,10 +222,7 @@ def test_forged_proposals_refused(secure):
                                             (cmd, forged_delete(victim, "dir/keep.txt")))
     post_refused(lead.fport, "/v1/propose-batch", batch)
     commit_round(c, "proposals")
-    after = snapshot(c)
-    assert after[1] == before[1]
-    for a, b in zip(after[0], before[0]):
-        assert {k: v for k, v in a.items() if not k.startswith("round-")} == b
+    assert_unchanged(before, snapshot(c))
 
 
 def test_forged_membership_refused(secure):
@@ -286,6 +291,57 @@ def test_raft_port_garbage_and_replay_do_not_disturb(secure, tmp_path):
                  10, f"node {nd.idx} logs the refused raft connections")
     commit_round(c, "raft")
     assert raft_view(c) == before
+
+
+# ------------------------------------------------------------ members
+
+def post_as(port, target, body, tls, node=None, source=HOST):
+    """POST with the cluster certificate, naming node as the sender, from
+    the loopback address source."""
+    conn = http.client.HTTPSConnection(HOST, port, timeout=5, context=tls,
+                                       source_address=(source, 0))
+    try:
+        hdr = {"X-Nsync-Node": str(node)} if node is not None else {}
+        conn.request("POST", target, body=body, headers=hdr)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def unlock(node_id, path):
+    return struct.pack("<BBBQQ", 1, 5, 0, node_id, 0) + encode_str(path)
+
+
+def test_a_command_speaks_for_its_sender_only(secure, secret):
+    c = secure
+    li = c.leader()
+    lead = c.node(li)
+    a, b = c.node((li + 1) % 3), c.node((li + 2) % 3)
+    aid, bid = int(a.status()["node"]), int(b.status()["node"])
+    tls = tls_context(secret)
+    before = snapshot(c)
+    port = lead.fport
+    # A control: a harmless command of a's own, sent as a, is taken.
+    code, body = post_as(port, "/v1/propose", unlock(aid, "nothing-locked"), tls, aid)
+    assert code == 200, body
+    refused = [
+        ("/v1/propose", forged_delete(bid, "secret.txt"), None, HOST),    # no sender named
+        ("/v1/propose", forged_delete(bid, "secret.txt"), aid, HOST),     # a speaking for b
+        ("/v1/propose", forged_delete(bid, "secret.txt"), bid, "127.0.0.2"),  # not b's address
+        ("/v1/propose", struct.pack("<BBBQQ", 1, 8, 0, aid, 0), aid, HOST),   # LEAVE as a command
+        ("/v1/propose-batch", struct.pack("<I", 2) + b"".join(
+            struct.pack("<I", len(x)) + x for x in (unlock(aid, "x"), forged_delete(bid, "secret.txt"))),
+         aid, HOST),
+        ("/v1/leave", json.dumps({"id": str(bid)}), aid, HOST),          # a removing b
+        ("/v1/join", json.dumps({"id": "12345", "caddr": f"{HOST}:1", "faddr": f"{HOST}:2"}),
+         12345, HOST),                                                    # a phantom
+    ]
+    for target, body, node, source in refused:
+        code, reply = post_as(port, target, body, tls, node, source)
+        assert code == 403, (target, node, source, code, reply)
+    commit_round(c, "members")
+    assert_unchanged(before, snapshot(c))
 
 
 # ------------------------------------------------------------ joining nodes
