@@ -30,17 +30,24 @@
 #include "common/path.h"
 #include "common/secret.h"
 #include "nsync.h"
+#include "transfer/batch.h"
 #include "transfer/fetch.h"
+#include "transfer/guard.h"
 #include "transfer/sender.h"
 
 #define XFER_MAX_BODY (1024 * 1024)      /* largest encoded command we accept */
 #define XFER_CONN_LIMIT 256              /* one thread each: bound them */
-#define XFER_CONN_TIMEOUT_S 60           /* idle keep-alive connections */
+#define XFER_CONN_TIMEOUT_S 60           /* a stalled answer (guard.c bounds the rest) */
+/* One client address may hold this many: a peer needs ~10 (its fetch
+ * workers and its forwarding pool), so one hostile host leaves the other
+ * three quarters of the slots to the cluster. */
+#define XFER_PER_IP_LIMIT 64
 #define XFER_CATCH_UP_WAIT_MS 500        /* how long a file request waits for our catalog */
 
 struct xfer_server {
     struct nsync *ns;
     struct MHD_Daemon *daemon;
+    struct xfer_guard *guard;
 };
 
 /* Per-request state, created on the first call of a request and freed by the
@@ -333,13 +340,6 @@ static enum MHD_Result xfer_handle_propose(struct nsync *ns, struct MHD_Connecti
     return xfer_reply_json(conn, o);
 }
 
-#define XFER_BATCH_MAX 1024 /* commands in one POST /v1/propose-batch */
-
-static uint32_t xfer_le32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* POST /v1/propose-batch: u32 count, then count times (u32 length, encoded
  * command), little-endian. The leader commits them in order; the answer
  * says, per command, [rc, status, "version", "lock_holder", "path_version"]
@@ -352,30 +352,13 @@ static enum MHD_Result xfer_handle_propose_batch(struct nsync *ns, struct MHD_Co
         return xfer_reply_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "batch too large\n");
     if (!ns->cluster)
         return xfer_reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "cluster not running\n");
-    const unsigned char *p = (const unsigned char *)rq->body;
-    size_t len = rq->len;
-    if (len < 4)
-        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
-    uint32_t n = xfer_le32(p);
-    if (n == 0 || n > XFER_BATCH_MAX)
-        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
-    struct cluster_item *items = calloc(n, sizeof *items);
-    if (!items)
+    struct cluster_item *items;
+    uint32_t n;
+    int src = xfer_batch_split(rq->body, rq->len, &items, &n);
+    if (src == -ENOMEM)
         return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
-    size_t off = 4;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t l = len - off >= 4 ? xfer_le32(p + off) : 0;
-        if (len - off < 4 || l == 0 || l > len - off - 4) {
-            free(items);
-            return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
-        }
-        items[i] = (struct cluster_item){.buf = p + off + 4, .len = l};
-        off += 4 + (size_t)l;
-    }
-    if (off != len) {
-        free(items);
+    if (src < 0)
         return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
-    }
     uint64_t sender;
     bool owned = xfer_sender(ns, conn, NULL, &sender) == 0;
     for (uint32_t i = 0; owned && i < n; i++)
@@ -541,6 +524,7 @@ static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const
             return MHD_NO;
         rq->is_post = is_post;
         *con_cls = rq;
+        xfer_guard_phase(conn, is_post ? XFER_PHASE_BODY : XFER_PHASE_ANSWER);
         rq->member = xfer_client_is_member(ns, conn);
         /* Only the status page is for anyone (monitoring); a client without
          * the secret learns nothing else, and sends nothing we act on. */
@@ -562,6 +546,8 @@ static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const
         return MHD_YES;
     }
     struct xfer_req *rq = *con_cls;
+    if (is_post && *upload_data_size == 0)
+        xfer_guard_phase(conn, XFER_PHASE_ANSWER); /* the body is complete */
 
     if (strcmp(url, "/v1/file") == 0 || strcmp(url, "/v1/status") == 0) {
         if (*upload_data_size) {
@@ -602,6 +588,7 @@ static void xfer_completed(void *cls, struct MHD_Connection *conn, void **con_cl
                            enum MHD_RequestTerminationCode toe)
 {
     struct xfer_req *rq = *con_cls;
+    xfer_guard_phase(conn, XFER_PHASE_HEAD); /* keep-alive: the next request's clock */
     if (rq) {
         free(rq->body);
         free(rq);
@@ -649,6 +636,12 @@ int xfer_server_start(struct nsync *ns, struct xfer_server **out)
     if (!s)
         return -ENOMEM;
     s->ns = ns;
+    rc = xfer_guard_start(&s->guard);
+    if (rc < 0) {
+        log_error("file server: cannot start its connection guard: %s", strerror(-rc));
+        free(s);
+        return rc;
+    }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (ipv6)
@@ -676,6 +669,8 @@ int xfer_server_start(struct nsync *ns, struct xfer_server **out)
         MHD_OPTION_EXTERNAL_LOGGER, xfer_mhd_log, (void *)NULL,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)XFER_CONN_LIMIT,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)XFER_PER_IP_LIMIT,
+        MHD_OPTION_NOTIFY_CONNECTION, xfer_guard_notify, (void *)s->guard,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)XFER_CONN_TIMEOUT_S,
         MHD_OPTION_NOTIFY_COMPLETED, xfer_completed, (void *)NULL,
         MHD_OPTION_ARRAY, tls,
@@ -683,6 +678,7 @@ int xfer_server_start(struct nsync *ns, struct xfer_server **out)
     if (!s->daemon) {
         log_error("file server: cannot listen on %s:%u (port in use or address not local?)",
                   ns->cfg.host, ns->cfg.fport);
+        xfer_guard_stop(s->guard);
         free(s);
         return -EADDRINUSE;
     }
@@ -697,5 +693,6 @@ void xfer_server_stop(struct xfer_server *s)
     if (!s)
         return;
     MHD_stop_daemon(s->daemon);
+    xfer_guard_stop(s->guard); /* after: closing connections notify it */
     free(s);
 }
