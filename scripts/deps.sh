@@ -11,6 +11,7 @@ PACKAGES=(
   libcurl4-openssl-dev libmicrohttpd-dev libcjson-dev libxxhash-dev
   libgnutls28-dev # cluster secret: keygen, TLS on the raft port (docs/security.md)
   libcmocka-dev
+  clang # libFuzzer harnesses, scripts/fuzz.sh (docs/security.md)
   python3 python3-pytest curl
   nftables # partition tests: nft rules in a table each test makes and removes
 )
