@@ -269,11 +269,15 @@ static gnutls_session_t tr_tls(const struct tr_conn *c, int fd)
         return NULL;
     }
     gnutls_transport_set_int(s, fd);
+    /* The whole handshake within TR_HANDSHAKE_MS, however the peer paces its
+     * bytes (GnuTLS enforces it); a silent peer surfaces as GNUTLS_E_AGAIN
+     * every receive timeout, retried until the same deadline. */
     gnutls_handshake_set_timeout(s, TR_HANDSHAKE_MS);
+    uint64_t deadline = tr_now_ms() + TR_HANDSHAKE_MS;
     int rc;
     do
         rc = gnutls_handshake(s);
-    while (rc < 0 && !gnutls_error_is_fatal(rc) && rc != GNUTLS_E_AGAIN);
+    while (rc < 0 && !gnutls_error_is_fatal(rc) && tr_now_ms() < deadline);
     if (rc < 0) {
         log_warn("raft port: TLS handshake %s %s failed: %s", c->server ? "from" : "with", c->peer,
                  gnutls_strerror(rc));

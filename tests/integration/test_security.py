@@ -293,6 +293,43 @@ def test_raft_port_garbage_and_replay_do_not_disturb(secure, tmp_path):
     assert raft_view(c) == before
 
 
+def test_raft_port_idle_connections_are_closed(secure):
+    c = secure
+    lead = c.node(c.leader())
+    before = raft_view(c)
+    socks = []
+    try:
+        for _ in range(100):
+            s = socket.socket()
+            s.settimeout(5)
+            s.bind(("127.0.0.2", 0))
+            try:
+                s.connect((HOST, lead.cport))
+                socks.append(s)
+            except OSError:
+                s.close()
+        commit_round(c, "raft-idle")
+
+        def all_closed():
+            for s in socks:
+                s.setblocking(False)
+                try:
+                    if s.recv(1) != b"":
+                        return False
+                except BlockingIOError:
+                    return False
+                except OSError:
+                    pass
+            return True
+        # Without a handshake within 5 s a connection goes.
+        wait_for(all_closed, 20, "the idle raft connections are closed")
+    finally:
+        for s in socks:
+            s.close()
+    commit_round(c, "raft-idle-after")
+    assert raft_view(c) == before
+
+
 # ------------------------------------------------------------ members
 
 def post_as(port, target, body, tls, node=None, source=HOST):
