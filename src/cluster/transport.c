@@ -153,6 +153,15 @@ static bool tr_hub_set_fd(struct tr_hub *h, int slot, int fd)
     return ok;
 }
 
+/* Before the thread closes its socket: tr_close must never shut down a
+ * number that another part of the process may have been given since. */
+static void tr_hub_clear_fd(struct tr_hub *h, int slot)
+{
+    pthread_mutex_lock(&h->mu);
+    h->fds[slot] = -1;
+    pthread_mutex_unlock(&h->mu);
+}
+
 static void tr_hub_leave(struct tr_hub *h, int slot)
 {
     bool freed;
@@ -407,6 +416,7 @@ static void *tr_conn_main(void *arg)
     if (!c->server) {
         fd = tr_dial(c);
         if (fd < -1) {
+            tr_hub_clear_fd(hub, c->slot);
             close(-fd - 2);
             fd = -1;
         }
@@ -446,6 +456,7 @@ static void *tr_conn_main(void *arg)
         close(pair[1]);
     if (s)
         gnutls_deinit(s);
+    tr_hub_clear_fd(hub, c->slot);
     if (fd >= 0)
         close(fd);
     tr_hub_leave(hub, c->slot);
@@ -499,6 +510,7 @@ static void *tr_listen_main(void *arg)
         if (getnameinfo((struct sockaddr *)&ss, sl, h, sizeof h, p, sizeof p, NI_NUMERICHOST | NI_NUMERICSERV) == 0)
             snprintf(c->peer, sizeof c->peer, "%.200s:%.20s", h, p);
         if (tr_spawn(c) < 0) {
+            tr_hub_clear_fd(impl->hub, slot);
             close(fd);
             tr_hub_leave(impl->hub, slot);
             free(c);
