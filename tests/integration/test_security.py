@@ -428,3 +428,19 @@ def test_node_with_the_secret_joins(secure):
     c.wait_trees_equal()
     assert read_bytes(nd.path("secret.txt")) == SECRET_DATA
     wait_for(lambda: all(len(m) == 4 for m in members(c)), 20, "every node counts 4 members")
+
+
+def test_operator_removes_a_dead_node(secure, secret):
+    """The leader's own word (an operator on its machine, with the secret)
+    removes another node: here the one that joined above, killed first."""
+    c = secure
+    joined = c.nodes[-1]
+    jid = joined.status()["node"]
+    c.kill9(joined.idx)
+    li = c.leader()
+    lead = c.node(li)
+    lid = int(lead.status()["node"])
+    code, body = post_as(lead.fport, "/v1/leave", json.dumps({"id": str(jid)}), tls_context(secret), lid)
+    assert code == 200, body
+    wait_for(lambda: all(len(m) == 3 and jid not in m for m in members(c)), 20,
+             "the dead node is no member any more")
