@@ -103,6 +103,21 @@ static enum MHD_Result xfer_reply_json(struct MHD_Connection *conn, cJSON *obj)
     return ret;
 }
 
+#define XFER_TLS_BLOCK (64 * 1024)
+
+static ssize_t xfer_read_fd(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    ssize_t n = pread((int)(intptr_t)cls, buf, max, (off_t)pos);
+    /* A file that shrank under us ends the answer; the fetcher's size and
+     * hash checks refuse what it got. */
+    return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void xfer_close_fd(void *cls)
+{
+    close((int)(intptr_t)cls);
+}
+
 /* A query argument as a C string, or NULL if absent or unsafe: MHD decodes
  * %00 into the value, so a length that disagrees with strlen means an embedded
  * NUL; control characters are never part of a legitimate path or number. */
@@ -200,7 +215,13 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
         close(fd);
         return xfer_reply_text(conn, MHD_HTTP_CONFLICT, "version not here\n");
     }
-    struct MHD_Response *r = MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+    /* Over TLS there is no sendfile, and libmicrohttpd would read an fd
+     * response 4 KiB at a time, one TLS record and one send each: reading
+     * XFER_TLS_BLOCK at a time fills whole records. */
+    struct MHD_Response *r =
+        ns->cfg.secret ? MHD_create_response_from_callback((uint64_t)st.st_size, XFER_TLS_BLOCK, xfer_read_fd,
+                                                           (void *)(intptr_t)fd, xfer_close_fd)
+                       : MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
     if (!r) {
         close(fd);
         return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
