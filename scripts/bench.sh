@@ -56,7 +56,7 @@ PORTS_3=47300  # 3 nodes: cluster ports 47301-47303, file servers 47401-47403
 PORTS_B1=47700 # baseline, 1 node
 PORTS_B3=47800 # baseline, 3 nodes
 PORTS_S3=47900 # -o sync, 3 nodes
-PORTS_T3=48000 # --secret-file, 3 nodes
+PORTS_T3=48100 # --secret-file, 3 nodes: cluster ports 48101-48103, file servers 48201-48203
 BASELINE=${BASELINE:-}
 if [[ -n "$BASELINE" && ! -x "$BASELINE" ]]; then
   echo "bench: BASELINE=$BASELINE is not an executable nsyncfs" >&2
