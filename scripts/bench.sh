@@ -11,6 +11,8 @@
 #                   libfuse3-dev examples into build/bench/, default options
 #   nsyncfs-1       a single-node nsyncfs (--cluster lists only itself)
 #   nsyncfs-3       node 1 of a 3-node nsyncfs cluster on 127.0.0.1
+#   nsyncfs-3-secret the same with --secret-file (a fresh `nsyncfs keygen`):
+#                   every connection TLS 1.3, the cost of issue 13
 #   nsyncfs-3-osync the same with -o sync (every close waits for its commit):
 #                   the two create workloads only
 #   base-1, base-3  the same two with the binary BASELINE names (a build of an
@@ -21,8 +23,9 @@
 # write + fsync (MiB/s); cold sequential read of it (MiB/s); with TREE, tar xf of
 # a tarball of it, rsync -a and cp -a of it, rm -rf of one (seconds). Before each timed
 # step the clusters are left to finish replicating, and the page cache is synced.
-# Then, on the 3-node cluster: ../shared/bench/syncbench.py (latency, small,
-# large = SIZE_MIB, delete), each node's peak RSS during it (VmHWM), and the
+# Then, on the 3-node cluster and on the one with the secret:
+# ../shared/bench/syncbench.py (latency, small, large = SIZE_MIB, delete),
+# each node's peak RSS during the first (VmHWM), and the
 # idle CPU of every process over IDLE_S seconds. The large workload is also run
 # with one native folder as writer and both checks: the floor of that yardstick.
 # Output: a table on stdout; JSON (and the table) in bench-results/.
@@ -56,6 +59,7 @@ PORTS_3=47300  # 3 nodes: cluster ports 47301-47303, file servers 47401-47403
 PORTS_B1=47700 # baseline, 1 node
 PORTS_B3=47800 # baseline, 3 nodes
 PORTS_S3=47900 # -o sync, 3 nodes
+PORTS_T3=48100 # --secret-file, 3 nodes: cluster ports 48101-48103, file servers 48201-48203
 BASELINE=${BASELINE:-}
 if [[ -n "$BASELINE" && ! -x "$BASELINE" ]]; then
   echo "bench: BASELINE=$BASELINE is not an executable nsyncfs" >&2
@@ -96,8 +100,8 @@ fi
 
 # Disk: the bench file on 3 targets + 3 cluster nodes at most at once, syncbench's
 # large file on 3 nodes, plus the creates and Raft logs.
-copies=6
-[[ -n "$BASELINE" ]] && copies=10 # the baseline's 4 nodes hold the bench file too
+copies=9                           # 3 targets + the 3-node clusters with and without the secret
+[[ -n "$BASELINE" ]] && copies=13 # the baseline's 4 nodes hold the bench file too
 tree_mib=0
 [[ -n "$TREE" ]] && tree_mib=$(($(du -sm "$TREE" | cut -f1) * (copies + 2)))
 need_mib=$((SIZE_MIB * copies + tree_mib + 2048))
@@ -129,7 +133,7 @@ cleanup() {
     for ((i = 0; i < 50; i++)); do alive "$PT_PID" || break; sleep 0.1; done
     alive "$PT_PID" && kill "$PT_PID"
   fi
-  for d in "$DIR/base-3" "$DIR/base-1" "$DIR/nsyncfs-3s" "$DIR/nsyncfs-3" "$DIR/nsyncfs-1"; do
+  for d in "$DIR/base-3" "$DIR/base-1" "$DIR/nsyncfs-3t" "$DIR/nsyncfs-3s" "$DIR/nsyncfs-3" "$DIR/nsyncfs-1"; do
     [[ -d "$d" ]] && nsync_cluster_stop "$d" >/dev/null
   done
   # anything still alive or mounted (a daemon that hung): kill it, by its pid
@@ -155,7 +159,8 @@ trap 'exit 143' TERM
 wait_mounted() { nsync_wait "${2:-10}" "the mount $1" mountpoint -q "$1"; }
 
 echo "== targets in $DIR"
-mkdir -p "$DIR/native" "$DIR/pt/src" "$DIR/pt/mnt" "$DIR/nsyncfs-1" "$DIR/nsyncfs-3" "$DIR/nsyncfs-3s" "$DIR/out"
+mkdir -p "$DIR/native" "$DIR/pt/src" "$DIR/pt/mnt" "$DIR/nsyncfs-1" "$DIR/nsyncfs-3" "$DIR/nsyncfs-3s" \
+  "$DIR/nsyncfs-3t" "$DIR/out"
 
 echo "   passthrough_ll: $PT_BIN -f -o source=$DIR/pt/src $DIR/pt/mnt"
 MOUNTS+=("$DIR/pt/mnt")
@@ -185,6 +190,14 @@ MOUNTS+=("$DIR/nsyncfs-3s/m1" "$DIR/nsyncfs-3s/m2" "$DIR/nsyncfs-3s/m3")
 NSYNC_MOUNT_OPTS=sync nsync_cluster_start "$REPO" "$DIR/nsyncfs-3s" 3 "$PORTS_S3"
 for i in 1 2 3; do
   NODE_PIDS+=("$(nsync_node_pid "$DIR/nsyncfs-3s" "$i")")
+  URL_LIST+=",$(nsync_status_url "$i")"
+done
+echo "   nsyncfs, 3 nodes, --secret-file:"
+"$REPO/build/nsyncfs" keygen "$DIR/secret.key" >/dev/null
+MOUNTS+=("$DIR/nsyncfs-3t/m1" "$DIR/nsyncfs-3t/m2" "$DIR/nsyncfs-3t/m3")
+NSYNC_SECRET="$DIR/secret.key" nsync_cluster_start "$REPO" "$DIR/nsyncfs-3t" 3 "$PORTS_T3"
+for i in 1 2 3; do
+  NODE_PIDS+=("$(nsync_node_pid "$DIR/nsyncfs-3t" "$i")")
   URL_LIST+=",$(nsync_status_url "$i")"
 done
 BASE_TARGETS=()
@@ -222,6 +235,7 @@ echo "== workloads: RUNS=$RUNS SIZE_MIB=$SIZE_MIB FILES=$FILES FSYNC_FILES=$FSYN
   --fsync-files "$FSYNC_FILES" \
   --target native="$DIR/native" --target passthrough_ll="$DIR/pt/mnt" \
   --target nsyncfs-1="$DIR/nsyncfs-1/m1" --target nsyncfs-3="$DIR/nsyncfs-3/m1" \
+  --target nsyncfs-3-secret="$DIR/nsyncfs-3t/m1" \
   --target nsyncfs-3-osync="$DIR/nsyncfs-3s/m1" --creates-only nsyncfs-3-osync \
   "${BASE_TARGETS[@]}" "${TREE_ARGS[@]}" --settle all="$URL_LIST" --json "$DIR/out/workloads.json"
 
@@ -238,6 +252,11 @@ if [[ -f "$SYNCBENCH" ]]; then
     --check "$DIR/nsyncfs-3/m3" --workloads "$WORKLOADS" --large-mib "$SIZE_MIB" \
     --timeout "$SYNC_TIMEOUT" --json "$DIR/out/syncbench.json" >/dev/null
   SB_ARGS=(--syncbench "$DIR/out/syncbench.json" --procs-before "$DIR/out/procs-before.json")
+  echo "== syncbench on the 3-node cluster with the secret: the same"
+  "$NSYNC_PY" "$SYNCBENCH" --write "$DIR/nsyncfs-3t/m1" --check "$DIR/nsyncfs-3t/m2" \
+    --check "$DIR/nsyncfs-3t/m3" --workloads "$WORKLOADS" --large-mib "$SIZE_MIB" \
+    --timeout "$SYNC_TIMEOUT" --json "$DIR/out/syncbench-secret.json" >/dev/null
+  SB_ARGS+=(--syncbench-secret "$DIR/out/syncbench-secret.json")
   if [[ ",$WORKLOADS," == *,large,* ]]; then
     # What syncbench's large workload costs by itself here: it times the write
     # and then hashes each checked copy through its path, one after the other.

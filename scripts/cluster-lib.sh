@@ -77,14 +77,16 @@ nsync_leader_agreed() {
   local d=$1 n=$2 i fport urls=()
   for ((i = 1; i <= n; i++)); do
     fport=${NSYNC_PORTS[$((n + i - 1))]}
-    urls+=("http://$NSYNC_HOST:$fport/v1/status")
+    urls+=("$NSYNC_SCHEME://$NSYNC_HOST:$fport/v1/status")
   done
   "$NSYNC_PY" - "${urls[@]}" <<'EOF'
-import json, sys, urllib.request
+import json, ssl, sys, urllib.request
+# With a secret the status page is HTTPS with the cluster's own certificate.
+ctx = ssl._create_unverified_context()
 leaders = set()
 for u in sys.argv[1:]:
     try:
-        st = json.load(urllib.request.urlopen(u, timeout=1))
+        st = json.load(urllib.request.urlopen(u, timeout=1, context=ctx))
     except Exception:
         sys.exit(1)
     leaders.add(str(st.get("leader") or ""))
@@ -95,10 +97,13 @@ EOF
 
 # nsync_cluster_start REPO DIR N BASEPORT [BINARY]: N daemonized nodes under
 # DIR, running BINARY (default REPO/build/nsyncfs); NSYNC_MOUNT_OPTS, if set,
-# is passed to every node as -o.
+# is passed to every node as -o; NSYNC_SECRET, if set, as --secret-file (the
+# status URLs are then https, NSYNC_SCHEME).
 nsync_cluster_start() {
   local repo=$1 d=$2 n=$3 base=$4 i list="" cport fport
   local bin="${5:-$repo/build/nsyncfs}"
+  NSYNC_SCHEME=http
+  [[ -n "${NSYNC_SECRET:-}" ]] && NSYNC_SCHEME=https
   nsync_pick_ports "$n" "$base"
   NSYNC_N=$n
   for ((i = 1; i <= n; i++)); do
@@ -113,7 +118,8 @@ nsync_cluster_start() {
     cport=${NSYNC_PORTS[$((i - 1))]}
     fport=${NSYNC_PORTS[$((n + i - 1))]}
     local cmd=("$bin" "$d/b$i" "$d/m$i" --host "$NSYNC_HOST" --cluster-port "$cport"
-      --file-server-port "$fport" --cluster "$list" ${NSYNC_MOUNT_OPTS:+-o "$NSYNC_MOUNT_OPTS"})
+      --file-server-port "$fport" --cluster "$list" ${NSYNC_MOUNT_OPTS:+-o "$NSYNC_MOUNT_OPTS"}
+      ${NSYNC_SECRET:+--secret-file "$NSYNC_SECRET"})
     echo "${cmd[*]}" >"$d/cmd$i"
     echo "   node $i: ${cmd[*]}"
     # Without -f it daemonizes once the mount is ready (logs go to syslog).
@@ -132,7 +138,7 @@ nsync_node_pid() {
 # nsync_status_url I: node I's GET /v1/status URL (after nsync_cluster_start,
 # whose NSYNC_PORTS it reads; NSYNC_N is that cluster's size).
 nsync_status_url() {
-  echo "http://$NSYNC_HOST:${NSYNC_PORTS[$((NSYNC_N + $1 - 1))]}/v1/status"
+  echo "${NSYNC_SCHEME:-http}://$NSYNC_HOST:${NSYNC_PORTS[$((NSYNC_N + $1 - 1))]}/v1/status"
 }
 
 # No nsyncfs process serves a BACKING under DIR (read-only check).

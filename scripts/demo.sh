@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A 3-node nsyncfs cluster on this machine, in one temp folder:
-#   scripts/demo.sh            install deps, build, start 3 nodes, show a file
-#                              written on node 1 appear on nodes 2 and 3
+#   scripts/demo.sh            install deps, build, make a cluster secret
+#                              (nsyncfs keygen), start 3 nodes with it, show a
+#                              file written on node 1 appear on nodes 2 and 3
 #   scripts/demo.sh stop DIR   unmount all three nodes and remove DIR
 # Needs root (FUSE mounts). The nodes keep running after the demo: play with
 # DIR/m1, DIR/m2, DIR/m3, then stop them as printed at the end.
@@ -51,6 +52,9 @@ on_fail() {
 }
 trap on_fail ERR
 
+echo "== a cluster secret: $DIR/secret.key (copy it to every node of a real cluster)"
+"$REPO/build/nsyncfs" keygen "$DIR/secret.key"
+export NSYNC_SECRET="$DIR/secret.key"
 echo "== starting $N nodes in $DIR"
 t0=$(nsync_now_ms)
 nsync_cluster_start "$REPO" "$DIR" "$N" "$BASE_PORT"
@@ -58,7 +62,8 @@ echo "   all mounted, leader agreed in $(($(nsync_now_ms) - t0)) ms"
 for ((i = 1; i <= N; i++)); do
   fport=${NSYNC_PORTS[$((N + i - 1))]}
   printf '   node %d status: ' "$i"
-  curl -s "http://$NSYNC_HOST:$fport/v1/status" | head -c 300
+  # Anyone may read the status (monitoring); its certificate is the cluster's own.
+  curl -sk "https://$NSYNC_HOST:$fport/v1/status" | head -c 300
   echo
 done
 

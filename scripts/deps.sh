@@ -9,7 +9,9 @@ PACKAGES=(
   libfuse3-dev fuse3
   libraft-dev libuv1-dev
   libcurl4-openssl-dev libmicrohttpd-dev libcjson-dev libxxhash-dev
+  libgnutls28-dev # cluster secret: keygen, TLS on the raft port (docs/security.md)
   libcmocka-dev
+  clang # libFuzzer harnesses, scripts/fuzz.sh (docs/security.md)
   python3 python3-pytest curl
   python3-prometheus-client # test_metrics parses /metrics with the real parser
   mandoc # test_manpage lints man/nsyncfs.8

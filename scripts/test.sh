@@ -19,7 +19,7 @@ cd "$REPO" || exit 1
 PY=/usr/bin/python3
 
 declare -A RESULT=()
-ORDER=(deps build layers unit integration chaos package asan-build asan-unit asan-integration)
+ORDER=(deps build layers unit fuzz integration chaos package asan-build asan-unit asan-integration)
 fail=0
 
 step() { # name, command...
@@ -58,6 +58,10 @@ if ((fail)); then summary; exit 1; fi
 step layers "$REPO/scripts/check-layers.sh"
 
 step unit ctest --test-dir build --output-on-failure
+
+# libFuzzer on the decoders a hostile peer reaches (tests/fuzz/), 30 s each:
+# a crash or sanitizer report fails the step (scripts/fuzz.sh).
+step fuzz "$REPO/scripts/fuzz.sh" 30
 
 integration() {
   # pytest exits 5 when it collected no test: that is a failure here too.

@@ -5,7 +5,9 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -17,15 +19,16 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/secret.h"
 #include "nsync.h"
 
 enum cli_key {
     K_HOST, K_CPORT, K_FPORT, K_CLUSTER, K_LOG_LEVEL, K_CONFIG,
     K_LOCK_TIMEOUT, K_LEASE, K_SUBMIT_TIMEOUT, K_LOCK_CACHE,
     K_BACKING, K_MOUNTPOINT, /* for a --config file that says it all (a systemd unit) */
-    K_LOG_FILE,
+    K_LOG_FILE, K_SECRET_FILE,
     K_VALUED_, /* keys above take a value */
-    K_STRICT_EXCL = K_VALUED_, K_SYNC, K_FOREGROUND, K_DEBUG, K_HELP, K_VERSION,
+    K_STRICT_EXCL = K_VALUED_, K_SYNC, K_FOREGROUND, K_DEBUG, K_HELP, K_VERSION, K_INSECURE,
     K_ALLOW_OTHER, /* ours and FUSE's: noted, passed on */
     K_DROP,        /* mount(8)'s own options that FUSE does not take */
     K_N_
@@ -39,6 +42,7 @@ static const char *const key_names[K_N_] = {
     [K_SUBMIT_TIMEOUT] = "submit_timeout", [K_LOCK_CACHE] = "lock_cache", [K_BACKING] = "backing",
     [K_MOUNTPOINT] = "mountpoint", [K_LOG_FILE] = "log_file", [K_STRICT_EXCL] = "strict_excl", [K_SYNC] = "sync",
     [K_FOREGROUND] = "foreground", [K_DEBUG] = "debug", [K_ALLOW_OTHER] = "allow_other",
+    [K_SECRET_FILE] = "secret_file", [K_INSECURE] = "insecure",
 };
 
 /* The long options (--name VALUE, --name=VALUE) are rewritten to -o name=VALUE
@@ -57,6 +61,8 @@ static const struct fuse_opt cli_opts[] = {
     FUSE_OPT_KEY("backing=%s", K_BACKING),
     FUSE_OPT_KEY("mountpoint=%s", K_MOUNTPOINT),
     FUSE_OPT_KEY("log_file=%s", K_LOG_FILE),
+    FUSE_OPT_KEY("secret_file=%s", K_SECRET_FILE),
+    FUSE_OPT_KEY("insecure", K_INSECURE),
     FUSE_OPT_KEY("strict_excl", K_STRICT_EXCL),
     /* ours, not the kernel's MS_SYNCHRONOUS: FUSE passes writes through at
      * once anyway; what a user asks of a replicated mount is the commit */
@@ -107,11 +113,17 @@ static const char usage_text[] =
     "                         strict_excl (O_EXCL creates wait for the cluster lock),\n"
     "                         sync (every close and metadata change returns once\n"
     "                         committed by the cluster; default: fsync does)\n"
+    "  --secret-file FILE     the cluster secret (the same file on every node, mode\n"
+    "                         0600; make one with 'nsyncfs keygen FILE'): every\n"
+    "                         connection between nodes is then mutually\n"
+    "                         authenticated TLS (docs/security.md). Required unless\n"
+    "                         --host is a loopback address or -o insecure is given\n"
     "  --log-level L          error, warn, info (default) or debug\n"
     "  --log-file PATH        append the log to PATH (default: stderr with -f, else\n"
     "                         syslog, or BACKING/.nsyncfs/nsyncfs.log without /dev/log)\n"
     "  -h, --help             this text\n"
     "  -V, --version          the version\n"
+    "       nsyncfs keygen FILE   write a new cluster secret to FILE (mode 0600)\n"
     "\n"
     "Without -f the command returns once the node serves (mounted, in the cluster).\n"
     "Exit codes: 0 clean stop (unmount, SIGTERM, SIGINT: the node leaves the\n"
@@ -452,6 +464,55 @@ static void check_mountpoint(const char *mnt)
         die_usage("MOUNTPOINT %s is already mounted", mnt);
 }
 
+/* True if every address host resolves to is a loopback one: only such a node
+ * may run without the secret, since nothing else can reach it. */
+static bool host_is_loopback(const char *host)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+        return false; /* reported by check_port_free */
+    bool loop = true;
+    for (struct addrinfo *a = res; a && loop; a = a->ai_next) {
+        if (a->ai_family == AF_INET)
+            loop = (ntohl(((struct sockaddr_in *)a->ai_addr)->sin_addr.s_addr) >> 24) == 127;
+        else if (a->ai_family == AF_INET6)
+            loop = IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr);
+        else
+            loop = false;
+    }
+    freeaddrinfo(res);
+    return loop;
+}
+
+/* --secret-file read and checked now (exit 2 on any problem); no secret on
+ * a reachable address only with -o insecure. */
+static void cli_secret(struct cli_raw *r, struct nsync_config *cfg)
+{
+    cfg->insecure = r->set[K_INSECURE];
+    if (r->set[K_SECRET_FILE]) {
+        char err[PATH_MAX + 200];
+        if (secret_load(r->val[K_SECRET_FILE], &cfg->secret, err, sizeof err) < 0)
+            die_usage("--secret-file %s", err);
+        return;
+    }
+    if (!cfg->insecure && !host_is_loopback(cfg->host))
+        die_usage("--host %s is reachable by others: give the cluster secret with --secret-file FILE "
+                  "(make one with 'nsyncfs keygen FILE'), or -o insecure to run without one",
+                  cfg->host);
+}
+
+int cli_keygen(int argc, char **argv)
+{
+    if (argc != 3 || argv[2][0] == '-')
+        die_usage("usage: nsyncfs keygen FILE");
+    char err[PATH_MAX + 200];
+    if (secret_keygen(argv[2], err, sizeof err) < 0)
+        die_usage("keygen: %s", err);
+    printf("nsyncfs: wrote a new cluster secret to %s; copy it (mode 0600) to every node and "
+           "give it as --secret-file\n", argv[2]);
+    return 0;
+}
+
 /* From the raw strings to cfg, with every check of a value. */
 static void cli_apply(struct cli_raw *r, struct nsync_config *cfg)
 {
@@ -516,6 +577,7 @@ static void cli_apply(struct cli_raw *r, struct nsync_config *cfg)
     if (cfg->cport == cfg->fport)
         die_usage("--cluster-port and --file-server-port must differ");
     snprintf(cfg->host, sizeof cfg->host, "%s", host);
+    cli_secret(r, cfg);
 
     /* Owned by cfg from the start: a usage error below exits with it still
      * reachable from the caller (not a leak to LeakSanitizer). */
@@ -599,6 +661,8 @@ void cli_free(struct nsync_config *cfg)
     free(cfg->peers);
     free(cfg->log_file);
     cfg->log_file = NULL;
+    secret_free(cfg->secret);
+    cfg->secret = NULL;
     free((char *)cfg->backing);
     free((char *)cfg->mountpoint);
     cfg->peers = NULL;

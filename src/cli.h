@@ -29,6 +29,10 @@ enum {
 void cli_parse(int argc, char **argv, struct nsync_config *cfg, struct fuse_args *fuse_args);
 void cli_free(struct nsync_config *cfg);
 
+/* `nsyncfs keygen FILE`: write a new cluster secret; returns the exit code
+ * (a problem is one line on stderr and exit(NSYNC_EXIT_USAGE)). */
+int cli_keygen(int argc, char **argv);
+
 /* One line "nsyncfs: error: ..." on stderr and exit(code). */
 void cli_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 

@@ -107,6 +107,8 @@ int main(int argc, char **argv)
     /* `nsyncfs status ...` asks a running node; it mounts nothing. */
     if (argc >= 2 && strcmp(argv[1], "status") == 0)
         return status_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
+        return cli_keygen(argc, argv);
     struct nsync ns;
     memset(&ns, 0, sizeof ns);
     ns.backing_fd = ns.data_fd = ns.staging_fd = -1;
@@ -148,6 +150,9 @@ int main(int argc, char **argv)
         log_tee_stderr(LOG_WARNING);
     }
 
+    if (!ns.cfg.secret && ns.cfg.insecure)
+        log_warn("-o insecure: no cluster secret, anyone who reaches %s:%u or :%u can read and "
+                 "change every file (docs/security.md)", ns.cfg.host, ns.cfg.cport, ns.cfg.fport);
     signal(SIGPIPE, SIG_IGN);
     /* SIGHUP is no reason to leave the cluster (a closed terminal, a reload
      * by habit); SIGTERM and SIGINT are, as an unmount is. Ignored from the

@@ -32,6 +32,8 @@ struct nsync_peer {
     uint16_t fport;                /* HTTP file-server port */
 };
 
+struct secret;
+
 struct nsync_config {
     const char *backing;           /* absolute path, owned by main.c */
     const char *mountpoint;        /* absolute path, owned by main.c */
@@ -53,6 +55,9 @@ struct nsync_config {
     bool foreground;               /* -f: stay in front, log to stderr */
     int log_level;                 /* LOG_ERR..LOG_DEBUG (syslog levels) */
     char *log_file;                /* -o log_file=: absolute, malloc'd (cli_free); NULL: none */
+    struct secret *secret;         /* --secret-file, read at start (cli.c owns it);
+                                    * NULL: plain HTTP and TCP (loopback or -o insecure) */
+    bool insecure;                 /* -o insecure: no secret on a reachable address */
 };
 
 /* What /metrics counts that no module keeps for itself (any thread). */

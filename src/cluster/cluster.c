@@ -11,13 +11,14 @@
 #include <string.h>
 
 #include "cluster/outbox.h"
+#include "cluster/transport.h"
 #include "common/log.h"
 
 static void raft_failed_closed_cb(struct raft *r)
 {
     struct cluster *c = r->data;
     raft_uv_close(&c->io);
-    raft_uv_tcp_close(&c->transport);
+    transport_close(&c->transport);
 }
 
 /* The glue's apply hook: every apply wakes cluster_wait_change. */
@@ -66,7 +67,7 @@ int cluster_start(struct nsync *ns, struct cluster **out)
         free(c);
         return -EIO;
     }
-    rc = raft_uv_tcp_init(&c->transport, &c->loop);
+    rc = transport_init(&c->transport, &c->loop, ns->cfg.secret);
     if (rc == 0)
         rc = raft_uv_init(&c->io, &c->loop, ns->raft_dir, &c->transport);
     if (rc != 0) {
@@ -147,7 +148,7 @@ fail_raft:
     return -EIO;
 fail_io:
     raft_uv_close(&c->io);
-    raft_uv_tcp_close(&c->transport);
+    transport_close(&c->transport);
     uv_run(&c->loop, UV_RUN_DEFAULT);
     uv_loop_close(&c->loop);
     free(c);

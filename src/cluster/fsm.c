@@ -182,11 +182,12 @@ static const char *fsm_get_str(struct fsm_rd *r, size_t max)
     return (const char *)s;
 }
 
-/* A path as the rest of nsyncfs accepts it. */
+/* A path as the rest of nsyncfs accepts it; never the data directory, so no
+ * command or snapshot, forged or buggy, can reach the raft log or staging. */
 static const char *fsm_get_path(struct fsm_rd *r)
 {
     const char *s = fsm_get_str(r, PATH_MAX - 1);
-    if (s && path_check(s) != 0) {
+    if (s && (path_check(s) != 0 || path_is_internal(s))) {
         r->bad = true;
         return NULL;
     }
@@ -206,7 +207,7 @@ static char *fsm_strdup(const char *s)
 
 static bool fsm_path_ok(const char *p)
 {
-    return p && path_check(p) == 0;
+    return p && path_check(p) == 0 && !path_is_internal(p);
 }
 
 static bool fsm_target_ok(const char *t)

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/transport.h"
 #include "common/log.h"
 
 /* ---------------- request completion (loop thread) ---------------- */
@@ -237,7 +238,7 @@ static void raft_closed_cb(struct raft *r)
 {
     struct cluster *c = r->data;
     raft_uv_close(&c->io);
-    raft_uv_tcp_close(&c->transport);
+    transport_close(&c->transport);
     uv_close((uv_handle_t *)&c->async, NULL);
 }
 

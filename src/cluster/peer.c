@@ -14,6 +14,7 @@
 
 #include "cluster/cluster.h"
 #include "common/log.h"
+#include "common/secret.h"
 #include "nsync.h"
 
 #define PEER_POOL_MAX 16
@@ -44,19 +45,24 @@ int cluster_peer_new(struct nsync *ns, struct cluster_peer **out)
         free(c);
         return -ENOMEM;
     }
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/octet-stream");
+    /* Who we are, for the leader's sender check (transfer/sender.h). */
+    char me[64];
+    snprintf(me, sizeof me, "X-Nsync-Node: %" PRIu64, ns->self_id);
+    struct curl_slist *h0 = curl_slist_append(NULL, me);
+    struct curl_slist *h = h0 ? curl_slist_append(h0, "Content-Type: application/octet-stream") : NULL;
     struct curl_slist *h2 = h ? curl_slist_append(h, "Expect:") : NULL; /* no 100-continue RTT */
     if (!h2) {
-        curl_slist_free_all(h);
+        curl_slist_free_all(h ? h : h0);
         pthread_mutex_destroy(&c->mu);
         free(c);
         return -ENOMEM;
     }
     c->headers = h2;
-    struct curl_slist *j = curl_slist_append(NULL, "Content-Type: application/json");
+    struct curl_slist *j0 = curl_slist_append(NULL, me);
+    struct curl_slist *j = j0 ? curl_slist_append(j0, "Content-Type: application/json") : NULL;
     struct curl_slist *j2 = j ? curl_slist_append(j, "Expect:") : NULL;
     if (!j2) {
-        curl_slist_free_all(j);
+        curl_slist_free_all(j ? j : j0);
         curl_slist_free_all(h2);
         pthread_mutex_destroy(&c->mu);
         free(c);
@@ -149,7 +155,7 @@ static int cluster_peer_call(struct cluster_peer *c, const char *faddr, const ch
     char url[NSYNC_ADDR_MAX + 64];
     if (!faddr || !*faddr || strlen(faddr) >= NSYNC_ADDR_MAX)
         return -EHOSTUNREACH;
-    snprintf(url, sizeof url, "http://%s%s", faddr, path);
+    snprintf(url, sizeof url, "%s://%s%s", secret_scheme(c->ns->cfg.secret), faddr, path);
     CURL *h = cluster_peer_get(c);
     if (!h)
         return -ENOMEM;
@@ -158,6 +164,10 @@ static int cluster_peer_call(struct cluster_peer *c, const char *faddr, const ch
 
     /* reset keeps the live connections, only forgets the previous options */
     curl_easy_reset(h);
+    if (secret_curl_setup(c->ns->cfg.secret, h) < 0) {
+        curl_easy_cleanup(h);
+        return -ENOMEM;
+    }
     long tmo = timeout_ms ? (long)timeout_ms : 1;
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

@@ -5,6 +5,8 @@
 
 #include "transfer/fetch_int.h"
 
+#include "common/secret.h"
+
 static bool xfer_peer_usable(struct xfer_fetcher *f, uint64_t id, uint64_t now)
 {
     bool ok = true;
@@ -123,7 +125,8 @@ static int xfer_get_from(struct xfer_worker *w, struct xfer_item *it, uint64_t h
         curl_free(esc);
         return -ENOMEM;
     }
-    snprintf(url, ulen, "http://%s/v1/file?path=%s&version=%" PRIu64, faddr, esc, it->version);
+    snprintf(url, ulen, "%s://%s/v1/file?path=%s&version=%" PRIu64, secret_scheme(f->ns->cfg.secret), faddr,
+             esc, it->version);
     curl_free(esc);
 
     if (ftruncate(fd, 0) < 0) {
@@ -136,6 +139,10 @@ static int xfer_get_from(struct xfer_worker *w, struct xfer_item *it, uint64_t h
     XXH3_128bits_reset(w->xxh);
     CURL *h = w->curl;
     curl_easy_reset(h); /* keeps the cached connections */
+    if (secret_curl_setup(f->ns->cfg.secret, h) < 0) {
+        free(url);
+        return -ENOMEM;
+    }
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);

@@ -429,6 +429,15 @@ void xfer_process(struct xfer_worker *w, struct xfer_item *it)
 {
     struct xfer_fetcher *f = w->f;
     int rc;
+    /* The FSM already refuses such paths; checked again here because this is
+     * where a bad one would act on the disk. */
+    if (path_check(it->path) < 0 || path_is_internal(it->path) ||
+        (it->renamed_from && (path_check(it->renamed_from) < 0 || path_is_internal(it->renamed_from)))) {
+        xfer_fail(it, -EINVAL, "refused: not a clean path outside .nsyncfs");
+        it->result = -EINVAL;
+        atomic_fetch_add(&f->st_errors, 1);
+        return;
+    }
     if (xfer_busy(f, it->path)) {
         it->result = XFER_BUSY;
         return;

@@ -28,24 +28,34 @@
 #include "common/digest.h"
 #include "common/log.h"
 #include "common/path.h"
+#include "common/secret.h"
 #include "nsync.h"
+#include "transfer/batch.h"
 #include "transfer/fetch.h"
 #include "transfer/metrics_page.h"
+#include "transfer/guard.h"
+#include "transfer/sender.h"
 
 #define XFER_MAX_BODY (1024 * 1024)      /* largest encoded command we accept */
 #define XFER_CONN_LIMIT 256              /* one thread each: bound them */
-#define XFER_CONN_TIMEOUT_S 60           /* idle keep-alive connections */
+#define XFER_CONN_TIMEOUT_S 60           /* a stalled answer (guard.c bounds the rest) */
+/* One client address may hold this many: a peer needs ~10 (its fetch
+ * workers and its forwarding pool), so one hostile host leaves the other
+ * three quarters of the slots to the cluster. */
+#define XFER_PER_IP_LIMIT 64
 #define XFER_CATCH_UP_WAIT_MS 500        /* how long a file request waits for our catalog */
 
 struct xfer_server {
     struct nsync *ns;
     struct MHD_Daemon *daemon;
+    struct xfer_guard *guard;
 };
 
 /* Per-request state, created on the first call of a request and freed by the
  * completion callback whatever happened to the connection. */
 struct xfer_req {
     bool is_post;
+    bool member;       /* the client proved it holds the cluster secret */
     bool too_big;
     char *body;
     size_t len, cap;
@@ -92,6 +102,21 @@ static enum MHD_Result xfer_reply_json(struct MHD_Connection *conn, cJSON *obj)
     enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+#define XFER_TLS_BLOCK (64 * 1024)
+
+static ssize_t xfer_read_fd(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    ssize_t n = pread((int)(intptr_t)cls, buf, max, (off_t)pos);
+    /* A file that shrank under us ends the answer; the fetcher's size and
+     * hash checks refuse what it got. */
+    return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void xfer_close_fd(void *cls)
+{
+    close((int)(intptr_t)cls);
 }
 
 /* A query argument as a C string, or NULL if absent or unsafe: MHD decodes
@@ -191,7 +216,13 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
         close(fd);
         return xfer_reply_text(conn, MHD_HTTP_CONFLICT, "version not here\n");
     }
-    struct MHD_Response *r = MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+    /* Over TLS there is no sendfile, and libmicrohttpd would read an fd
+     * response 4 KiB at a time, one TLS record and one send each: reading
+     * XFER_TLS_BLOCK at a time fills whole records. */
+    struct MHD_Response *r =
+        ns->cfg.secret ? MHD_create_response_from_callback((uint64_t)st.st_size, XFER_TLS_BLOCK, xfer_read_fd,
+                                                           (void *)(intptr_t)fd, xfer_close_fd)
+                       : MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
     if (!r) {
         close(fd);
         return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
@@ -390,6 +421,9 @@ static enum MHD_Result xfer_handle_propose(struct nsync *ns, struct MHD_Connecti
         return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "empty command\n");
     if (!ns->cluster)
         return xfer_reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "cluster not running\n");
+    uint64_t sender;
+    if (xfer_sender(ns, conn, NULL, &sender) < 0 || xfer_sender_owns(sender, rq->body, rq->len) < 0)
+        return xfer_reply_text(conn, MHD_HTTP_FORBIDDEN, "a command speaks for its sender only\n");
     struct cluster_reply reply;
     memset(&reply, 0, sizeof reply);
     int rc = cluster_submit_encoded(ns->cluster, rq->body, rq->len, ns->cfg.submit_timeout_ms,
@@ -413,13 +447,6 @@ static enum MHD_Result xfer_handle_propose(struct nsync *ns, struct MHD_Connecti
     return xfer_reply_json(conn, o);
 }
 
-#define XFER_BATCH_MAX 1024 /* commands in one POST /v1/propose-batch */
-
-static uint32_t xfer_le32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* POST /v1/propose-batch: u32 count, then count times (u32 length, encoded
  * command), little-endian. The leader commits them in order; the answer
  * says, per command, [rc, status, "version", "lock_holder", "path_version"]
@@ -432,29 +459,20 @@ static enum MHD_Result xfer_handle_propose_batch(struct nsync *ns, struct MHD_Co
         return xfer_reply_text(conn, MHD_HTTP_CONTENT_TOO_LARGE, "batch too large\n");
     if (!ns->cluster)
         return xfer_reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "cluster not running\n");
-    const unsigned char *p = (const unsigned char *)rq->body;
-    size_t len = rq->len;
-    if (len < 4)
-        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
-    uint32_t n = xfer_le32(p);
-    if (n == 0 || n > XFER_BATCH_MAX)
-        return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
-    struct cluster_item *items = calloc(n, sizeof *items);
-    if (!items)
+    struct cluster_item *items;
+    uint32_t n;
+    int src = xfer_batch_split(rq->body, rq->len, &items, &n);
+    if (src == -ENOMEM)
         return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
-    size_t off = 4;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t l = len - off >= 4 ? xfer_le32(p + off) : 0;
-        if (len - off < 4 || l == 0 || l > len - off - 4) {
-            free(items);
-            return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
-        }
-        items[i] = (struct cluster_item){.buf = p + off + 4, .len = l};
-        off += 4 + (size_t)l;
-    }
-    if (off != len) {
-        free(items);
+    if (src < 0)
         return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "malformed batch\n");
+    uint64_t sender;
+    bool owned = xfer_sender(ns, conn, NULL, &sender) == 0;
+    for (uint32_t i = 0; owned && i < n; i++)
+        owned = xfer_sender_owns(sender, items[i].buf, items[i].len) == 0;
+    if (!owned) {
+        free(items);
+        return xfer_reply_text(conn, MHD_HTTP_FORBIDDEN, "a command speaks for its sender only\n");
     }
     int rc = cluster_submit_batch_encoded(ns->cluster, items, n, ns->cfg.submit_timeout_ms);
     if (rc == -ENOTCONN) {
@@ -521,6 +539,14 @@ static enum MHD_Result xfer_handle_membership(struct nsync *ns, struct MHD_Conne
         cJSON_Delete(o);
         return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "expected {\"id\":\"<16 hex digits>\"...}\n");
     }
+    /* A node joins as itself, and leaves as itself; another node goes only
+     * by this node's own word (its operator, docs/security.md). */
+    uint64_t sender;
+    if (xfer_sender(ns, conn, join ? ca->valuestring : NULL, &sender) < 0 ||
+        (sender && sender != node && (join || sender != ns->self_id))) {
+        cJSON_Delete(o);
+        return xfer_reply_text(conn, MHD_HTTP_FORBIDDEN, "a node joins or leaves for itself only\n");
+    }
     struct cluster_status cs;
     cluster_get_status(ns->cluster, &cs);
     int rc;
@@ -578,6 +604,17 @@ static void xfer_take_body(struct xfer_req *rq, const char *data, size_t n)
     rq->len += n;
 }
 
+/* Without a secret every client is one of ours (loopback clusters, or
+ * -o insecure); with one, only a client that presented our certificate. */
+static bool xfer_client_is_member(struct nsync *ns, struct MHD_Connection *conn)
+{
+    if (!ns->cfg.secret)
+        return true;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    return ci && ci->tls_session && secret_peer_ok(ns->cfg.secret, (gnutls_session_t)ci->tls_session);
+}
+
 static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version,
                                    const char *upload_data, size_t *upload_data_size,
@@ -594,6 +631,12 @@ static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const
             return MHD_NO;
         rq->is_post = is_post;
         *con_cls = rq;
+        xfer_guard_phase(conn, is_post ? XFER_PHASE_BODY : XFER_PHASE_ANSWER);
+        rq->member = xfer_client_is_member(ns, conn);
+        /* Only the status page is for anyone (monitoring); a client without
+         * the secret learns nothing else, and sends nothing we act on. */
+        if (!rq->member && strcmp(url, "/v1/status") != 0)
+            return xfer_reply_text(conn, MHD_HTTP_FORBIDDEN, "cluster certificate required\n");
         if (is_post && xfer_is_post_url(url)) {
             /* Refuse an announced oversized body before it is sent. */
             const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -610,6 +653,8 @@ static enum MHD_Result xfer_access(void *cls, struct MHD_Connection *conn, const
         return MHD_YES;
     }
     struct xfer_req *rq = *con_cls;
+    if (is_post && *upload_data_size == 0)
+        xfer_guard_phase(conn, XFER_PHASE_ANSWER); /* the body is complete */
 
     if (strcmp(url, "/v1/file") == 0 || strcmp(url, "/v1/status") == 0 ||
         strcmp(url, "/metrics") == 0) {
@@ -653,6 +698,7 @@ static void xfer_completed(void *cls, struct MHD_Connection *conn, void **con_cl
                            enum MHD_RequestTerminationCode toe)
 {
     struct xfer_req *rq = *con_cls;
+    xfer_guard_phase(conn, XFER_PHASE_HEAD); /* keep-alive: the next request's clock */
     if (rq) {
         free(rq->body);
         free(rq);
@@ -720,27 +766,56 @@ int xfer_server_start(struct nsync *ns, struct xfer_server **out)
     if (!s)
         return -ENOMEM;
     s->ns = ns;
+    rc = xfer_guard_start(&s->guard);
+    if (rc < 0) {
+        log_error("file server: cannot start its connection guard: %s", strerror(-rc));
+        free(s);
+        return rc;
+    }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (ipv6)
         flags |= MHD_USE_IPv6;
+    /* With the secret: TLS 1.3, our certificate, and a request for the
+     * client's (MEM_TRUST makes MHD ask; xfer_client_is_member checks it is
+     * ours). A request, not a demand, so that monitoring without the secret
+     * still reads /v1/status. */
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, NULL},
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, NULL},
+        {MHD_OPTION_HTTPS_MEM_TRUST, 0, NULL},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)secret_priority},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (ns->cfg.secret) {
+        flags |= MHD_USE_TLS;
+        tls[0].ptr_value = (void *)secret_key_pem(ns->cfg.secret);
+        tls[1].ptr_value = tls[2].ptr_value = (void *)secret_cert_pem(ns->cfg.secret);
+    } else {
+        tls[0].option = MHD_OPTION_END;
+    }
     s->daemon = MHD_start_daemon(
         flags, ns->cfg.fport, NULL, NULL, xfer_access, ns,
         MHD_OPTION_EXTERNAL_LOGGER, xfer_mhd_log, (void *)NULL,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)XFER_CONN_LIMIT,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)XFER_PER_IP_LIMIT,
+        MHD_OPTION_NOTIFY_CONNECTION, xfer_guard_notify, (void *)s->guard,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)XFER_CONN_TIMEOUT_S,
         MHD_OPTION_NOTIFY_COMPLETED, xfer_completed, (void *)NULL,
+        MHD_OPTION_ARRAY, tls,
         MHD_OPTION_END);
     if (!s->daemon) {
         log_error("file server: cannot listen on %s:%u (port in use or address not local?)",
                   ns->cfg.host, ns->cfg.fport);
+        xfer_guard_stop(s->guard);
         free(s);
         return -EADDRINUSE;
     }
-    log_info("file server listening on %s:%u", ns->cfg.host, ns->cfg.fport);
     if (ns->data_fd >= 0)
         xfer_write_addr_file(ns);
+    log_info("file server listening on %s:%u (%s)", ns->cfg.host, ns->cfg.fport,
+             ns->cfg.secret ? "TLS, cluster certificate" : "plain HTTP");
     *out = s;
     return 0;
 }
@@ -752,5 +827,6 @@ void xfer_server_stop(struct xfer_server *s)
     MHD_stop_daemon(s->daemon);
     if (s->ns->data_fd >= 0)
         unlinkat(s->ns->data_fd, XFER_ADDR_FILE, 0);
+    xfer_guard_stop(s->guard); /* after: closing connections notify it */
     free(s);
 }

@@ -22,6 +22,8 @@ kills every node it started, even when the test failed.
 """
 import os
 import re
+import subprocess
+import tempfile
 import threading
 
 import pytest
@@ -129,7 +131,23 @@ def binary():
     return BINARY
 
 
+# NSYNC_TEST_SECRET=1: every cluster runs with one cluster secret (made once
+# per session), so that any test file can be run over TLS (issue 13).
+_SECRET = []
+
+
+def _with_test_secret(extra_args):
+    if not os.environ.get("NSYNC_TEST_SECRET") or "--secret-file" in extra_args:
+        return tuple(extra_args)
+    if not _SECRET:
+        path = os.path.join(tempfile.mkdtemp(prefix="nsync-secret-"), "cluster.key")
+        subprocess.run([str(BINARY), "keygen", path], check=True, capture_output=True, timeout=30)
+        _SECRET.append(path)
+    return tuple(extra_args) + ("--secret-file", _SECRET[0])
+
+
 def _make(request, base, n, extra_args, name, log_level="debug", netcut=False, env=None):
+    extra_args = _with_test_secret(extra_args)
     c = Cluster(base, n=n, extra_args=extra_args, name=name, log_level=log_level)
     c.env_hook = env
     ALL_CLUSTERS.append(c)

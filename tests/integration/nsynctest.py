@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import threading
@@ -207,9 +208,28 @@ def tree_diff(a, b, limit=10):
 
 # ---------------------------------------------------------------- HTTP
 
-def http_get(port, target, timeout=5.0, host=HOST):
-    """(status, body bytes) of GET target (sent as given, not re-quoted)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+def tls_context(secret=None):
+    """A TLS client context for a node run with --secret-file: the server is
+    not checked (tests talk to their own nodes); with secret (the file), our
+    client certificate is the cluster's."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if secret:
+        ctx.load_cert_chain(str(secret))
+    return ctx
+
+
+def _http_conn(host, port, timeout, tls):
+    if tls is None:
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+    return http.client.HTTPSConnection(host, port, timeout=timeout, context=tls)
+
+
+def http_get(port, target, timeout=5.0, host=HOST, tls=None):
+    """(status, body bytes) of GET target (sent as given, not re-quoted).
+    tls: an ssl context (tls_context) for a node with a secret."""
+    conn = _http_conn(host, port, timeout, tls)
     try:
         conn.request("GET", target)
         r = conn.getresponse()
@@ -218,8 +238,8 @@ def http_get(port, target, timeout=5.0, host=HOST):
         conn.close()
 
 
-def http_post(port, target, body, timeout=5.0, host=HOST, headers=None):
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+def http_post(port, target, body, timeout=5.0, host=HOST, headers=None, tls=None):
+    conn = _http_conn(host, port, timeout, tls)
     try:
         conn.request("POST", target, body=body, headers=headers or {})
         r = conn.getresponse()
@@ -321,7 +341,7 @@ class Node:
 
     def try_status(self, timeout=1.0):
         try:
-            code, body = http_get(self.fport, "/v1/status", timeout=timeout)
+            code, body = http_get(self.fport, "/v1/status", timeout=timeout, tls=self.cluster.tls)
             if code != 200:
                 return None
             return json.loads(body)
@@ -330,7 +350,7 @@ class Node:
 
     def status(self, timeout=2.0):
         """GET /v1/status as a dict; raises if the node does not answer."""
-        code, body = http_get(self.fport, "/v1/status", timeout=timeout)
+        code, body = http_get(self.fport, "/v1/status", timeout=timeout, tls=self.cluster.tls)
         assert code == 200, f"node {self.idx}: /v1/status answered {code}: {body[:200]!r}"
         return json.loads(body)
 
@@ -373,6 +393,8 @@ class Cluster:
         self.base.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.extra_args = list(extra_args)
+        # With --secret-file the nodes speak TLS; /v1/status needs no certificate.
+        self.tls = tls_context() if "--secret-file" in self.extra_args else None
         self.log_level = log_level
         self.spawn_hook = None      # idx -> preexec function (netcut.NetCut)
         self.env_hook = None        # idx -> extra environment variables (dict) or None

@@ -571,6 +571,116 @@ static void test_malformed(void **state)
     fsm_cmd_release(NULL);
 }
 
+/* Paths a hostile or buggy proposer may send: outside BACKING, or into the
+ * data directory where the raft log and staging live. Every op that names a
+ * path refuses them at apply (so every node alike), and a snapshot holding
+ * one does not restore. */
+static void fix_checksum(uint8_t *p, size_t len);
+
+static void test_bad_paths_refused(void **state)
+{
+    struct fsm *f = *state;
+    populate(f);
+    const char *bad[] = {"../x",      ".nsyncfs/raft/metadata1", ".nsyncfs", ".nsyncfs/staging",
+                         "/etc/passwd", "a//b",                  "a/../b",   "d/.."};
+    struct raw r;
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        raw_header(&r, FSM_OP_ANNOUNCE, 0, N1); /* a directory */
+        raw_str(&r, bad[i]);
+        raw_u8(&r, FSM_DIR);
+        raw_u32(&r, 0755);
+        raw_u32(&r, 0);
+        raw_u32(&r, 0);
+        raw_u64(&r, 0);
+        assert_malformed(f, r.b, r.n);
+        raw_header(&r, FSM_OP_ANNOUNCE, 0, N1); /* a delete */
+        raw_str(&r, bad[i]);
+        raw_u8(&r, FSM_TOMBSTONE);
+        raw_u32(&r, 0);
+        raw_u32(&r, 0);
+        raw_u32(&r, 0);
+        raw_u64(&r, 0);
+        assert_malformed(f, r.b, r.n);
+        raw_header(&r, FSM_OP_RENAME, 0, N1);
+        raw_str(&r, bad[i]);
+        raw_str(&r, "fine");
+        assert_malformed(f, r.b, r.n);
+        raw_header(&r, FSM_OP_RENAME, 0, N1);
+        raw_str(&r, "d/f");
+        raw_str(&r, bad[i]);
+        assert_malformed(f, r.b, r.n);
+        raw_header(&r, FSM_OP_LOCK, 0, N1);
+        raw_str(&r, bad[i]);
+        raw_u32(&r, 100);
+        assert_malformed(f, r.b, r.n);
+        raw_header(&r, FSM_OP_UNLOCK, 0, N1);
+        raw_str(&r, bad[i]);
+        assert_malformed(f, r.b, r.n);
+        raw_header(&r, FSM_OP_SYNCED, 0, N2);
+        raw_u32(&r, 1);
+        raw_str(&r, bad[i]);
+        raw_u64(&r, 3);
+        assert_malformed(f, r.b, r.n);
+        /* Nor can our own encoder produce them. */
+        struct fsm_cmd c = {.op = FSM_OP_ANNOUNCE, .node = N1, .path = bad[i], .meta = file_meta(1, 1)};
+        void *buf;
+        size_t len;
+        assert_int_equal(fsm_cmd_encode(&c, &buf, &len), -EINVAL);
+    }
+    /* Just outside the data directory is an ordinary name. */
+    raw_header(&r, FSM_OP_UNLOCK, 0, N1);
+    raw_str(&r, ".nsyncfsx/y");
+    struct fsm_cmd ok;
+    assert_int_equal(fsm_cmd_decode(r.b, r.n, &ok), 0);
+    fsm_cmd_release(&ok);
+
+    /* A path of PATH_MAX bytes (components short enough). */
+    size_t n = PATH_MAX;
+    uint8_t *big = malloc(32 + n + 8);
+    char *longp = malloc(n + 1);
+    for (size_t i = 0; i < n; i++)
+        longp[i] = i % 100 == 99 ? '/' : 'a';
+    longp[n] = '\0';
+    raw_header(&r, FSM_OP_UNLOCK, 0, N1);
+    memcpy(big, r.b, r.n);
+    size_t bn = r.n;
+    for (int i = 0; i < 4; i++)
+        big[bn++] = (uint8_t)(n >> (8 * i));
+    memcpy(big + bn, longp, n + 1);
+    bn += n + 1;
+    assert_malformed(f, big, bn);
+    free(longp);
+    free(big);
+
+    /* A snapshot whose one entry lies in the data directory. */
+    for (int inside = 0; inside < 2; inside++) {
+        r.n = 0;
+        memcpy(r.b, "NSFM", 4);
+        r.n = 4;
+        raw_u32(&r, 2);
+        raw_u64(&r, 1); /* version */
+        raw_u64(&r, 0); /* now */
+        raw_u32(&r, 0); /* members */
+        raw_u32(&r, 0); /* locks */
+        raw_u64(&r, 1); /* entries */
+        raw_str(&r, inside ? ".nsyncfs/raft/metadata1" : "dir");
+        raw_u8(&r, FSM_DIR);
+        raw_u8(&r, 0);
+        raw_u64(&r, 1);
+        raw_u64(&r, N1);
+        raw_u32(&r, 0755);
+        raw_u32(&r, 0);
+        raw_u32(&r, 0);
+        raw_u64(&r, 0);
+        raw_u64(&r, 0); /* checksum, fixed below */
+        fix_checksum(r.b, r.n);
+        struct fsm *t = fsm_new();
+        assert_int_equal(fsm_restore(t, r.b, r.n), inside ? -EINVAL : 0);
+        assert_int_equal(fsm_get(t, "dir") != NULL, !inside);
+        fsm_free(t);
+    }
+}
+
 /* ---------------- catalog and settlement ---------------- */
 
 static void test_announce_pending(void **state)
@@ -2001,6 +2111,7 @@ int main(void)
         T(test_roundtrip),
         T(test_encode_rejects),
         T(test_malformed),
+        T(test_bad_paths_refused),
         T(test_announce_pending),
         T(test_settle),
         T(test_on_majority),
