@@ -214,7 +214,7 @@ def test_file_get_without_secret_gets_no_bytes(secure, secret):
 def test_forged_proposals_refused(secure):
     c = secure
     lead = c.node(c.leader())
-    victim = int(c.node((c.leader() + 1) % 3).status()["node"])
+    victim = int(c.node((c.leader() + 1) % 3).status()["node"], 16)
     before = snapshot(c)
     cmd = forged_delete(victim, "secret.txt")
     post_refused(lead.fport, "/v1/propose", cmd)
@@ -232,7 +232,7 @@ def test_forged_membership_refused(secure):
     before = members(c)
     hdr = {"Content-Type": "application/json"}
     post_refused(lead.fport, "/v1/join",
-                 json.dumps({"id": "12345", "caddr": "127.0.0.1:1", "faddr": "127.0.0.1:2"}), hdr)
+                 json.dumps({"id": f"{12345:016x}", "caddr": "127.0.0.1:1", "faddr": "127.0.0.1:2"}), hdr)
     post_refused(lead.fport, "/v1/leave", json.dumps({"id": str(victim)}), hdr)
     commit_round(c, "membership")
     assert members(c) == before
@@ -261,7 +261,7 @@ def test_raft_port_garbage_and_replay_do_not_disturb(secure, tmp_path):
     c.leader()
     before = raft_view(c)
     assert len(before) == 1, before
-    lead_id = int(next(iter(before))[0])
+    lead_id = int(next(iter(before))[0], 16)
     attacks = [
         os.urandom(4096),
         raft_hello(lead_id, f"{HOST}:1") + request_vote(2**64 - 1, lead_id),
@@ -355,7 +355,7 @@ def test_a_command_speaks_for_its_sender_only(secure, secret):
     li = c.leader()
     lead = c.node(li)
     a, b = c.node((li + 1) % 3), c.node((li + 2) % 3)
-    aid, bid = int(a.status()["node"]), int(b.status()["node"])
+    aid, bid = int(a.status()["node"], 16), int(b.status()["node"], 16)
     tls = tls_context(secret)
     before = snapshot(c)
     port = lead.fport
@@ -370,8 +370,8 @@ def test_a_command_speaks_for_its_sender_only(secure, secret):
         ("/v1/propose-batch", struct.pack("<I", 2) + b"".join(
             struct.pack("<I", len(x)) + x for x in (unlock(aid, "x"), forged_delete(bid, "secret.txt"))),
          aid, HOST),
-        ("/v1/leave", json.dumps({"id": str(bid)}), aid, HOST),          # a removing b
-        ("/v1/join", json.dumps({"id": "12345", "caddr": f"{HOST}:1", "faddr": f"{HOST}:2"}),
+        ("/v1/leave", json.dumps({"id": f"{bid:016x}"}), aid, HOST),          # a removing b
+        ("/v1/join", json.dumps({"id": f"{12345:016x}", "caddr": f"{HOST}:1", "faddr": f"{HOST}:2"}),
          12345, HOST),                                                    # a phantom
     ]
     for target, body, node, source in refused:
@@ -439,7 +439,7 @@ def test_operator_removes_a_dead_node(secure, secret):
     c.kill9(joined.idx)
     li = c.leader()
     lead = c.node(li)
-    lid = int(lead.status()["node"])
+    lid = int(lead.status()["node"], 16)
     code, body = post_as(lead.fport, "/v1/leave", json.dumps({"id": str(jid)}), tls_context(secret), lid)
     assert code == 200, body
     wait_for(lambda: all(len(m) == 3 and jid not in m for m in members(c)), 20,
