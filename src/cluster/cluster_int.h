@@ -203,4 +203,9 @@ void lease_start(struct cluster *c);
 /* Wake and join it; c->stopping must be set. */
 void lease_stop(struct cluster *c);
 
+/* The member list (id and addresses only): the catalog's, else --cluster's
+ * (before the first commit, or on a node that has not joined yet). At most
+ * max into out; returns how many. Any thread. (members.c) */
+size_t members_list(struct cluster *c, struct cluster_member_view *out, size_t max);
+
 #endif

@@ -18,9 +18,7 @@
 
 #define MEMBER_PROBE_TIMEOUT_MS 500
 
-/* The member list: the catalog's, else --cluster's (before the first
- * commit, or on a node that has not joined yet). */
-static size_t members_list(struct cluster *c, struct cluster_member_view *out, size_t max)
+size_t members_list(struct cluster *c, struct cluster_member_view *out, size_t max)
 {
     struct nsync *ns = c->ns;
     size_t n = 0;

@@ -69,44 +69,6 @@ uint64_t cluster_leaderless_since(struct cluster *c)
     return atomic_load(&c->leaderless_since_ms) ? atomic_load(&c->leaderless_wall_ms) : 0;
 }
 
-/* The other members: raft address (how the operator names them) and file
- * server address (what answers the probe), from the catalog, else from
- * --cluster. Fills out[max]; returns how many, *total the members. */
-struct quorum_peer {
-    char caddr[NSYNC_ADDR_MAX];
-    char faddr[NSYNC_ADDR_MAX];
-};
-
-static size_t quorum_peers(struct cluster *c, struct quorum_peer *out, size_t max, size_t *total)
-{
-    struct nsync *ns = c->ns;
-    size_t n = 0;
-    pthread_rwlock_rdlock(&ns->fsm_lock);
-    size_t nm = fsm_member_count(ns->fsm);
-    for (size_t i = 0; i < nm && n < max; i++) {
-        const struct fsm_member *m = fsm_member_at(ns->fsm, i);
-        if (m->id == ns->self_id)
-            continue;
-        snprintf(out[n].caddr, sizeof out[n].caddr, "%s", m->caddr);
-        snprintf(out[n].faddr, sizeof out[n].faddr, "%s", m->faddr);
-        n++;
-    }
-    pthread_rwlock_unlock(&ns->fsm_lock);
-    *total = nm;
-    if (nm > 0)
-        return n;
-    for (size_t i = 0; i < ns->cfg.n_peers && n < max; i++) {
-        const struct nsync_peer *p = &ns->cfg.peers[i];
-        if (p->id == ns->self_id)
-            continue;
-        snprintf(out[n].caddr, sizeof out[n].caddr, "%s:%u", p->host, p->cport);
-        snprintf(out[n].faddr, sizeof out[n].faddr, "%s:%u", p->host, p->fport);
-        n++;
-    }
-    *total = n + 1;
-    return n;
-}
-
 void quorum_probe(struct cluster *c)
 {
     uint64_t since = atomic_load(&c->leaderless_since_ms);
@@ -118,15 +80,16 @@ void quorum_probe(struct cluster *c)
         return;
     if (!atomic_load(&c->had_leader) && t < c->started_ms + QUORUM_STARTUP_GRACE_MS)
         return;
-    enum { MAXP = 64 };
-    struct quorum_peer *peers = calloc(MAXP, sizeof *peers);
+    struct cluster_member_view *peers = calloc(CLUSTER_MEMBERS_MAX, sizeof *peers);
     if (!peers)
         return;
-    size_t total = 0, n = quorum_peers(c, peers, MAXP, &total);
+    size_t total = members_list(c, peers, CLUSTER_MEMBERS_MAX);
     size_t reached = 1; /* this node */
     char missing[1024] = "";
     size_t off = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < total; i++) {
+        if (peers[i].id == c->ns->self_id)
+            continue;
         cJSON *js = NULL;
         if (cluster_peer_status(c->ns->client, peers[i].faddr, QUORUM_PROBE_MS, &js) == 0) {
             cJSON_Delete(js);

@@ -60,6 +60,21 @@ bool tokens_still_ours(struct fs *fs, const struct lock_ent *e)
     return has == 1 && holder == ns->self_id;
 }
 
+/* Caller holds fs->mu: e's UNLOCK is over (or was never sent); the entry
+ * is no longer held here. */
+static void tokens_released_locked(struct fs *fs, struct lock_ent *e)
+{
+    assert(e->releasing && e->inflight > 0 && fs->inflight > 0);
+    e->inflight--;
+    fs->inflight--;
+    e->held = false;
+    e->releasing = false;
+    e->fresh = false;
+    pthread_cond_broadcast(&fs->cv);
+    lock_maybe_free(fs, e);
+    cluster_hold_locks(fs->ns->cluster, -1);
+}
+
 /* Outbox thread: the UNLOCK was applied, or given up (the lease frees the
  * lock then). */
 static void tokens_unlocked(void *arg, int rc, const struct cluster_reply *r)
@@ -70,16 +85,8 @@ static void tokens_unlocked(void *arg, int rc, const struct cluster_reply *r)
         log_debug("unlock of cached %s not committed (%s): its lease frees it", e->path,
                   strerror(-rc));
     pthread_mutex_lock(&fs->mu);
-    assert(e->releasing && e->inflight > 0 && fs->inflight > 0);
-    e->inflight--;
-    fs->inflight--;
-    e->held = false;
-    e->releasing = false;
-    e->fresh = false;
-    pthread_cond_broadcast(&fs->cv);
-    lock_maybe_free(fs, e);
+    tokens_released_locked(fs, e);
     pthread_mutex_unlock(&fs->mu);
-    cluster_hold_locks(fs->ns->cluster, -1);
 }
 
 /* Caller holds fs->mu; e is cached. The UNLOCK goes through the outbox, so
@@ -97,16 +104,8 @@ static void tokens_release_locked(struct fs *fs, struct lock_ent *e)
     fs->inflight++;
     struct fsm_cmd cmd = {.op = FSM_OP_UNLOCK, .path = e->path, .node = ns->self_id};
     int rc = cluster_send(ns->cluster, &cmd, fs_submit_timeout(ns), tokens_unlocked, e);
-    if (rc < 0) { /* stopping: the leave or the lease frees it */
-        e->inflight--;
-        fs->inflight--;
-        e->held = false;
-        e->releasing = false;
-        e->fresh = false;
-        pthread_cond_broadcast(&fs->cv);
-        lock_maybe_free(fs, e);
-        cluster_hold_locks(ns->cluster, -1);
-    }
+    if (rc < 0) /* stopping: the leave or the lease frees it */
+        tokens_released_locked(fs, e);
 }
 
 struct wanted_list {
