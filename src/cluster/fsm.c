@@ -9,6 +9,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "cluster/rlocks.h"
 #include "common/path.h"
 
 #define FSM_CMD_FORMAT 1
@@ -19,7 +20,8 @@
 #define FSM_FLAG_KEEP 0x10u   /* ANNOUNCE: takes the lock too (fsm_cmd.keep); a lease follows */
 
 #define FSM_SNAP_MAGIC "NSFM"
-#define FSM_SNAP_FORMAT 3u       /* 2 added FSM_SNAP_DATA, 3 a lock's wanted; 1, 2 still read */
+#define FSM_SNAP_FORMAT 4u       /* 2 added FSM_SNAP_DATA, 3 a lock's wanted, 4 record locks;
+                                  * 1 to 3 still read */
 #define FSM_SNAP_PENDING 0x01u
 #define FSM_SNAP_TARGET 0x02u
 #define FSM_SNAP_RENAMED 0x04u
@@ -32,6 +34,7 @@
 #define FSM_MIN_SNAP_MEMBER (8u + 2u * FSM_MIN_STR)
 #define FSM_MIN_SNAP_LOCK (FSM_MIN_STR + 16u)
 #define FSM_MIN_SNAP_ENTRY (FSM_MIN_STR + 2u + 16u + 12u + 8u)
+#define FSM_MIN_SNAP_RLOCK (FSM_MIN_STR + 8u * 4u + 4u + 2u)
 
 /* A catalog record: the public view, then bookkeeping, then the path in the
  * same allocation (one malloc per path keeps the per-path cost near 200
@@ -70,6 +73,7 @@ struct fsm {
     size_t n_wanted;            /* locks with a wanted mark: a cheap "anyone asking?" */
     struct fsm_member *members; /* sorted by id */
     size_t n_members, members_cap;
+    struct rlocks *rlocks;      /* record locks (never NULL) */
 };
 
 /* ---------------- byte writer / reader ---------------- */
@@ -246,6 +250,13 @@ static int fsm_cmd_check(const struct fsm_cmd *c, bool check_items)
     case FSM_OP_LOCK:
     case FSM_OP_UNLOCK:
         return fsm_path_ok(c->path) ? 0 : -EINVAL;
+    case FSM_OP_RLOCK:
+    case FSM_OP_RUNLOCK:
+        return fsm_path_ok(c->path) &&
+                       rlocks_valid(c->rspace, c->op == FSM_OP_RLOCK ? c->rtype : RLOCK_READ,
+                                    c->rstart, c->rend)
+                   ? 0
+                   : -EINVAL;
     case FSM_OP_RENEW:
     case FSM_OP_LEAVE:
         return 0;
@@ -320,6 +331,18 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
         break;
     case FSM_OP_UNLOCK:
         fsm_put_str(w, c->path);
+        break;
+    case FSM_OP_RLOCK:
+    case FSM_OP_RUNLOCK:
+        fsm_put_str(w, c->path);
+        fsm_put_u8(w, c->rspace);
+        fsm_put_u64(w, c->rstart);
+        fsm_put_u64(w, c->rend);
+        if (c->op == FSM_OP_RLOCK) {
+            fsm_put_u8(w, c->rtype);
+            fsm_put_u32(w, c->pid);
+            fsm_put_u32(w, c->lease_ms);
+        }
         break;
     case FSM_OP_SYNCED:
         fsm_put_u32(w, c->n_items);
@@ -432,6 +455,18 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
         break;
     case FSM_OP_UNLOCK:
         c->path = fsm_get_path(&r);
+        break;
+    case FSM_OP_RLOCK:
+    case FSM_OP_RUNLOCK:
+        c->path = fsm_get_path(&r);
+        c->rspace = fsm_get_u8(&r);
+        c->rstart = fsm_get_u64(&r);
+        c->rend = fsm_get_u64(&r);
+        if (c->op == FSM_OP_RLOCK) {
+            c->rtype = fsm_get_u8(&r);
+            c->pid = fsm_get_u32(&r);
+            c->lease_ms = fsm_get_u32(&r);
+        }
         break;
     case FSM_OP_SYNCED: {
         uint32_t n = fsm_get_u32(&r);
@@ -1194,6 +1229,7 @@ static void fsm_apply_leave(struct fsm *f, uint64_t node)
             f->locks[k++] = *l;
     }
     f->n_locks = k;
+    rlocks_drop_node(f->rlocks, node);
     if (found)
         fsm_settle_all(f);
 }
@@ -1252,10 +1288,16 @@ int fsm_apply(struct fsm *f, const void *buf, size_t len)
         for (size_t i = 0; i < f->n_locks; i++)
             if (f->locks[i].node == c.node)
                 f->locks[i].expires_ms = fsm_expiry(now, c.lease_ms);
+        rlocks_renew(f->rlocks, c.node, fsm_expiry(now, c.lease_ms));
         return 0;
     case FSM_OP_UNLOCK:
         fsm_lock_release(f, c.path, c.node);
         return 0;
+    case FSM_OP_RLOCK:
+        return rlocks_set(f->rlocks, c.path, c.node, c.rspace, c.rtype, c.rstart, c.rend, c.pid,
+                          now, fsm_expiry(now, c.lease_ms));
+    case FSM_OP_RUNLOCK:
+        return rlocks_clear(f->rlocks, c.path, c.node, c.rspace, c.rstart, c.rend);
     case FSM_OP_SYNCED:
         return fsm_apply_synced(f, buf, len, items_off, c.n_items, c.node);
     case FSM_OP_JOIN:
@@ -1272,7 +1314,12 @@ int fsm_apply(struct fsm *f, const void *buf, size_t len)
 
 struct fsm *fsm_new(void)
 {
-    return calloc(1, sizeof(struct fsm));
+    struct fsm *f = calloc(1, sizeof(struct fsm));
+    if (f && !(f->rlocks = rlocks_new())) {
+        free(f);
+        return NULL;
+    }
+    return f;
 }
 
 void fsm_free(struct fsm *f)
@@ -1287,6 +1334,7 @@ void fsm_free(struct fsm *f)
         free(f->locks[i].path);
     free(f->locks);
     free(f->members);
+    rlocks_free(f->rlocks);
     free(f);
 }
 
@@ -1360,6 +1408,19 @@ static void fsm_snap_write(struct fsm_wr *w, const struct fsm *f, struct fsm_rec
             for (uint32_t j = 0; j < e->n_synced; j++)
                 fsm_put_u64(w, e->synced[j]);
         }
+    }
+    size_t nr = rlocks_count(f->rlocks);
+    fsm_put_u32(w, (uint32_t)nr);
+    for (size_t i = 0; i < nr; i++) {
+        const struct rlock *l = rlocks_at(f->rlocks, i);
+        fsm_put_str(w, l->path);
+        fsm_put_u64(w, l->node);
+        fsm_put_u64(w, l->start);
+        fsm_put_u64(w, l->end);
+        fsm_put_u64(w, l->expires_ms);
+        fsm_put_u32(w, l->pid);
+        fsm_put_u8(w, l->space);
+        fsm_put_u8(w, l->type);
     }
 }
 
@@ -1548,6 +1609,26 @@ static int fsm_restore_into(struct fsm *nf, const uint8_t *p, size_t len)
         if (rc < 0)
             return rc;
     }
+    if (format >= 4) {
+        uint32_t nr = fsm_get_u32(&r);
+        if (r.bad || nr > fsm_left(&r) / FSM_MIN_SNAP_RLOCK)
+            return -EINVAL;
+        for (uint32_t i = 0; i < nr; i++) {
+            struct rlock l = {.path = fsm_get_path(&r)};
+            l.node = fsm_get_u64(&r);
+            l.start = fsm_get_u64(&r);
+            l.end = fsm_get_u64(&r);
+            l.expires_ms = fsm_get_u64(&r);
+            l.pid = fsm_get_u32(&r);
+            l.space = fsm_get_u8(&r);
+            l.type = fsm_get_u8(&r);
+            if (r.bad)
+                return -EINVAL;
+            int rc = rlocks_restore_add(nf->rlocks, &l);
+            if (rc < 0)
+                return rc;
+        }
+    }
     return r.off == body ? 0 : -EINVAL;
 }
 
@@ -1676,6 +1757,17 @@ int fsm_foreach_wanted(const struct fsm *f, uint64_t holder, fsm_wanted_fn fn, v
         }
     }
     return 0;
+}
+
+int fsm_rlock_test(const struct fsm *f, const char *path, uint64_t node, uint8_t space,
+                   uint8_t type, uint64_t start, uint64_t end, struct rlock *out)
+{
+    return rlocks_test(f->rlocks, path, node, space, type, start, end, f->now_ms, out);
+}
+
+size_t fsm_rlocks_of(const struct fsm *f, uint64_t node)
+{
+    return rlocks_of(f->rlocks, node);
 }
 
 size_t fsm_member_count(const struct fsm *f)

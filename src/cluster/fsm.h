@@ -36,6 +36,8 @@ enum fsm_op {
     FSM_OP_SYNCED = 6,   /* node, items[] */
     FSM_OP_JOIN = 7,     /* node, caddr, faddr */
     FSM_OP_LEAVE = 8,    /* node */
+    FSM_OP_RLOCK = 9,    /* path, node, now_ms, lease_ms, range (rspace, rtype, rstart, rend, pid) */
+    FSM_OP_RUNLOCK = 10, /* path, node, rspace, rstart, rend */
 };
 
 /* What a change says about the path. size/hash only for FSM_FILE, target only
@@ -78,6 +80,10 @@ struct fsm_cmd {
     struct fsm_meta meta;    /* ANNOUNCE */
     const struct fsm_synced_item *items; /* SYNCED */
     uint32_t n_items;
+    /* RLOCK, RUNLOCK: a record-lock range (cluster/rlocks.h): [rstart, rend) */
+    uint8_t rspace, rtype;   /* enum rlock_space, enum rlock_type (RLOCK only) */
+    uint64_t rstart, rend;
+    uint32_t pid;            /* RLOCK: the locking process, on node */
     const char *caddr;       /* JOIN: raft address "host:port" */
     const char *faddr;       /* JOIN: file server address "host:port" */
     void *owned_;            /* decoder's allocation; do not touch */
@@ -156,7 +162,10 @@ void fsm_free(struct fsm *f);
  *   SYNCED    for each item whose entry exists with that exact version and
  *             is pending, adds node; stale items are ignored.
  *   JOIN      adds or updates a member.
- *   LEAVE     removes the member and its locks.
+ *   LEAVE     removes the member, its locks and its record locks.
+ *   RLOCK     node takes a record-lock range (rlocks_set): -EBUSY if another
+ *             node's live range conflicts. RENEW renews node's ranges too.
+ *   RUNLOCK   node gives a range up (always 0).
  * Settlement: after any command, an entry whose synced set contains every
  * member is settled right there: pending=false, synced emptied,
  * renamed_from dropped, and a TOMBSTONE is removed from the catalog.
@@ -217,6 +226,14 @@ uint64_t fsm_lock_wanted(const struct fsm *f, const char *path);
  * lock is wanted. */
 typedef int (*fsm_wanted_fn)(const char *path, uint64_t wanted, void *arg);
 int fsm_foreach_wanted(const struct fsm *f, uint64_t holder, fsm_wanted_fn fn, void *arg);
+
+/* Record locks (cluster/rlocks.h), as of the last applied command's time:
+ * 1 and *out if a live range of another node than `node` conflicts, else 0. */
+struct rlock;
+int fsm_rlock_test(const struct fsm *f, const char *path, uint64_t node, uint8_t space,
+                   uint8_t type, uint64_t start, uint64_t end, struct rlock *out);
+/* Record-lock ranges held by node. */
+size_t fsm_rlocks_of(const struct fsm *f, uint64_t node);
 
 /* Members, sorted by id. */
 size_t fsm_member_count(const struct fsm *f);

@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "cluster/fsm.h"
+#include "cluster/rlocks.h"
 
 #define N1 11u
 #define N2 22u
@@ -117,6 +118,20 @@ static int lock(struct fsm *f, uint64_t node, const char *path, uint64_t now, ui
 static int renew(struct fsm *f, uint64_t node, uint64_t now, uint32_t lease)
 {
     struct fsm_cmd c = {.op = FSM_OP_RENEW, .node = node, .now_ms = now, .lease_ms = lease};
+    return apply_cmd(f, &c);
+}
+
+static int rlock(struct fsm *f, uint64_t node, const char *path, uint8_t type, uint64_t start,
+                 uint64_t end, uint64_t now)
+{
+    struct fsm_cmd c = {.op = FSM_OP_RLOCK, .node = node, .path = path, .now_ms = now,
+                        .lease_ms = 500, .rtype = type, .rstart = start, .rend = end, .pid = 42};
+    return apply_cmd(f, &c);
+}
+
+static int runlock(struct fsm *f, uint64_t node, const char *path, uint64_t start, uint64_t end)
+{
+    struct fsm_cmd c = {.op = FSM_OP_RUNLOCK, .node = node, .path = path, .rstart = start, .rend = end};
     return apply_cmd(f, &c);
 }
 
@@ -1140,6 +1155,76 @@ static void test_lock_wanted(void **state)
     assert_string_equal(seen, "");
 }
 
+/* Record locks: byte ranges per node, shared and exclusive, the node's own
+ * ranges replaced in place, leases, LEAVE. */
+static void test_rlocks(void **state)
+{
+    struct fsm *f = *state;
+    struct rlock who;
+    assert_int_equal(rlock(f, N1, "db", RLOCK_READ, 0, 100, 1000), 0);
+    assert_int_equal(rlock(f, N2, "db", RLOCK_READ, 50, 150, 1000), 0); /* readers share */
+    assert_int_equal(rlock(f, N3, "db", RLOCK_WRITE, 90, 95, 1000), -EBUSY);
+    assert_int_equal(rlock(f, N3, "db", RLOCK_WRITE, 150, 160, 1000), 0); /* [150, 160) is free */
+    assert_int_equal(fsm_rlock_test(f, "db", N3, RLOCK_POSIX, RLOCK_WRITE, 0, 1, &who), 1);
+    assert_int_equal(who.node, N1);
+    assert_int_equal(who.pid, 42);
+    assert_int_equal(fsm_rlock_test(f, "db", N1, RLOCK_POSIX, RLOCK_READ, 0, 150, NULL), 0);
+    /* Another path and flock's space are independent. */
+    assert_int_equal(rlock(f, N3, "other", RLOCK_WRITE, 0, RLOCK_EOF, 1000), 0);
+    struct fsm_cmd fl = {.op = FSM_OP_RLOCK, .node = N3, .path = "db", .now_ms = 1000, .lease_ms = 500,
+                         .rspace = RLOCK_FLOCK, .rtype = RLOCK_WRITE, .rstart = 0, .rend = RLOCK_EOF};
+    assert_int_equal(apply_cmd(f, &fl), 0);
+    /* N1 upgrades its middle: a split; then N2 cannot read there. */
+    assert_int_equal(rlock(f, N1, "db", RLOCK_WRITE, 10, 20, 1000), 0);
+    assert_int_equal(rlock(f, N2, "db", RLOCK_READ, 15, 16, 1000), -EBUSY);
+    assert_int_equal(rlock(f, N2, "db", RLOCK_READ, 0, 10, 1000), 0);
+    assert_int_equal(rlock(f, N2, "db", RLOCK_READ, 20, 30, 1000), 0);
+    /* Unlocking the middle of N1's ranges leaves both ends. */
+    assert_int_equal(runlock(f, N1, "db", 5, 25), 0);
+    assert_int_equal(rlock(f, N3, "db", RLOCK_WRITE, 5, 10, 1000), -EBUSY); /* N2 reads [0, 10) */
+    assert_int_equal(runlock(f, N2, "db", 0, 10), 0);
+    assert_int_equal(rlock(f, N3, "db", RLOCK_WRITE, 5, 10, 1000), 0);
+    assert_int_equal(rlock(f, N3, "db", RLOCK_WRITE, 4, 5, 1000), -EBUSY); /* N1 kept [0, 5) */
+    /* Leases: N1 renews, N2 does not; after 500 ms N2's ranges are free. */
+    assert_int_equal(renew(f, N1, 1400, 500), 0);
+    assert_int_equal(rlock(f, N3, "db", RLOCK_WRITE, 50, 60, 1501), -EBUSY); /* N1 reads [25, 100) */
+    assert_int_equal(rlock(f, N3, "db", RLOCK_WRITE, 100, 150, 1501), 0); /* N2's lapsed */
+    assert_int_equal(fsm_rlocks_of(f, N2), 0);
+    /* A snapshot carries them. */
+    void *buf;
+    size_t len;
+    snap(f, &buf, &len);
+    struct fsm *g = fsm_new();
+    assert_non_null(g);
+    assert_int_equal(fsm_restore(g, buf, len), 0);
+    assert_int_equal(fsm_rlocks_of(g, N1), fsm_rlocks_of(f, N1));
+    assert_int_equal(fsm_rlocks_of(g, N3), fsm_rlocks_of(f, N3));
+    assert_int_equal(fsm_rlock_test(g, "db", N2, RLOCK_POSIX, RLOCK_READ, 0, 1, &who), 0);
+    assert_int_equal(fsm_rlock_test(g, "db", N2, RLOCK_POSIX, RLOCK_WRITE, 0, 1, &who), 1);
+    assert_int_equal(who.node, N1);
+    fsm_free(g);
+    free(buf);
+    /* LEAVE drops a node's record locks. */
+    assert_int_equal(leave(f, N1), 0);
+    assert_int_equal(fsm_rlocks_of(f, N1), 0);
+    assert_int_equal(rlock(f, N2, "db", RLOCK_WRITE, 0, 5, 1600), 0);
+    /* Bad ranges and types do not encode. */
+    struct fsm_cmd bad = {.op = FSM_OP_RLOCK, .node = N2, .path = "db", .rtype = 3, .rstart = 0, .rend = 1};
+    void *b = NULL;
+    size_t bl;
+    assert_int_equal(fsm_cmd_encode(&bad, &b, &bl), -EINVAL);
+    bad.rtype = RLOCK_READ;
+    bad.rstart = 5;
+    bad.rend = 5;
+    assert_int_equal(fsm_cmd_encode(&bad, &b, &bl), -EINVAL);
+    bad.rend = 6;
+    bad.rspace = 2;
+    assert_int_equal(fsm_cmd_encode(&bad, &b, &bl), -EINVAL);
+    bad.rspace = RLOCK_POSIX;
+    bad.path = ".nsyncfs/raft/x";
+    assert_int_equal(fsm_cmd_encode(&bad, &b, &bl), -EINVAL);
+}
+
 /* A fresh ANNOUNCE with keep takes the path's lock with it (a LOCK and an
  * announce in one command); refused like any announce while another node
  * holds the lock; keep with unlock does not decode. */
@@ -1702,6 +1787,8 @@ static void rich_state(struct fsm *f)
     assert_int_equal(lock(f, N2, "a-lock", 6000, 1000), 0);
     assert_int_equal(lock(f, N3, "z", 7000, 1000), 0);
     assert_int_equal(lock(f, N1, "z", 7100, 1000), -EBUSY); /* marks z wanted by N1 */
+    assert_int_equal(rlock(f, N1, "small", RLOCK_WRITE, 0, 10, 7200), 0);
+    assert_int_equal(rlock(f, N2, "small", RLOCK_READ, 20, RLOCK_EOF, 7200), 0);
 }
 
 struct collect {
@@ -1882,7 +1969,7 @@ static void test_snapshot_corrupt(void **state)
     /* Past the checksum: content the parser itself must refuse. */
     uint8_t *q = malloc(len + 1);
     memcpy(q, buf, len);
-    q[4] = 4; /* a format version from the future */
+    q[4] = 5; /* a format version from the future */
     fix_checksum(q, len);
     assert_int_equal(fsm_restore(g, q, len), -EINVAL);
     memcpy(q, buf, len - 8); /* one byte too many before the sum */
@@ -2134,6 +2221,7 @@ int main(void)
         T(test_snapshot_roundtrip),
         T(test_snapshot_corrupt),
         T(test_lock_wanted),
+        T(test_rlocks),
         T(test_announce_keep),
         T(test_many),
         T(test_enomem),
