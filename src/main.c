@@ -89,6 +89,12 @@ static bool hook_path_busy(void *data, const char *rel)
     return ns->fs && fs_path_busy(ns->fs, rel);
 }
 
+static bool hook_in_place(void *data, const char *rel)
+{
+    struct nsync *ns = data;
+    return ns->fs && fs_path_locked_open(ns->fs, rel);
+}
+
 static void hook_invalidate(void *data, const char *rel)
 {
     struct nsync *ns = data;
@@ -178,6 +184,7 @@ int main(int argc, char **argv)
     const struct xfer_fetch_hooks fetch_hooks = {
         .data = &ns,
         .path_busy = hook_path_busy,
+        .in_place = hook_in_place,
         .invalidate = hook_invalidate,
         .before_install = hook_before_install,
     };

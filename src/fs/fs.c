@@ -26,7 +26,8 @@ int fs_new(struct nsync *ns, struct fs **out)
     fs->as_root = geteuid() == 0;
     fs->egid = getegid();
     atomic_init(&fs->ll, NULL);
-    if (pthread_cond_init(&fs->fix_cv, NULL) != 0) {
+    if (pthread_cond_init(&fs->fix_cv, NULL) != 0 || pthread_mutex_init(&fs->rl_mu, NULL) != 0 ||
+        nsync_cond_init_mono(&fs->rl_cv) != 0) {
         pthread_cond_destroy(&fs->cv);
         pthread_mutex_destroy(&fs->mu);
         free(fs);
@@ -142,6 +143,7 @@ void fs_free(struct fs *fs)
         handle_free(h); /* unlinks it */
     }
     pthread_mutex_destroy(&fs->handles_mu);
+    rlock_free_all(fs);
     for (size_t i = 0; i < fs->n_replay; i++)
         free(fs->replay[i]);
     free(fs->replay);
@@ -161,7 +163,18 @@ void fs_set_ll(struct fs *fs, struct ll *ll)
 
 void fs_invalidate(struct fs *fs, const char *rel)
 {
+    handle_mark_replaced(fs, rel);
     ll_invalidate(atomic_load(&fs->ll), rel);
+}
+
+bool fs_path_locked_open(struct fs *fs, const char *rel)
+{
+    bool open = false;
+    pthread_mutex_lock(&fs->handles_mu);
+    for (struct handle *h = fs->handles; h && !open; h = h->next)
+        open = atomic_load(&h->locker) && h->rel && strcmp(h->rel, rel) == 0;
+    pthread_mutex_unlock(&fs->handles_mu);
+    return open;
 }
 
 bool fs_path_busy(struct fs *fs, const char *rel)

@@ -39,6 +39,12 @@ void fs_invalidate(struct fs *fs, const char *rel);
  * its cluster lock): the fetch worker must not install over it. Any thread. */
 bool fs_path_busy(struct fs *fs, const char *rel);
 
+/* True while a handle on this node that has taken record locks (fcntl,
+ * flock) has rel open: a program that coordinates through locks, such as a
+ * database, which expects other nodes' commits in the file it has open.
+ * Any thread. */
+bool fs_path_locked_open(struct fs *fs, const char *rel);
+
 /* Announce rel as it is in BACKING now (a file, directory or symlink that
  * appeared there while the node was out of the cluster), under its cluster
  * lock. 0 or -errno. Any thread but a FUSE handler's. */

@@ -37,6 +37,7 @@
 #define FS_JOURNAL_MAX (64u << 20) /* larger is not ours: ignored */
 #define BACKOFF_FIRST_MS 25
 #define BACKOFF_MAX_MS 500
+#define FOLLOW_MS 20 /* a writer idle this long lets another node have the path */
 
 /* One path this node holds (or is getting) the cluster lock of. Several
  * handles and operations on this node share it: refs counts them. */
@@ -130,6 +131,11 @@ struct fs {
     /* The highest catalog version among this node's answered commands:
      * fsync waits until the local catalog has applied that far. */
     _Atomic uint64_t committed_version;
+    /* Record locks of this node's processes (rlock.c). */
+    pthread_mutex_t rl_mu;
+    pthread_cond_t rl_cv;      /* a local lock went, or a change of the node's ranges ended */
+    struct rl_file *rl_files;
+    atomic_bool rl_used;       /* some process here took one: close() must look */
     bool as_root;              /* new nodes get the caller's owner */
     gid_t egid;                /* our group: a new node's group unless the parent is set-gid */
 };
@@ -153,11 +159,20 @@ struct handle {
      * as this handle's last change left it), so that the announce of a big
      * file written in one go need not read it all again. hash_live goes
      * false for good at the first write out of order. hmu guards these. */
+    char *rel;                 /* the path it was opened at (owned): the kernel
+                                * forgets it when an install replaces the file */
+    atomic_bool replaced;      /* an install replaced its file (fs_invalidate): its
+                                * writes and locks follow the path, not the orphan */
+    _Atomic uint64_t last_write_ms; /* following writes: idle handles let go */
+    atomic_bool locker;        /* a record lock was asked for through it: installs
+                                * go into its file in place (fs_path_locked_open) */
     pthread_mutex_t hmu;
     struct digest_stream *hs;
     uint64_t hashed, hash_mods;
     bool hash_live;
 };
+
+struct rl_file;
 
 struct dir_handle {
     DIR *dp;
@@ -291,5 +306,38 @@ int handle_fsync(struct fs *fs, struct handle *h, const char *path, int datasync
 void handle_free(struct handle *h);
 int handle_open(struct fs *fs, const char *rel, int flags, mode_t mode, bool create,
                 struct fuse_file_info *fi);
+/* The FUSE path to use for h: path, or h's own when an install replaced its
+ * file (the kernel then gives none); NULL for a file unlinked here. */
+const char *handle_path(struct handle *h, const char *path, char *buf, size_t size);
+/* After a record lock was granted: h reads and writes the path's current
+ * version (its fd is moved there if an install replaced the file). True if
+ * it moved (the kernel's cached pages of it are stale). h->rw not held. */
+bool handle_follow(struct fs *fs, struct handle *h, const char *rel);
+/* Announce every handle of rel with unannounced writes (queued, not waited
+ * for). Holds no lock of ours on entry. */
+void handle_flush_path(struct fs *fs, const char *rel);
+/* Following writes: the handles of rel idle for FOLLOW_MS let go of its
+ * cluster lock (after announcing), so another node that asks gets it; their
+ * next write takes it back. Returns how many still hold it. */
+unsigned handle_yield(struct fs *fs, const char *rel);
+/* rel was replaced in BACKING by an install: mark its open handles. */
+void handle_mark_replaced(struct fs *fs, const char *rel);
+
+/* ---- rlock.c ---- */
+/* A POSIX/OFD lock change (ltype F_RDLCK, F_WRLCK, F_UNLCK) or flock of
+ * [s, e) by owner through h (may be NULL), with a wait if wait. 0, 1 (taken,
+ * and h moved to a newer version of the file: drop the kernel's pages),
+ * -EAGAIN, -EINTR, -ENOLCK, -EROFS, -EIO. A FUSE handler's thread. */
+int rlock_set(struct fs *fs, struct handle *h, const char *rel, uint64_t owner, uint8_t space,
+              short ltype, uint64_t s, uint64_t e, pid_t pid, bool wait);
+/* F_GETLK: fl->l_type F_UNLCK, or the first conflicting lock here or on
+ * another node (l_pid 0 for another node's). */
+int rlock_get(struct fs *fs, const char *rel, uint64_t owner, uint8_t space, struct flock *fl);
+/* close() (POSIX: every lock of the process on the file) and the last
+ * close of a file (flock, OFD: h's). Cheap while nobody here ever locked. */
+void rlock_release_owner(struct fs *fs, const char *rel, uint64_t owner, uint8_t space);
+void rlock_release_handle(struct fs *fs, struct handle *h);
+/* fs_free: the FUSE loop is over. */
+void rlock_free_all(struct fs *fs);
 
 #endif

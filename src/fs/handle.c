@@ -9,6 +9,41 @@
  * moves to the new path's lock. If a newer version was installed meanwhile
  * (a rename over the path), the fd is switched to it so writes land in the
  * file everyone sees. */
+/* Move h's fd to the file now at rel if that is another one (an install
+ * replaced the file): writes then land in the file everyone sees, reads see
+ * its bytes. h->rw held exclusively. True if it moved. -ESTALE: rel is gone
+ * and h's file is an orphan (deleted or renamed on another node): a write
+ * would vanish. */
+static int handle_reopen(struct fs *fs, struct handle *h, const char *rel)
+{
+    int bfd = fs->ns->backing_fd;
+    struct stat mine, now;
+    if (fstat(h->fd, &mine) < 0)
+        return 0;
+    if (fstatat(bfd, rel, &now, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT && mine.st_nlink == 0 ? -ESTALE : 0;
+    if (!S_ISREG(now.st_mode) || (mine.st_ino == now.st_ino && mine.st_dev == now.st_dev))
+        return 0;
+    int fd = openat(bfd, rel, (h->oflags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NOFOLLOW | O_CLOEXEC);
+    int rc = fd >= 0 && dup3(fd, h->fd, O_CLOEXEC) >= 0 ? 1 : 0;
+    if (!rc)
+        log_warn("reopen %s at its new version: %s", rel, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    if (rc) {
+        atomic_store(&h->replaced, false);
+        pthread_mutex_lock(&h->hmu);
+        meta_hash_stop(h);
+        pthread_mutex_unlock(&h->hmu);
+    }
+    return rc;
+}
+
+/* Make h hold the lock of rel (h->rw held exclusively). A handle whose lock
+ * went with an earlier flush, or to another node that asked (following
+ * writes), takes it again; one whose file was renamed moves to the new
+ * path's lock. If a newer version was installed meanwhile, the fd is
+ * switched to it. */
 static int handle_lock(struct fs *fs, struct handle *h, const char *rel)
 {
     if (h->lk && strcmp(h->lk->path, rel) == 0)
@@ -27,17 +62,100 @@ static int handle_lock(struct fs *fs, struct handle *h, const char *rel)
     if (rc < 0)
         return rc;
     h->lk = n.e;
-    int bfd = fs->ns->backing_fd;
-    struct stat mine, now;
-    if (fstat(h->fd, &mine) == 0 && fstatat(bfd, rel, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
-        S_ISREG(now.st_mode) && (mine.st_ino != now.st_ino || mine.st_dev != now.st_dev)) {
-        int fd = openat(bfd, rel, (h->oflags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 || dup3(fd, h->fd, O_CLOEXEC) < 0)
-            log_warn("reopen %s at its new version: %s", rel, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+    atomic_store(&h->last_write_ms, nsync_mono_ms());
+    rc = handle_reopen(fs, h, rel);
+    if (rc < 0) {
+        log_warn("write to %s refused: the file was deleted or renamed on another node", rel);
+        h->lk = NULL;
+        lock_release_now(fs, &n);
+        return rc;
     }
     return 0;
+}
+
+const char *handle_path(struct handle *h, const char *path, char *buf, size_t size)
+{
+    if (path || !h->rel || !atomic_load(&h->replaced))
+        return path;
+    int n = snprintf(buf, size, "/%s", h->rel);
+    return n > 0 && (size_t)n < size ? buf : NULL;
+}
+
+bool handle_follow(struct fs *fs, struct handle *h, const char *rel)
+{
+    pthread_rwlock_wrlock(&h->rw);
+    int rc = handle_reopen(fs, h, rel);
+    pthread_rwlock_unlock(&h->rw);
+    return rc > 0;
+}
+
+void handle_mark_replaced(struct fs *fs, const char *rel)
+{
+    pthread_mutex_lock(&fs->handles_mu);
+    for (struct handle *h = fs->handles; h; h = h->next)
+        if (h->rel && strcmp(h->rel, rel) == 0)
+            atomic_store(&h->replaced, true);
+    pthread_mutex_unlock(&fs->handles_mu);
+}
+
+/* h->rw held exclusively, h->lk set: announce what h wrote and give its
+ * share of the lock up. */
+static void handle_let_go(struct fs *fs, struct handle *h)
+{
+    char fp[PATH_MAX + 2];
+    snprintf(fp, sizeof fp, "/%s", h->lk->path);
+    if (atomic_load(&h->dirty) && handle_sync(fs, h, fp) < 0)
+        return; /* keeps the lock: its release tries again */
+    if (h->lk) {
+        struct held hd = {.e = h->lk};
+        h->lk = NULL;
+        lock_release_now(fs, &hd);
+    }
+}
+
+void handle_flush_path(struct fs *fs, const char *rel)
+{
+    char fp[PATH_MAX + 2];
+    snprintf(fp, sizeof fp, "/%s", rel);
+    pthread_mutex_lock(&fs->handles_mu);
+    for (struct handle *h = fs->handles; h; h = h->next) {
+        if (!h->writable || !atomic_load(&h->dirty))
+            continue;
+        pthread_rwlock_wrlock(&h->rw);
+        if (h->lk && strcmp(h->lk->path, rel) == 0) {
+            int rc = handle_sync(fs, h, fp);
+            if (rc < 0)
+                log_error("announce of %s before a record lock's release: %s", rel, strerror(-rc));
+        }
+        pthread_rwlock_unlock(&h->rw);
+    }
+    pthread_mutex_unlock(&fs->handles_mu);
+}
+
+unsigned handle_yield(struct fs *fs, const char *rel)
+{
+    unsigned held = 0;
+    uint64_t now = nsync_mono_ms();
+    pthread_mutex_lock(&fs->handles_mu);
+    for (struct handle *h = fs->handles; h; h = h->next) {
+        if (!h->writable)
+            continue;
+        if (pthread_rwlock_trywrlock(&h->rw) != 0) {
+            held++; /* writing right now (or closing): not between two writes */
+            continue;
+        }
+        if (h->lk && strcmp(h->lk->path, rel) == 0) {
+            if (now - atomic_load(&h->last_write_ms) >= FOLLOW_MS) {
+                log_debug("lock %s: a handle idle for %llu ms lets another node have it", rel,
+                          (unsigned long long)(now - atomic_load(&h->last_write_ms)));
+                handle_let_go(fs, h);
+            }
+            held += h->lk != NULL;
+        }
+        pthread_rwlock_unlock(&h->rw);
+    }
+    pthread_mutex_unlock(&fs->handles_mu);
+    return held;
 }
 
 /* Before changing the file through h: returns with h->rw held shared and the
@@ -278,6 +396,7 @@ void handle_free(struct handle *h)
     }
     if (h->fd >= 0)
         close(h->fd);
+    free(h->rel);
     digest_stream_free(h->hs);
     pthread_mutex_destroy(&h->hmu);
     pthread_rwlock_destroy(&h->rw);
@@ -333,7 +452,10 @@ int handle_open(struct fs *fs, const char *rel, int flags, mode_t mode, bool cre
             return -err;
         }
     }
-    if (writable && !h->lk) {
+    /* A writer that does not truncate takes the lock at its first write
+     * (handle_write_begin), not here: a handle held open for writing does
+     * not keep other nodes out while it is idle (following writes). */
+    if (writable && !h->lk && (create || (flags & O_TRUNC))) {
         struct held hd;
         int rc = lock_path(fs, rel, &hd);
         if (rc < 0) {
@@ -376,6 +498,10 @@ int handle_open(struct fs *fs, const char *rel, int flags, mode_t mode, bool cre
         mutate_own_by_caller(fs, fd, "", AT_EMPTY_PATH); /* mode: as for mkdir */
     h->fd = fd;
     h->oflags = oflags;
+    h->rel = strdup(rel); /* NULL on ENOMEM: the handle then only loses following an install */
+    /* An open (a truncating one above all) counts as a write for
+     * following: the first write comes right after it. */
+    atomic_store(&h->last_write_ms, nsync_mono_ms());
     if (create || (writable && (flags & O_TRUNC)))
         handle_mark_dirty(fs, h);
     if (h->lk) {

@@ -21,10 +21,12 @@
 #include "fs/nodes.h"
 #include "nsync.h"
 
-/* A name the kernel should drop (fuse_lowlevel_notify_inval_entry). */
+/* A name the kernel should drop (fuse_lowlevel_notify_inval_entry), or,
+ * with ino set, an inode whose attributes and pages it should drop. */
 struct ll_note {
     struct ll_note *next;
     uint64_t parent;
+    uint64_t ino;
     char name[];
 };
 
@@ -47,6 +49,12 @@ struct ll {
 };
 
 static _Thread_local struct ll_caller tl_caller;
+static _Thread_local fuse_req_t tl_req;
+
+bool ll_interrupted(void)
+{
+    return tl_req && fuse_req_interrupted(tl_req);
+}
 
 const struct ll_caller *ll_caller(void)
 {
@@ -58,6 +66,7 @@ static struct ll *enter(fuse_req_t req)
     struct ll *ll = fuse_req_userdata(req);
     const struct fuse_ctx *c = fuse_req_ctx(req);
     tl_caller = (struct ll_caller){.ns = ll->ns, .uid = c->uid, .gid = c->gid, .pid = c->pid};
+    tl_req = req;
     return ll;
 }
 
@@ -73,7 +82,7 @@ static bool same_ident(const struct node_ident *a, const struct stat *st)
 
 /* ---- notifier ---- */
 
-static void queue_drop_name(struct ll *ll, uint64_t parent, const char *name)
+static void queue_note(struct ll *ll, uint64_t parent, const char *name, uint64_t ino)
 {
     size_t len = strlen(name);
     struct ll_note *n = malloc(sizeof *n + len + 1);
@@ -81,6 +90,7 @@ static void queue_drop_name(struct ll *ll, uint64_t parent, const char *name)
         return; /* the kernel keeps the name up to entry_timeout; opens still check */
     n->next = NULL;
     n->parent = parent;
+    n->ino = ino;
     memcpy(n->name, name, len + 1);
     pthread_mutex_lock(&ll->qmu);
     if (ll->qstop) {
@@ -112,10 +122,13 @@ static void *notifier_main(void *arg)
         if (!ll->qhead)
             ll->qtail = NULL;
         pthread_mutex_unlock(&ll->qmu);
-        int rc = fuse_lowlevel_notify_inval_entry(ll->se, n->parent, n->name, strlen(n->name));
-        /* -ENOENT: the kernel no longer holds the parent or the name. */
+        int rc = n->ino ? fuse_lowlevel_notify_inval_inode(ll->se, n->ino, 0, 0)
+                        : fuse_lowlevel_notify_inval_entry(ll->se, n->parent, n->name,
+                                                           strlen(n->name));
+        /* -ENOENT: the kernel no longer holds the parent, the name or the inode. */
         if (rc < 0 && rc != -ENOENT)
-            log_debug("dropping the kernel's name %s: %s", n->name, strerror(-rc));
+            log_debug("dropping the kernel's %s %s: %s", n->ino ? "cache of" : "name", n->name,
+                      strerror(-rc));
         free(n);
         pthread_mutex_lock(&ll->qmu);
     }
@@ -132,7 +145,7 @@ static void detach_locked(struct ll *ll, uint64_t node)
     if (nodes_name(ll->nodes, node, &parent, name, sizeof name) < 0)
         return;
     nodes_detach(ll->nodes, node);
-    queue_drop_name(ll, parent, name);
+    queue_note(ll, parent, name, 0);
 }
 
 /* ---- paths ---- */
@@ -616,6 +629,50 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_err(req, 0);
 }
 
+static void ll_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
+{
+    struct ll *ll = enter(req);
+    char path[PATH_MAX + 1];
+    int rc = ll->ops->lock(path_or_null(ll, ino, path, sizeof path), fi, F_GETLK, lock);
+    if (rc < 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_lock(req, lock);
+}
+
+/* A lock taken from another node may have moved the handle to a newer
+ * version of the file (rlock_set's 1): what the kernel cached of this
+ * inode (pages, size) is the old version's. */
+static void lock_reply(struct ll *ll, fuse_req_t req, fuse_ino_t ino, int rc)
+{
+    tl_req = NULL;
+    if (rc > 0) {
+        int r = fuse_lowlevel_notify_inval_inode(ll->se, ino, 0, 0);
+        if (r < 0 && r != -ENOENT)
+            log_debug("invalidate inode %llu after a lock: %s", (unsigned long long)ino,
+                      strerror(-r));
+        rc = 0;
+    }
+    fuse_reply_err(req, -rc);
+}
+
+static void ll_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
+                     int sleep)
+{
+    struct ll *ll = enter(req);
+    char path[PATH_MAX + 1];
+    int rc = ll->ops->lock(path_or_null(ll, ino, path, sizeof path), fi, sleep ? F_SETLKW : F_SETLK,
+                           lock);
+    lock_reply(ll, req, ino, rc);
+}
+
+static void ll_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
+{
+    struct ll *ll = enter(req);
+    char path[PATH_MAX + 1];
+    lock_reply(ll, req, ino, ll->ops->flock(path_or_null(ll, ino, path, sizeof path), fi, op));
+}
+
 static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     struct ll *ll = enter(req);
@@ -818,6 +875,9 @@ static const struct fuse_lowlevel_ops ll_ops = {
     .flush = ll_flush,
     .release = ll_release,
     .fsync = ll_fsync,
+    .getlk = ll_getlk,
+    .setlk = ll_setlk,
+    .flock = ll_flock,
     .opendir = ll_opendir,
     .readdir = ll_readdir,
     .readdirplus = ll_readdirplus,
@@ -930,11 +990,10 @@ void ll_invalidate(struct ll *ll, const char *rel)
     if (node && !same)
         detach_locked(ll, node);
     pthread_mutex_unlock(&ll->mu);
-    /* The same object changed in place (its mode, say): drop what the
-     * kernel cached of it. -ENOENT: the kernel has forgotten it meanwhile. */
-    if (same) {
-        int rc = fuse_lowlevel_notify_inval_inode(ll->se, node, 0, 0);
-        if (rc < 0 && rc != -ENOENT)
-            log_debug("invalidate %s: %s", rel, strerror(-rc));
-    }
+    /* The same object changed in place (its mode, or bytes installed into a
+     * file open here): drop what the kernel cached of it. Queued: dropping
+     * pages waits for their locks, which a writer of the file holds while
+     * its request waits for this very install. */
+    if (same)
+        queue_note(ll, 0, rel, node);
 }

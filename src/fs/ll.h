@@ -6,6 +6,7 @@
 #ifndef NSYNC_LL_H
 #define NSYNC_LL_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 struct nsync;
@@ -37,6 +38,10 @@ int ll_loop(struct ll *ll, unsigned max_threads);
 /* After ll_loop returned. Main thread. */
 void ll_unmount(struct ll *ll);
 void ll_free(struct ll *ll);
+
+/* Was the request this thread serves interrupted (a signal to the caller,
+ * e.g. of a blocked F_SETLKW)? False outside a request. */
+bool ll_interrupted(void);
 
 /* The caller of the request this thread serves; ns is NULL outside one. */
 const struct ll_caller *ll_caller(void);

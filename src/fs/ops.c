@@ -3,6 +3,9 @@
  * handle.c or announce.c. */
 #include <assert.h>
 
+#include <sys/file.h>
+
+#include "cluster/rlocks.h"
 #include "fs/fs_int.h"
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
@@ -327,9 +330,12 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
 {
     struct nsync *ns = fs_ctx_ns();
     struct handle *h = fs_fh_handle(fi);
+    char own[PATH_MAX + 2];
+    path = handle_path(h, path, own, sizeof own);
     int rc = handle_write_begin(ns->fs, h, path);
     if (rc < 0)
         return rc;
+    atomic_store(&h->last_write_ms, nsync_mono_ms());
     /* Dirty before the bytes land: a flush waits for us (rw) and then must
      * see the flag. */
     handle_mark_dirty(ns->fs, h);
@@ -356,11 +362,18 @@ static int op_flush(const char *path, struct fuse_file_info *fi)
 {
     struct nsync *ns = fs_ctx_ns();
     struct handle *h = fs_fh_handle(fi);
-    if (!h->writable)
-        return 0;
-    pthread_rwlock_wrlock(&h->rw);
-    int rc = handle_flush(ns->fs, h, path);
-    pthread_rwlock_unlock(&h->rw);
+    char own[PATH_MAX + 2];
+    path = handle_path(h, path, own, sizeof own);
+    int rc = 0;
+    if (h->writable) {
+        pthread_rwlock_wrlock(&h->rw);
+        rc = handle_flush(ns->fs, h, path);
+        pthread_rwlock_unlock(&h->rw);
+    }
+    /* A close() ends every POSIX lock its process holds on the file, after
+     * the announce above: the next holder reads these bytes. */
+    if (h->rel)
+        rlock_release_owner(ns->fs, h->rel, fi->lock_owner, RLOCK_POSIX);
     return rc;
 }
 
@@ -369,6 +382,8 @@ static int op_release(const char *path, struct fuse_file_info *fi)
     struct nsync *ns = fs_ctx_ns();
     struct fs *fs = ns->fs;
     struct handle *h = fs_fh_handle(fi);
+    char own[PATH_MAX + 2];
+    path = handle_path(h, path, own, sizeof own);
     if (h->writable) {
         pthread_rwlock_wrlock(&h->rw);
         /* Writes after the last flush (through an mmap, or a failed flush):
@@ -384,8 +399,51 @@ static int op_release(const char *path, struct fuse_file_info *fi)
         }
         pthread_rwlock_unlock(&h->rw);
     }
+    /* The last close of an open file: its flock and OFD locks go. */
+    if (fi->flock_release && h->rel)
+        rlock_release_owner(fs, h->rel, fi->lock_owner, RLOCK_FLOCK);
+    rlock_release_handle(fs, h);
     handle_free(h);
     return 0;
+}
+
+/* fcntl locks (POSIX and OFD): see rlock.c. 1 from rlock_set (the handle
+ * moved to a newer version) is passed on for ll.c to drop cached pages. */
+static int op_lock(const char *path, struct fuse_file_info *fi, int cmd, struct flock *fl)
+{
+    struct nsync *ns = fs_ctx_ns();
+    struct handle *h = fs_fh_handle(fi);
+    (void)path;
+    if (!h->rel)
+        return -ENOLCK;
+    atomic_store(&h->locker, true);
+    if (cmd == F_GETLK)
+        return rlock_get(ns->fs, h->rel, fi->lock_owner, RLOCK_POSIX, fl);
+    if (cmd != F_SETLK && cmd != F_SETLKW)
+        return -EINVAL;
+    if (fl->l_start < 0 || fl->l_len < 0)
+        return -EINVAL;
+    uint64_t s = (uint64_t)fl->l_start;
+    uint64_t e = fl->l_len == 0 ? RLOCK_EOF : s + (uint64_t)fl->l_len;
+    pid_t pid = fl->l_pid > 0 ? fl->l_pid : ll_caller()->pid;
+    return rlock_set(ns->fs, h, h->rel, fi->lock_owner, RLOCK_POSIX, fl->l_type, s, e, pid,
+                     cmd == F_SETLKW);
+}
+
+static int op_flock(const char *path, struct fuse_file_info *fi, int op)
+{
+    struct nsync *ns = fs_ctx_ns();
+    struct handle *h = fs_fh_handle(fi);
+    (void)path;
+    if (!h->rel)
+        return -ENOLCK;
+    atomic_store(&h->locker, true);
+    int what = op & (LOCK_SH | LOCK_EX | LOCK_UN);
+    short t = what == LOCK_SH ? F_RDLCK : what == LOCK_EX ? F_WRLCK : what == LOCK_UN ? F_UNLCK : -1;
+    if (t < 0)
+        return -EINVAL;
+    return rlock_set(ns->fs, h, h->rel, fi->lock_owner, RLOCK_FLOCK, t, 0, RLOCK_EOF,
+                     ll_caller()->pid, !(op & LOCK_NB));
 }
 
 /* The durability point (durable.c): 0 only once the file's bytes as they
@@ -393,7 +451,9 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
     struct nsync *ns = fs_ctx_ns();
-    return handle_fsync(ns->fs, fs_fh_handle(fi), path, datasync);
+    struct handle *h = fs_fh_handle(fi);
+    char own[PATH_MAX + 2];
+    return handle_fsync(ns->fs, h, handle_path(h, path, own, sizeof own), datasync);
 }
 
 static int op_opendir(const char *path, struct fuse_file_info *fi)
@@ -481,9 +541,12 @@ static int op_fallocate(const char *path, int mode, off_t off, off_t len,
 {
     struct nsync *ns = fs_ctx_ns();
     struct handle *h = fs_fh_handle(fi);
+    char own[PATH_MAX + 2];
+    path = handle_path(h, path, own, sizeof own);
     int rc = handle_write_begin(ns->fs, h, path);
     if (rc < 0)
         return rc;
+    atomic_store(&h->last_write_ms, nsync_mono_ms());
     handle_mark_dirty(ns->fs, h);
     rc = fallocate(h->fd, mode, off, len) < 0 ? -errno : 0;
     if (path)
@@ -518,6 +581,8 @@ static const struct fuse_operations fs_ops = {
     .statfs = op_statfs,
     .flush = op_flush,
     .release = op_release,
+    .lock = op_lock,
+    .flock = op_flock,
     .fsync = op_fsync,
     .opendir = op_opendir,
     .readdir = op_readdir,

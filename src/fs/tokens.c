@@ -130,9 +130,10 @@ static int collect_wanted(const char *path, uint64_t wanted, void *arg)
     return 0;
 }
 
-/* Hand over every cached lock another node asked for; returns how many
- * were asked for. A wanted lock in use here goes when its last user is done
- * (tokens_keep); *busy tells that some are. */
+/* Hand over every cached lock another node asked for, and the ones only
+ * idle handles hold; returns how many were asked for. A wanted lock in use
+ * here (a write in progress, or within FOLLOW_MS of one) goes when its
+ * users are done; *busy tells that some are. */
 static size_t tokens_hand_over(struct fs *fs, bool *busy)
 {
     struct nsync *ns = fs->ns;
@@ -141,19 +142,28 @@ static size_t tokens_hand_over(struct fs *fs, bool *busy)
     fsm_foreach_wanted(ns->fsm, ns->self_id, collect_wanted, &l);
     pthread_rwlock_unlock(&ns->fsm_lock);
     size_t n = 0;
-    pthread_mutex_lock(&fs->mu);
     for (size_t i = 0; i < l.n; i++) {
+        pthread_mutex_lock(&fs->mu);
         struct lock_ent *e = lock_find(fs, l.v[i]);
+        bool in_use = e && !e->cached && e->held && !e->releasing;
+        pthread_mutex_unlock(&fs->mu);
+        /* Following writes: handles open on it that are between two
+         * writes let go; the last one's announce unlocks (or leaves it
+         * cached, handed over below). */
+        if (in_use && handle_yield(fs, l.v[i]) > 0)
+            *busy = true;
+        pthread_mutex_lock(&fs->mu);
+        e = lock_find(fs, l.v[i]);
         if (e && e->cached) {
             log_debug("lock %s: another node asks for it, handing it over", e->path);
             tokens_release_locked(fs, e);
         } else if (e && e->held && !e->releasing) {
             *busy = true;
         }
+        pthread_mutex_unlock(&fs->mu);
         n++;
         free(l.v[i]);
     }
-    pthread_mutex_unlock(&fs->mu);
     free(l.v);
     return n;
 }

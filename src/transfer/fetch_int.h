@@ -198,6 +198,11 @@ static inline bool xfer_busy(struct xfer_fetcher *f, const char *rel)
     return f->hooks.path_busy && f->hooks.path_busy(f->hooks.data, rel);
 }
 
+static inline bool xfer_in_place(struct xfer_fetcher *f, const char *rel)
+{
+    return f->hooks.in_place && f->hooks.in_place(f->hooks.data, rel);
+}
+
 static inline void xfer_invalidate(struct xfer_fetcher *f, const char *rel)
 {
     if (f->hooks.invalidate)

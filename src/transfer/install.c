@@ -179,6 +179,50 @@ static int xfer_write_inline(struct xfer_fetcher *f, struct xfer_item *it, int f
     return rc;
 }
 
+/* The staging file tmp, complete, goes into the file at it->path that a
+ * local process has open: same inode, new bytes, then the entry's metadata,
+ * durable before it is reported. Readers without a lock may see it half
+ * copied, as they would see a local writer's; lock users are kept out by
+ * the record lock the writer held. */
+static int xfer_copy_in_place(struct xfer_fetcher *f, struct xfer_item *it, const char *tmp)
+{
+    struct nsync *ns = f->ns;
+    int src = openat(ns->staging_fd, tmp, O_RDONLY | O_CLOEXEC);
+    int dst = src < 0 ? -1 : path_open_beneath(ns->backing_fd, it->path, O_WRONLY | O_NONBLOCK);
+    int rc = src < 0 || dst < 0 ? -errno : 0;
+    struct stat st;
+    if (rc == 0 && fstat(dst, &st) < 0)
+        rc = -errno;
+    if (rc == 0 && !S_ISREG(st.st_mode))
+        rc = -EINVAL;
+    uint64_t done = 0;
+    while (rc == 0 && done < it->size) {
+        ssize_t n = copy_file_range(src, NULL, dst, NULL, (size_t)(it->size - done), 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? -errno : -EIO;
+            break;
+        }
+        done += (uint64_t)n;
+    }
+    if (rc == 0 && ftruncate(dst, (off_t)it->size) < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = xfer_fix_meta_fd(dst, it);
+    if (rc == 0 && fsync(dst) < 0)
+        rc = -errno;
+    if (rc < 0)
+        xfer_fail(it, rc, "installing in place (the file is open here): %s", strerror(-rc));
+    else
+        xfer_invalidate(f, it->path);
+    if (src >= 0)
+        close(src);
+    if (dst >= 0)
+        close(dst);
+    return rc;
+}
+
 static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
 {
     struct xfer_fetcher *f = w->f;
@@ -259,6 +303,12 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
     if (rc == 0)
         if (f->hooks.before_install) /* keeps a local edit beside */
             f->hooks.before_install(f->hooks.data, it->path);
+    if (rc == 0 && xfer_in_place(f, it->path)) {
+        close(fd);
+        rc = xfer_copy_in_place(f, it, tmp);
+        unlinkat(ns->staging_fd, tmp, 0);
+        return rc < 0 ? rc : xfer_installed(f, it->path);
+    }
     if (rc == 0 && renameat(ns->staging_fd, tmp, ns->backing_fd, it->path) < 0) {
         rc = -errno;
         xfer_fail(it, rc, "renaming into place: %s", strerror(-rc));

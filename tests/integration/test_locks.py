@@ -9,6 +9,7 @@ and the hard-link EPERM are in test_basic.py."""
 import errno
 import hashlib
 import os
+import signal
 import threading
 import time
 
@@ -173,29 +174,40 @@ def test_third_node_reader_sees_only_whole_versions(cluster):
 
 
 def test_lock_wait_is_bounded(cluster_factory):
-    """A lock held by a live node (a file open for writing there) makes a
-    writer elsewhere fail with EBUSY after lock_timeout; once the holder
-    closes, the write goes through."""
+    """A lock its holder cannot hand over (the holder's daemon is frozen with
+    a file written and open) makes a writer elsewhere fail with EBUSY after
+    lock_timeout, well before the lease; once the holder runs again it hands
+    the path over (its idle handle lets go, after announcing), and the write
+    goes through. An idle handle of a running node keeps nobody out:
+    test_rlocks.py::test_idle_writer_does_not_keep_others_out."""
     c = cluster_factory(3, extra_args=["-o", "lock_timeout=2"], name="busy")
     rel = "held.txt"
     write_file(c.node(0).path(rel), b"v1")
     c.wait_file(rel, b"v1")
-    holder, other = 0, 1
+    lead = c.leader()
+    holder = next(i for i in range(3) if i != lead)
+    other = next(i for i in range(3) if i not in (holder, lead))
     f = open(c.node(holder).path(rel), "r+b")
     try:
         f.write(b"v2 from the holder")
         f.flush()                       # in BACKING, not announced until close
-        t0 = time.monotonic()
-        with pytest.raises(OSError) as ei:
-            write_file(c.node(other).path(rel), b"intruder")
-        took = time.monotonic() - t0
+        pid = c.node(holder).proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(OSError) as ei:
+                write_file(c.node(other).path(rel), b"intruder")
+            took = time.monotonic() - t0
+        finally:
+            os.kill(pid, signal.SIGCONT)
         assert ei.value.errno == errno.EBUSY, f"expected EBUSY, got {ei.value!r}"
-        assert took < 15, f"the refused write took {took:.1f} s (lock_timeout=2)"
+        assert took < 8, f"the refused write took {took:.1f} s (lock_timeout=2, lease 10)"
+        c.wait_file(rel, b"v2 from the holder")
+        write_file(c.node(other).path(rel), b"after the holder woke")
+        c.wait_file(rel, b"after the holder woke")
     finally:
         f.close()
-    c.wait_file(rel, b"v2 from the holder")
-    write_file(c.node(other).path(rel), b"after the holder closed")
-    c.wait_file(rel, b"after the holder closed")
+    c.wait_file(rel, b"after the holder woke")
 
 
 # ------------------------------------------------------------------ metadata
