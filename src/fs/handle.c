@@ -2,6 +2,7 @@
  * writer takes at its first write, flush (announce), fsync and release. */
 #include <assert.h>
 
+#include "cluster/rlocks.h"
 #include "fs/fs_int.h"
 
 /* Make h hold the lock of rel (h->rw held exclusively). A handle whose lock
@@ -403,6 +404,16 @@ void handle_free(struct handle *h)
     free(h);
 }
 
+static bool handle_locked_elsewhere(struct fs *fs, const char *rel)
+{
+    struct nsync *ns = fs->ns;
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    bool busy = fsm_rlock_test(ns->fsm, rel, ns->self_id, RLOCK_POSIX, RLOCK_WRITE, 0, RLOCK_EOF,
+                               NULL) == 1;
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    return busy;
+}
+
 /* open and create: lock first for writers, so the file is opened at its
  * latest version. */
 int handle_open(struct fs *fs, const char *rel, int flags, mode_t mode, bool create,
@@ -519,6 +530,14 @@ int handle_open(struct fs *fs, const char *rel, int flags, mode_t mode, bool cre
     /* keep_cache stays 0: each open drops cached pages, so bytes a peer
      * installed since are seen even without an invalidation. */
     fi->keep_cache = 0;
+    /* Another node's processes lock this file: they coordinate through it,
+     * and may share it as memory (SQLite's WAL index, the -shm file), which
+     * cannot work across machines. Without the page cache, a shared
+     * writable mmap of it fails here (ENODEV) and the program reports an
+     * error instead of reading an index that the other node changes
+     * unseen. Reads and writes stay coherent under the locks. */
+    if (handle_locked_elsewhere(fs, rel))
+        fi->direct_io = 1;
     log_debug("open %s flags %#x%s, lock %llu us", rel, (unsigned)flags,
               fe && created ? " (fresh create)" : create ? " (create)" : "", (unsigned long long)t_lock);
     return 0;

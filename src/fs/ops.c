@@ -407,16 +407,26 @@ static int op_release(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
+/* The handle a lock request comes through, marked as a lock user's (its
+ * file is then updated in place), or NULL if it has no path to lock. */
+static struct handle *op_lock_handle(struct fuse_file_info *fi)
+{
+    struct handle *h = fs_fh_handle(fi);
+    if (!h->rel)
+        return NULL;
+    atomic_store(&h->locker, true);
+    return h;
+}
+
 /* fcntl locks (POSIX and OFD): see rlock.c. 1 from rlock_set (the handle
  * moved to a newer version) is passed on for ll.c to drop cached pages. */
 static int op_lock(const char *path, struct fuse_file_info *fi, int cmd, struct flock *fl)
 {
     struct nsync *ns = fs_ctx_ns();
-    struct handle *h = fs_fh_handle(fi);
+    struct handle *h = op_lock_handle(fi);
     (void)path;
-    if (!h->rel)
+    if (!h)
         return -ENOLCK;
-    atomic_store(&h->locker, true);
     if (cmd == F_GETLK)
         return rlock_get(ns->fs, h->rel, fi->lock_owner, RLOCK_POSIX, fl);
     if (cmd != F_SETLK && cmd != F_SETLKW)
@@ -433,11 +443,10 @@ static int op_lock(const char *path, struct fuse_file_info *fi, int cmd, struct 
 static int op_flock(const char *path, struct fuse_file_info *fi, int op)
 {
     struct nsync *ns = fs_ctx_ns();
-    struct handle *h = fs_fh_handle(fi);
+    struct handle *h = op_lock_handle(fi);
     (void)path;
-    if (!h->rel)
+    if (!h)
         return -ENOLCK;
-    atomic_store(&h->locker, true);
     int what = op & (LOCK_SH | LOCK_EX | LOCK_UN);
     short t = what == LOCK_SH ? F_RDLCK : what == LOCK_EX ? F_WRLCK : what == LOCK_UN ? F_UNLCK : -1;
     if (t < 0)
