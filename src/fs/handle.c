@@ -120,9 +120,11 @@ void handle_flush_path(struct fs *fs, const char *rel)
     snprintf(fp, sizeof fp, "/%s", rel);
     pthread_mutex_lock(&fs->handles_mu);
     for (struct handle *h = fs->handles; h; h = h->next) {
-        if (!h->writable || !atomic_load(&h->dirty))
+        /* A handle busy right now belongs to a writer still at work (not
+         * the releasing process, which is in fcntl): its own close
+         * announces it; waiting for it here would hold handles_mu. */
+        if (!h->writable || !atomic_load(&h->dirty) || pthread_rwlock_trywrlock(&h->rw) != 0)
             continue;
-        pthread_rwlock_wrlock(&h->rw);
         if (h->lk && strcmp(h->lk->path, rel) == 0) {
             int rc = handle_sync(fs, h, fp);
             if (rc < 0)
