@@ -31,6 +31,7 @@
 #include "common/path.h"
 #include "nsync.h"
 #include "transfer/fetch.h"
+#include "transfer/quick.h"
 
 #define XFER_WORKERS 4            /* parallel file transfers */
 
@@ -148,6 +149,10 @@ struct xfer_fetcher {
     atomic_bool stop;
 
     _Atomic uint64_t st_pending, st_installed, st_bytes, st_errors;
+    /* Files already here when their version came: read to compare their
+     * hash, or trusted by the quick check's record (quick.h). */
+    _Atomic uint64_t st_hashed, st_trusted;
+    struct xfer_quick quick;   /* read-only while the threads run */
     /* The current catch-up spell (this node lacks something), written by
      * the manager at each pass: when it began (0: none), the counters then,
      * and the bytes of files still to fetch. */
