@@ -239,7 +239,7 @@ static bool read_all(FILE *f, void *p, size_t len, XXH3_state_t *x)
 }
 
 /* Parse an open record into q; -EBADMSG if it is not intact. */
-static int quick_parse(FILE *f, struct xfer_quick *q)
+static int quick_parse(FILE *f, uint64_t file_size, struct xfer_quick *q)
 {
     XXH3_state_t *x = XXH3_createState();
     if (!x)
@@ -251,7 +251,7 @@ static int quick_parse(FILE *f, struct xfer_quick *q)
     struct xfer_quick_rec *v = NULL;
     size_t n = 0;
     if (!read_all(f, magic, sizeof magic, x) || memcmp(magic, QUICK_MAGIC, 16) != 0 ||
-        !read_all(f, &count, sizeof count, x) || count > (1u << 28))
+        !read_all(f, &count, sizeof count, x) || count > file_size / (sizeof(struct quick_hdr) + 1))
         rc = -EBADMSG;
     if (rc == 0 && count && !(v = calloc(count, sizeof *v)))
         rc = -ENOMEM;
@@ -307,7 +307,8 @@ int xfer_quick_load(struct nsync *ns, struct xfer_quick *q)
         return -ENOMEM;
     }
     uint64_t t0 = nsync_mono_ms();
-    int rc = quick_parse(f, q);
+    struct stat st;
+    int rc = fstat(fd, &st) < 0 ? -errno : quick_parse(f, (uint64_t)st.st_size, q);
     fclose(f);
     /* Gone from disk before anything is installed: once files change,
      * only this process's copy (checked against each file's stat) exists. */
