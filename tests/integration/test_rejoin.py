@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import time
 
-from nsynctest import SYNC_TIMEOUT, read_bytes, wait_for, write_file
+from nsynctest import SYNC_TIMEOUT, http_get, read_bytes, wait_for, write_file
 
 QUICK = ".nsyncfs/quick"
 N = 120  # files per test: enough to tell "all hashed" from "none"
@@ -52,7 +52,6 @@ def _fetch_counts(nd, at_least):
 
 
 def _metric(nd, name):
-    from nsynctest import http_get
     code, body = http_get(nd.fport, "/metrics")
     assert code == 200
     for line in body.decode().splitlines():
