@@ -126,6 +126,13 @@ static void wait_past_racy(struct nsync *ns)
     assert_true(now_ns() >= newest + 150000000LL);
 }
 
+/* A clean stop once every file is old enough to be recorded. */
+static void save_past_racy(struct nsync *ns)
+{
+    wait_past_racy(ns);
+    assert_int_equal(xfer_quick_save(ns), 0);
+}
+
 static bool trusted(struct nsync *ns, const struct xfer_quick *q, const char *rel)
 {
     struct stat st;
@@ -154,8 +161,7 @@ static void test_unchanged_trusted_and_record_consumed(void **state)
 {
     struct fixture *fx = *state;
     struct nsync *ns = &fx->ns;
-    wait_past_racy(ns);
-    assert_int_equal(xfer_quick_save(ns), 0);
+    save_past_racy(ns);
     assert_int_equal(faccessat(ns->data_fd, "quick", F_OK, 0), 0);
     struct xfer_quick q;
     assert_int_equal(xfer_quick_load(ns, &q), 0);
@@ -182,8 +188,7 @@ static void test_changes_while_down_are_not_trusted(void **state)
 {
     struct fixture *fx = *state;
     struct nsync *ns = &fx->ns;
-    wait_past_racy(ns);
-    assert_int_equal(xfer_quick_save(ns), 0);
+    save_past_racy(ns);
     struct stat st;
     /* f0: same size, other bytes, mtime put back (as touch -d does). */
     assert_int_equal(fstatat(ns->backing_fd, "f0", &st, 0), 0);
@@ -209,8 +214,7 @@ static void test_damaged_record_is_dropped_whole(void **state)
 {
     struct fixture *fx = *state;
     struct nsync *ns = &fx->ns;
-    wait_past_racy(ns);
-    assert_int_equal(xfer_quick_save(ns), 0);
+    save_past_racy(ns);
     int fd = openat(ns->data_fd, "quick", O_RDWR);
     assert_true(fd >= 0);
     uint8_t b;
