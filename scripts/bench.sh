@@ -28,13 +28,19 @@
 # each node's peak RSS during the first (VmHWM), and the
 # idle CPU of every process over IDLE_S seconds. The large workload is also run
 # with one native folder as writer and both checks: the floor of that yardstick.
+# Rejoin (WORKLOADS with rejoin): a 3-node cluster of its own (and one of BASELINE's)
+# gets REJOIN_FILES small files written on node 1; node 3 is unmounted
+# (fusermount3 -u: a clean leave) and mounted again with nothing changed, timed from
+# the mount command until its /v1/status says it is a member that lacks nothing;
+# twice: page cache warm, then dropped before the mount (as after a reboot).
 # Output: a table on stdout; JSON (and the table) in bench-results/.
 #
 # Environment: RUNS (5: single runs here vary by up to 4x), SIZE_MIB (1024), FILES (2000),
 #   FSYNC_FILES (500), IDLE_S (20), TREE (/usr/include: the tree workload's
 #   source, copied once into the bench folder; empty: no tree workload),
 #   SYNC_TIMEOUT (300, seconds each syncbench workload may wait),
-#   WORKLOADS (latency,small,large,delete: the syncbench ones), BENCH_TMP (/tmp),
+#   WORKLOADS (latency,small,large,delete: the syncbench ones; add rejoin for the
+#   rejoin workload, and WORKLOADS=rejoin runs it alone), REJOIN_FILES (50000), BENCH_TMP (/tmp),
 #   BASELINE (unset: path of another nsyncfs binary to run beside this one;
 #   e.g. `git worktree add /tmp/base v; cmake -B /tmp/base/build -S /tmp/base && cmake --build /tmp/base/build`).
 # Everything is unmounted, stopped and removed on exit, also on failure or Ctrl-C.
@@ -53,6 +59,12 @@ TREE=${TREE-/usr/include}
 IDLE_S=${IDLE_S:-20}
 SYNC_TIMEOUT=${SYNC_TIMEOUT:-300}
 WORKLOADS=${WORKLOADS:-latency,small,large,delete}
+REJOIN_FILES=${REJOIN_FILES:-50000}
+REJOIN=0
+if [[ ",$WORKLOADS," == *,rejoin,* ]]; then
+  REJOIN=1
+  WORKLOADS=$(echo ",$WORKLOADS," | sed 's/,rejoin,/,/g; s/^,//; s/,$//')
+fi
 BENCH_TMP=${BENCH_TMP:-/tmp}
 PORTS_1=47500  # single node: cluster port 47501, file server 47601
 PORTS_3=47300  # 3 nodes: cluster ports 47301-47303, file servers 47401-47403
@@ -60,6 +72,8 @@ PORTS_B1=47700 # baseline, 1 node
 PORTS_B3=47800 # baseline, 3 nodes
 PORTS_S3=47900 # -o sync, 3 nodes
 PORTS_T3=48100 # --secret-file, 3 nodes: cluster ports 48101-48103, file servers 48201-48203
+PORTS_R3=48300 # rejoin, 3 nodes
+PORTS_RB3=48500 # rejoin with the baseline, 3 nodes
 BASELINE=${BASELINE:-}
 if [[ -n "$BASELINE" && ! -x "$BASELINE" ]]; then
   echo "bench: BASELINE=$BASELINE is not an executable nsyncfs" >&2
@@ -69,7 +83,7 @@ SYNCBENCH="$REPO/../shared/bench/syncbench.py"
 DRIVER="$REPO/scripts/bench_workloads.py"
 PT_SRC=/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c
 
-for v in RUNS SIZE_MIB FILES FSYNC_FILES IDLE_S SYNC_TIMEOUT; do
+for v in RUNS SIZE_MIB FILES FSYNC_FILES IDLE_S SYNC_TIMEOUT REJOIN_FILES; do
   if ! [[ "${!v}" =~ ^[0-9]+$ ]] || ((${!v} < 1)); then
     echo "bench: $v='${!v}' must be a positive integer" >&2
     exit 2
@@ -105,6 +119,7 @@ copies=9                           # 3 targets + the 3-node clusters with and wi
 tree_mib=0
 [[ -n "$TREE" ]] && tree_mib=$(($(du -sm "$TREE" | cut -f1) * (copies + 2)))
 need_mib=$((SIZE_MIB * copies + tree_mib + 2048))
+[[ -z "$WORKLOADS" ]] && need_mib=2048 # the rejoin workload alone
 free_mib=$(df -Pm "$BENCH_TMP" | awk 'NR == 2 { print $4 }')
 if ((free_mib < need_mib)); then
   echo "bench: $BENCH_TMP has $free_mib MiB free, the bench needs about $need_mib MiB (lower SIZE_MIB)" >&2
@@ -133,7 +148,7 @@ cleanup() {
     for ((i = 0; i < 50; i++)); do alive "$PT_PID" || break; sleep 0.1; done
     alive "$PT_PID" && kill "$PT_PID"
   fi
-  for d in "$DIR/base-3" "$DIR/base-1" "$DIR/nsyncfs-3t" "$DIR/nsyncfs-3s" "$DIR/nsyncfs-3" "$DIR/nsyncfs-1"; do
+  for d in "$DIR/rejoin-base" "$DIR/rejoin" "$DIR/base-3" "$DIR/base-1" "$DIR/nsyncfs-3t" "$DIR/nsyncfs-3s" "$DIR/nsyncfs-3" "$DIR/nsyncfs-1"; do
     [[ -d "$d" ]] && nsync_cluster_stop "$d" >/dev/null
   done
   # anything still alive or mounted (a daemon that hung): kill it, by its pid
@@ -157,6 +172,41 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 wait_mounted() { nsync_wait "${2:-10}" "the mount $1" mountpoint -q "$1"; }
+
+# rejoin_run NAME DIR BASEPORT BINARY: the rejoin workload on a cluster of its own.
+rejoin_run() {
+  local name=$1 d=$2 base=$3 bin=$4 i url3
+  echo "== rejoin ($name, $bin): $REJOIN_FILES files written on node 1 of a 3-node cluster"
+  mkdir -p "$d"
+  MOUNTS+=("$d/m1" "$d/m2" "$d/m3")
+  nsync_cluster_start "$REPO" "$d" 3 "$base" "$bin" >/dev/null
+  for i in 1 2 3; do NODE_PIDS+=("$(nsync_node_pid "$d" "$i")"); done
+  local urls=(--url "$(nsync_status_url 1)" --url "$(nsync_status_url 2)" --url "$(nsync_status_url 3)")
+  url3=$(nsync_status_url 3)
+  "$NSYNC_PY" "$DRIVER" populate --dir "$d/m1" --files "$REJOIN_FILES"
+  echo "   waiting for the 3 nodes to hold them"
+  "$NSYNC_PY" "$DRIVER" settle "${urls[@]}" --timeout 1800
+  sync
+  "$NSYNC_PY" "$DRIVER" rejoin --cmd-file "$d/cmd3" --mnt "$d/m3" \
+    --url "$url3" --files "$REJOIN_FILES" --json "$DIR/out/rejoin-$name.json"
+  NODE_PIDS+=("$(nsync_node_pid "$d" 3)")
+  nsync_cluster_stop "$d" >/dev/null
+}
+
+mkdir -p "$DIR/out"
+if ((REJOIN)); then
+  rejoin_run nsyncfs "$DIR/rejoin" "$PORTS_R3" "$REPO/build/nsyncfs"
+  [[ -n "$BASELINE" ]] && rejoin_run base "$DIR/rejoin-base" "$PORTS_RB3" "$BASELINE"
+  echo "== rejoin of $REJOIN_FILES unchanged files (seconds from the mount command to caught up):"
+  for f in "$DIR"/out/rejoin-*.json; do
+    echo "   $(basename "$f" .json): $("$NSYNC_PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("; ".join("%s %.2f s (hashed %s, trusted %s)" % (k, d[k]["rejoin_s"], d[k]["hashed"], d[k]["trusted"]) for k in ("warm", "cold")))' "$f")"
+  done
+  mkdir -p "$REPO/bench-results"
+  for f in "$DIR"/out/rejoin-*.json; do
+    cp "$f" "$REPO/bench-results/$(basename "$f" .json)-$(date +%Y%m%d-%H%M%S).json"
+  done
+  [[ -z "$WORKLOADS" ]] && exit 0
+fi
 
 echo "== targets in $DIR"
 mkdir -p "$DIR/native" "$DIR/pt/src" "$DIR/pt/mnt" "$DIR/nsyncfs-1" "$DIR/nsyncfs-3" "$DIR/nsyncfs-3s" \

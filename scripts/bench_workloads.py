@@ -23,6 +23,19 @@
         (utime+stime from /proc/PID/stat) each uses over S seconds.
     bench_workloads.py settle --url URL [...]
         Wait until those nodes report no pending work.
+    bench_workloads.py populate --dir DIR --files N
+        N small files (60-120 bytes each, distinct) in folders of 1,000 under
+        DIR/rejoin-tree: the tree the rejoin workload unmounts and mounts again.
+    bench_workloads.py rejoin --cmd-file F --mnt DIR --url STATUS_URL --files N --json OUT
+        A rejoin with nothing changed, twice: fusermount3 -u DIR, wait for the
+        node's process (command line in F) to exit (its clean leave), then
+        start the command in F again (a daemon: it returns once mounted) and
+        time until the node is caught up: a member again, its catalog lists at
+        least N entries and it lacks none (/v1/status: members,
+        catalog_entries, catchup.entries). First with the page cache as the
+        leave left it, then with it dropped before the mount (as after a
+        reboot). The node's /metrics counters of files hashed and trusted by
+        the quick check are read at the end, when it has them.
     bench_workloads.py report --workloads J [--syncbench J] [--syncbench-floor J] [--procs-before J]
                               [--procs-after J] [--meta K=V ...] --json OUT
         Print the table (medians, ratios) and write the combined JSON.
@@ -345,6 +358,117 @@ def cmd_settle(a):
         sys.exit(1)
 
 
+# ---------------------------------------------------------------- rejoin
+
+REJOIN_DIR = "rejoin-tree"
+REJOIN_PER_DIR = 1000
+
+
+def cmd_populate(a):
+    root = os.path.join(a.dir, REJOIN_DIR)
+    t0 = time.monotonic()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for i in range(a.files):
+        sub = os.path.join(root, f"d{i // REJOIN_PER_DIR:03d}")
+        if i % REJOIN_PER_DIR == 0:
+            os.makedirs(sub)
+        fd = os.open(os.path.join(sub, f"f{i:06d}"), flags, 0o644)
+        try:
+            os.write(fd, (f"file {i} " * (8 + i % 8)).encode())
+        finally:
+            os.close(fd)
+    log(f"   {a.files} files in {root}: {time.monotonic() - t0:.1f} s")
+
+
+def http_json(url, timeout=2):
+    ctx = ssl._create_unverified_context() if url.startswith("https:") else None
+    with urllib.request.urlopen(url, timeout=timeout, context=ctx) as r:
+        return json.load(r)
+
+
+def metric(url, name):
+    """One sample of the node's /metrics page (next to url's /v1/status), or None."""
+    ctx = ssl._create_unverified_context() if url.startswith("https:") else None
+    try:
+        with urllib.request.urlopen(url.replace("/v1/status", "/metrics"), timeout=2,
+                                    context=ctx) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+    except Exception:
+        return None
+    return None
+
+
+def caught_up(url, files):
+    try:
+        st = http_json(url)
+    except Exception:
+        return False
+    me = any(m.get("self") for m in st.get("members") or [])
+    return (me and int(st.get("catalog_entries") or 0) >= files and
+            int((st.get("catchup") or {}).get("entries", 1)) == 0)
+
+
+def node_pid(cmd):
+    """The pid of the process whose command line is cmd, or None."""
+    want = "\0".join(cmd) + "\0"
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline") as f:
+                    if f.read() == want:
+                        return int(d)
+            except OSError:
+                pass
+    return None
+
+
+def gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def rejoin_once(a, cmd, cold):
+    pid = node_pid(cmd)
+    subprocess.run(["fusermount3", "-u", a.mnt], check=True)
+    t0 = time.monotonic()
+    while pid and not gone(pid) and time.monotonic() - t0 < a.timeout:
+        time.sleep(0.02)
+    leave_s = time.monotonic() - t0
+    if cold:
+        drop_caches()
+    t0 = time.monotonic()
+    subprocess.run(cmd, check=True)
+    mounted_s = time.monotonic() - t0
+    while not caught_up(a.url, a.files):
+        if time.monotonic() - t0 > a.timeout:
+            sys.exit(f"bench_workloads: {a.url} not caught up after {a.timeout:.0f} s")
+        time.sleep(0.02)
+    took = time.monotonic() - t0
+    out = {"leave_s": leave_s, "mounted_s": mounted_s, "rejoin_s": took,
+           "hashed": metric(a.url, "nsyncfs_install_hashed_files_total"),
+           "trusted": metric(a.url, "nsyncfs_install_trusted_files_total")}
+    log(f"   rejoin of {a.files} unchanged files, {'cold' if cold else 'warm'} page cache: left in "
+        f"{leave_s:.2f} s; mounted after {mounted_s:.2f} s, caught up after {took:.2f} s "
+        f"(hashed {out['hashed']}, trusted by the quick check {out['trusted']})")
+    return out
+
+
+def cmd_rejoin(a):
+    with open(a.cmd_file) as f:
+        cmd = f.read().split()
+    out = {"files": a.files,
+           "warm": rejoin_once(a, cmd, cold=False),   # page cache as the leave left it
+           "cold": rejoin_once(a, cmd, cold=True)}    # dropped first: as after a reboot
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=2)
+        f.write("\n")
+
+
 # ---------------------------------------------------------------- report
 
 def load(path):
@@ -538,6 +662,18 @@ def main():
     s.add_argument("--url", action="append", required=True)
     s.add_argument("--timeout", type=float, default=600.0)
     s.set_defaults(fn=cmd_settle)
+    p = sub.add_parser("populate")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--files", type=int, required=True)
+    p.set_defaults(fn=cmd_populate)
+    j = sub.add_parser("rejoin")
+    j.add_argument("--cmd-file", required=True)
+    j.add_argument("--mnt", required=True)
+    j.add_argument("--url", required=True)
+    j.add_argument("--files", type=int, required=True)
+    j.add_argument("--timeout", type=float, default=900.0)
+    j.add_argument("--json", required=True)
+    j.set_defaults(fn=cmd_rejoin)
     t = sub.add_parser("report")
     t.add_argument("--workloads", required=True)
     t.add_argument("--syncbench")

@@ -31,6 +31,7 @@
 #include "service.h"
 #include "status.h"
 #include "transfer/fetch.h"
+#include "transfer/quick.h"
 #include "transfer/server.h"
 
 #define die_usage(...) cli_die(NSYNC_EXIT_USAGE, __VA_ARGS__)
@@ -227,11 +228,16 @@ int main(int argc, char **argv)
      * done (the FUSE loop has returned), so the node leaves the cluster
      * before the server that the leader may still call goes away. */
     /* Changes closed just before the unmount are still in the outbox. */
+    bool answered = false;
     if (ns.fs && ns.cluster)
-        fs_stop(ns.fs, ns.cfg.submit_timeout_ms + 2000);
+        answered = fs_stop(ns.fs, ns.cfg.submit_timeout_ms + 2000) == 0 && fs_all_answered(ns.fs);
     /* Stopped, not freed: the file server's status page reads it until the
      * server is stopped below. */
     xfer_fetcher_stop(ns.fetcher);
+    /* Nothing changes BACKING any more, and the catalog still says which
+     * versions this node holds: the next start trusts what kept its stat. */
+    if (answered && exit_code == 0)
+        xfer_quick_save(&ns);
     struct reconcile *recon = ns.reconcile;
     ns.reconcile = NULL;
     reconcile_stop(recon);

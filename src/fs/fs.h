@@ -21,6 +21,10 @@ int fs_start(struct fs *fs);
  * timeout_ms) until every announce sent without waiting has been answered
  * and every conflict fixed, then stop the fixer. 0 or -ETIMEDOUT. */
 int fs_stop(struct fs *fs, unsigned timeout_ms);
+/* After fs_stop: every announce of this node was answered and the journal
+ * names nothing still to replay, so the catalog knows every change made
+ * through the mount. Any thread. */
+bool fs_all_answered(struct fs *fs);
 void fs_free(struct fs *fs);
 
 /* The path-based operations, served through ll.c (which gives them ns). */

@@ -21,6 +21,15 @@ void journal_answered(struct fs *fs, unsigned g)
         journal_empty(fs, g);
 }
 
+bool fs_all_answered(struct fs *fs)
+{
+    pthread_mutex_lock(&fs->mu);
+    bool all = fs->inflight == 0 && fs->n_replay == 0 && fs->jinflight[0] == 0 &&
+               fs->jinflight[1] == 0;
+    pthread_mutex_unlock(&fs->mu);
+    return all;
+}
+
 /* Count one more announce for the active journal file (switching files
  * when the active one is big and the other empty); returns its number.
  * Caller holds fs->mu and then calls journal_write. */

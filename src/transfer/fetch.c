@@ -371,6 +371,7 @@ int xfer_fetcher_start(struct nsync *ns, const struct xfer_fetch_hooks *hooks,
         return rc;
     }
     xfer_clean_staging(ns);
+    xfer_quick_load(ns, &f->quick); /* logged; without it, files are hashed */
     for (size_t i = 0; i < XFER_WORKERS; i++) {
         struct xfer_worker *w = &f->workers[i];
         if (xfer_worker_init(f, w) < 0)
@@ -437,6 +438,7 @@ void xfer_fetcher_free(struct xfer_fetcher *f)
     pthread_mutex_destroy(&f->mu);
     pthread_mutex_destroy(&f->peer_mu);
     pthread_mutex_destroy(&f->dirs_mu);
+    xfer_quick_free(&f->quick);
     free(f);
 }
 
@@ -446,6 +448,8 @@ void xfer_fetcher_get_status(struct xfer_fetcher *f, struct xfer_fetch_status *s
     st->installed = atomic_load(&f->st_installed);
     st->bytes = atomic_load(&f->st_bytes);
     st->errors = atomic_load(&f->st_errors);
+    st->hashed = atomic_load(&f->st_hashed);
+    st->trusted = atomic_load(&f->st_trusted);
 }
 
 void xfer_fetcher_get_catchup(struct xfer_fetcher *f, struct xfer_catchup *c)

@@ -17,6 +17,8 @@ struct xfer_fetch_status {
     uint64_t installed;      /* entries installed since start */
     uint64_t bytes;          /* bytes fetched since start */
     uint64_t errors;         /* failed attempts since start */
+    uint64_t hashed;         /* files already here, read to compare their hash */
+    uint64_t trusted;        /* ...or trusted by the quick check (an unchanged stat) */
 };
 
 /* A catch-up in figures: done counts what was installed since this node

@@ -123,15 +123,32 @@ static int xfer_fix_meta_new(int fd, const struct xfer_item *it)
     return xfer_fix_meta_fd(fd, it);
 }
 
-/* fd's content has the item's size and hash. */
-static bool xfer_fd_matches(int fd, const struct xfer_item *it)
+/* fd (the file now at path) holds the item's bytes: the quick check's
+ * record vouches for its stat (quick.h), or else its hash says so. *st is
+ * fd's stat when true. */
+static bool xfer_fd_matches(struct xfer_fetcher *f, int fd, const char *path,
+                            const struct xfer_item *it, struct stat *st)
 {
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != it->size)
+    if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode) || (uint64_t)st->st_size != it->size)
         return false;
+    if (xfer_quick_trusts(&f->quick, path, st, it->hash, it->size)) {
+        atomic_fetch_add(&f->st_trusted, 1);
+        return true;
+    }
+    atomic_fetch_add(&f->st_hashed, 1);
     uint8_t d[DIGEST_LEN];
     uint64_t n = 0;
     return digest_fd(fd, d, &n) == 0 && n == it->size && memcmp(d, it->hash, DIGEST_LEN) == 0;
+}
+
+/* The file's mode, mtime (and owner, for root) already are the item's. Then
+ * nothing is changed: a chmod or utimens would move its ctime, and the
+ * next quick check would have to hash it. */
+static bool xfer_meta_same(const struct stat *st, const struct xfer_item *it)
+{
+    int64_t mt = (int64_t)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+    return (st->st_mode & 07777) == (it->mode & 07777) && mt == it->mtime_ns &&
+           (geteuid() != 0 || (st->st_uid == it->uid && st->st_gid == it->gid));
 }
 
 void xfer_fail(struct xfer_item *it, int err, const char *fmt, ...)
@@ -234,8 +251,9 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
     /* Already here (catch-up after restart, or a rename that kept the bytes)? */
     int fd = path_open_beneath(ns->backing_fd, it->path, O_RDONLY | O_NONBLOCK);
     if (fd >= 0) {
-        bool same = xfer_fd_matches(fd, it);
-        rc = same ? xfer_fix_meta_fd(fd, it) : 0;
+        struct stat st;
+        bool same = xfer_fd_matches(f, fd, it->path, it, &st);
+        rc = same && !xfer_meta_same(&st, it) ? xfer_fix_meta_fd(fd, it) : 0;
         /* Installed by us before, but its fsync failed: the report that
          * follows says it is durable here. */
         if (same && rc == 0 && it->need_sync && fsync(fd) < 0)
@@ -254,7 +272,8 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
     if (it->renamed_from && xfer_move_allowed(f, it->renamed_from)) {
         fd = path_open_beneath(ns->backing_fd, it->renamed_from, O_RDONLY | O_NONBLOCK);
         if (fd >= 0) {
-            bool same = xfer_fd_matches(fd, it);
+            struct stat st;
+            bool same = xfer_fd_matches(f, fd, it->renamed_from, it, &st);
             if (same && xfer_fix_meta_fd(fd, it) == 0 &&
                 xfer_mkparents(ns->backing_fd, it->path) == 0 &&
                 renameat(ns->backing_fd, it->renamed_from, ns->backing_fd, it->path) == 0) {

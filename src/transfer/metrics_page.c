@@ -88,6 +88,12 @@ int xfer_metrics_page(struct nsync *ns, char **out, size_t *len)
     one(&b, "nsyncfs_installs_total", "counter",
         "Catalog entries brought into BACKING (files, directories, deletes, metadata).",
         (double)fst.installed);
+    one(&b, "nsyncfs_install_hashed_files_total", "counter",
+        "Files already in BACKING when their version came, read to compare their hash.",
+        (double)fst.hashed);
+    one(&b, "nsyncfs_install_trusted_files_total", "counter",
+        "Files already in BACKING trusted without a read: the stat recorded at the last "
+        "clean stop is unchanged (the quick check).", (double)fst.trusted);
     one(&b, "nsyncfs_fetch_errors_total", "counter", "Failed fetch or install attempts.",
         (double)fst.errors);
     one(&b, "nsyncfs_pending_entries", "gauge", "Catalog entries this node still lacks.",

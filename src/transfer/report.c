@@ -156,6 +156,7 @@ void xfer_flush(struct xfer_fetcher *f, struct xfer_batch *b)
     if (rc < 0 && rc != -ESHUTDOWN)
         log_warn("reporting %u synced entries failed: %s (will retry)", b->n, strerror(-rc));
     b->n = 0;
+    b->bytes = 0;
 }
 
 /* it is installed: report it with the next SYNCED. The batch owns a copy of
@@ -179,7 +180,8 @@ void xfer_batch_add(struct xfer_fetcher *f, struct xfer_batch *b,
         b->first_ms = nsync_mono_ms();
     b->items[b->n].path = path;
     b->items[b->n].version = it->version;
-    if (++b->n == XFER_BATCH_MAX)
+    b->bytes += strlen(path) + 16; /* its length and version beside it */
+    if (++b->n == XFER_BATCH_MAX || b->bytes >= XFER_BATCH_BYTES)
         xfer_flush(f, b);
 }
 

@@ -388,6 +388,8 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
             cJSON_AddNumberToObject(jf, "installed", (double)fst.installed);
             cJSON_AddNumberToObject(jf, "bytes", (double)fst.bytes);
             cJSON_AddNumberToObject(jf, "errors", (double)fst.errors);
+            cJSON_AddNumberToObject(jf, "hashed", (double)fst.hashed);
+            cJSON_AddNumberToObject(jf, "trusted", (double)fst.trusted);
         }
         /* What this node still lacks: the figure a user asks first. */
         cJSON_AddNumberToObject(o, "pending", (double)fst.pending);
