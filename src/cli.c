@@ -401,8 +401,23 @@ static void parse_cluster(struct nsync_config *cfg, const char *list)
     free(copy);
 }
 
+/* True if host is an address of this machine (a socket can be bound to it). */
+static bool host_is_local(const char *host)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+        return false;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok = fd >= 0 && bind(fd, res->ai_addr, res->ai_addrlen) == 0;
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return ok;
+}
+
 /* --host and --advertise: which address is listened on, which one others
- * are told (the raft member address, the file-server URL, the node id). */
+ * are told (the raft member address, the file-server URL, the node id), and
+ * the one this node's requests leave from. */
 static void cli_hosts(struct cli_raw *r, struct nsync_config *cfg)
 {
     int rc = addr_host_parse(r->val[K_HOST], cfg->host, sizeof cfg->host);
@@ -414,6 +429,7 @@ static void cli_hosts(struct cli_raw *r, struct nsync_config *cfg)
             die_usage("--host %s listens on every address: give --advertise ADDR, the address the other "
                       "nodes reach this node at", r->val[K_HOST]);
         snprintf(cfg->advertise, sizeof cfg->advertise, "%s", cfg->host);
+        snprintf(cfg->source, sizeof cfg->source, "%s", cfg->host);
         return;
     }
     rc = addr_host_parse(r->val[K_ADVERTISE], cfg->advertise, sizeof cfg->advertise);
@@ -423,6 +439,8 @@ static void cli_hosts(struct cli_raw *r, struct nsync_config *cfg)
     if (addr_is_wildcard(cfg->advertise))
         die_usage("--advertise %s is a wildcard address: give the address the other nodes reach this "
                   "node at", r->val[K_ADVERTISE]);
+    if (host_is_local(cfg->advertise))
+        snprintf(cfg->source, sizeof cfg->source, "%s", cfg->advertise);
 }
 
 static int peer_cmp(const void *a, const void *b)

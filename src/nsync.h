@@ -41,6 +41,10 @@ struct nsync_config {
     char host[NSYNC_HOST_MAX];     /* listened on; may be a wildcard (0.0.0.0, ::) */
     char advertise[NSYNC_HOST_MAX]; /* what other nodes are told: --advertise, else host;
                                     * never a wildcard. The node id hashes it. */
+    char source[NSYNC_HOST_MAX];   /* requests to peers leave from here: advertise when it
+                                    * is an address of this machine (the leader checks a
+                                    * forwarded request's source, sender.c); "": the
+                                    * kernel's choice (advertise is behind NAT) */
     uint16_t cport, fport;
     struct nsync_peer *peers;      /* every node incl. this one, sorted by id */
     size_t n_peers;

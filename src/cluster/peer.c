@@ -27,6 +27,7 @@ struct cluster_peer {
     size_t n_pool;
     struct curl_slist *headers;  /* read-only once built: shared by every handle */
     struct curl_slist *json_headers;
+    char source[NSYNC_HOST_MAX + 8]; /* CURLOPT_INTERFACE "host!ADDR", or "" */
 };
 
 struct peer_buf {
@@ -41,6 +42,11 @@ int cluster_peer_new(struct nsync *ns, struct cluster_peer **out)
     if (!c)
         return -ENOMEM;
     c->ns = ns;
+    /* From the address the leader knows us by: it checks a forwarded
+     * request's source (transfer/sender.c), and with a wildcard --host or
+     * several addresses the kernel may pick another one. */
+    if (ns->cfg.source[0])
+        snprintf(c->source, sizeof c->source, "host!%s", ns->cfg.source);
     if (pthread_mutex_init(&c->mu, NULL) != 0) {
         free(c);
         return -ENOMEM;
@@ -169,6 +175,8 @@ static int cluster_peer_call(struct cluster_peer *c, const char *faddr, const ch
         return -ENOMEM;
     }
     long tmo = timeout_ms ? (long)timeout_ms : 1;
+    if (c->source[0])
+        curl_easy_setopt(h, CURLOPT_INTERFACE, c->source);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);

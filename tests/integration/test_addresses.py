@@ -80,10 +80,14 @@ def test_ipv6_cluster_replicates_and_survives_a_leader_kill(cluster_factory, tmp
     assert json.loads(r.stdout)["health"]["address"] == f"[::1]:{nd.fport}"
 
 
-def test_wildcard_host_with_advertise_replicates(cluster_factory):
-    # 0.0.0.0 is reachable by others: without a secret only with -o insecure
-    c = cluster_factory(3, extra_args=("-o", "insecure"), host="0.0.0.0",
-                        advertise=lambda i: f"127.0.0.{i + 2}")
+@pytest.mark.parametrize("secret", [False, True], ids=["insecure", "secret"])
+def test_wildcard_host_with_advertise_replicates(cluster_factory, tmp_path, secret):
+    # 0.0.0.0 is reachable by others: without a secret only with -o insecure.
+    # With the secret the leader checks that a forwarded write comes from
+    # the address its sender is known by: requests leave from --advertise
+    # (the kernel would pick 127.0.0.1 for every 127.0.0.x here).
+    extra = ("--secret-file", str(keygen(tmp_path / "cluster.key"))) if secret else ("-o", "insecure")
+    c = cluster_factory(3, extra_args=extra, host="0.0.0.0", advertise=lambda i: f"127.0.0.{i + 2}")
     st = c.node(1).status()
     assert st["host"] == "0.0.0.0" and st["advertise"] == "127.0.0.3", st
     want = sorted((fmt_addr(n.reach, n.cport), fmt_addr(n.reach, n.fport)) for n in c.nodes)
