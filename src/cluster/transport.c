@@ -24,13 +24,13 @@
 
 #include <gnutls/gnutls.h>
 
+#include "cluster/hello.h"
 #include "common/addr.h"
 #include "common/log.h"
 #include "common/secret.h"
 #include "nsync.h"
 
-#define TR_PROTOCOL 1              /* raft's own handshake, sent inside TLS */
-#define TR_ADDR_MAX 256            /* longest address in that handshake */
+#define TR_ADDR_MAX HELLO_ADDR_MAX /* longest address in raft's handshake */
 #define TR_HANDSHAKE_MS 5000       /* TLS + raft handshake, or the connection goes */
 #define TR_CONNECT_MS 2000
 #define TR_MAX_CONNS 64            /* threads (connections) both ways together */
@@ -284,20 +284,6 @@ static int tr_recv_all(const struct tr_io *io, void *buf, size_t len, uint64_t d
     return 0;
 }
 
-static void tr_put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t tr_get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 /* TLS on fd, then the peer must show exactly our certificate. */
 static gnutls_session_t tr_tls(const struct tr_conn *c, int fd)
 {
@@ -333,17 +319,14 @@ static gnutls_session_t tr_tls(const struct tr_conn *c, int fd)
     return s;
 }
 
-/* Server side of raft's handshake: protocol, id, address length, address. */
+/* Server side of raft's handshake (hello.h). */
 static int tr_read_hello(const struct tr_io *io, struct tr_item *it, uint64_t deadline)
 {
-    uint8_t pre[24];
-    if (tr_recv_all(io, pre, sizeof pre, deadline) < 0)
-        return -1;
-    uint64_t proto = tr_get64(pre), id = tr_get64(pre + 8), len = tr_get64(pre + 16);
-    if (proto != TR_PROTOCOL || id == 0 || len == 0 || len > TR_ADDR_MAX)
-        return -1;
-    if (tr_recv_all(io, it->address, (size_t)len, deadline) < 0 ||
-        memchr(it->address, '\0', (size_t)len) == NULL || it->address[0] == '\0')
+    uint8_t head[HELLO_HEAD];
+    uint64_t id;
+    size_t len;
+    if (tr_recv_all(io, head, sizeof head, deadline) < 0 || hello_decode_head(head, &id, &len) < 0 ||
+        tr_recv_all(io, it->address, len, deadline) < 0 || hello_check_address(it->address, len) < 0)
         return -1;
     it->id = id;
     return 0;
@@ -351,16 +334,9 @@ static int tr_read_hello(const struct tr_io *io, struct tr_item *it, uint64_t de
 
 static int tr_send_hello(const struct tr_io *io, raft_id id, const char *address)
 {
-    uint8_t buf[24 + TR_ADDR_MAX];
-    size_t alen = (strlen(address) + 1 + 7) / 8 * 8; /* padded as libraft does */
-    if (alen > TR_ADDR_MAX)
-        return -1;
-    memset(buf, 0, sizeof buf);
-    tr_put64(buf, TR_PROTOCOL);
-    tr_put64(buf + 8, id);
-    tr_put64(buf + 16, alen);
-    memcpy(buf + 24, address, strlen(address));
-    return tr_send_all(io, buf, 24 + alen);
+    uint8_t buf[HELLO_HEAD + HELLO_ADDR_MAX];
+    size_t n = hello_encode(buf, id, address);
+    return n ? tr_send_all(io, buf, n) : -1;
 }
 
 /* Bytes both ways until either side ends. */

@@ -37,6 +37,14 @@ def keygen(path):
     return path
 
 
+def _status_address(target):
+    """The address `nsyncfs status --json TARGET` reached (MOUNTPOINT or HOST:PORT)."""
+    r = subprocess.run([str(BINARY), "status", "--json", str(target)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode in (0, 1), r.stderr
+    return json.loads(r.stdout)["health"]["address"]
+
+
 def _members_addrs(st):
     return sorted((m.get("caddr", ""), m.get("faddr", "")) for m in st.get("members", []))
 
@@ -70,14 +78,8 @@ def test_ipv6_cluster_replicates_and_survives_a_leader_kill(cluster_factory, tmp
     want = sorted((fmt_addr("::1", n.cport), fmt_addr("::1", n.fport)) for n in c.nodes)
     assert _members_addrs(c.node(0).status()) == want
     # the status command takes a bracketed HOST:PORT and finds a mount's node
-    r = subprocess.run([str(BINARY), "status", "--json", f"[::1]:{nd.fport}"], capture_output=True,
-                       text=True, timeout=30)
-    assert r.returncode in (0, 1), r.stderr
-    assert json.loads(r.stdout)["health"]["address"] == f"[::1]:{nd.fport}"
-    r = subprocess.run([str(BINARY), "status", "--json", str(nd.mnt)], capture_output=True,
-                       text=True, timeout=30)
-    assert r.returncode in (0, 1), r.stderr
-    assert json.loads(r.stdout)["health"]["address"] == f"[::1]:{nd.fport}"
+    assert _status_address(f"[::1]:{nd.fport}") == f"[::1]:{nd.fport}"
+    assert _status_address(nd.mnt) == f"[::1]:{nd.fport}"
 
 
 @pytest.mark.parametrize("secret", [False, True], ids=["insecure", "secret"])
@@ -97,10 +99,7 @@ def test_wildcard_host_with_advertise_replicates(cluster_factory, tmp_path, secr
     c.wait_file("adv.txt", b"through the advertised addresses\n")
     assert _members_addrs(c.node(lead).status()) == want
     # the status command finds a wildcard node through its loopback
-    r = subprocess.run([str(BINARY), "status", "--json", str(c.node(0).mnt)], capture_output=True,
-                       text=True, timeout=30)
-    assert r.returncode in (0, 1), r.stderr
-    assert json.loads(r.stdout)["health"]["address"] == f"127.0.0.1:{c.node(0).fport}"
+    assert _status_address(c.node(0).mnt) == f"127.0.0.1:{c.node(0).fport}"
 
 
 @pytest.fixture
