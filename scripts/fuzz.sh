@@ -27,13 +27,17 @@ declare -A SRCS=(
   [fuzz_snapshot]="${CORE[*]}"
   [fuzz_path]="src/common/path.c"
   [fuzz_batch]="${CORE[*]} src/transfer/batch.c"
+  [fuzz_journal]="src/fs/journal_rec.c src/common/path.c"
+  [fuzz_hello]="src/cluster/hello.c src/common/addr.c"
+  [fuzz_addr]="src/common/addr.c"
+  [fuzz_answer]="src/cluster/answer.c src/nsync.c src/common/addr.c"
 )
 fail=0
-for name in fuzz_fsm_cmd fuzz_snapshot fuzz_batch fuzz_path; do
+for name in fuzz_fsm_cmd fuzz_snapshot fuzz_batch fuzz_path fuzz_journal fuzz_hello fuzz_addr fuzz_answer; do
   [[ -n "${FUZZ_ONLY:-}" && "$FUZZ_ONLY" != "$name" ]] && continue
   # shellcheck disable=SC2086
   if ! "$CC" "${CFLAGS[@]}" -o "$OUT/$name" "tests/fuzz/$name.c" ${SRCS[$name]} \
-      $(pkg-config --cflags --libs libxxhash); then
+      $(pkg-config --cflags --libs libxxhash libcjson); then
     echo "fuzz: $name: build failed" >&2
     fail=1
     continue

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/addr.h"
 #include "common/log.h"
 #include "common/secret.h"
 #include "nsync.h"
@@ -26,7 +27,7 @@ enum cli_key {
     K_HOST, K_CPORT, K_FPORT, K_CLUSTER, K_LOG_LEVEL, K_CONFIG,
     K_LOCK_TIMEOUT, K_LEASE, K_SUBMIT_TIMEOUT, K_LOCK_CACHE,
     K_BACKING, K_MOUNTPOINT, /* for a --config file that says it all (a systemd unit) */
-    K_LOG_FILE, K_SECRET_FILE,
+    K_LOG_FILE, K_SECRET_FILE, K_ADVERTISE,
     K_VALUED_, /* keys above take a value */
     K_STRICT_EXCL = K_VALUED_, K_SYNC, K_FOREGROUND, K_DEBUG, K_HELP, K_VERSION, K_INSECURE,
     K_ALLOW_OTHER, /* ours and FUSE's: noted, passed on */
@@ -42,7 +43,7 @@ static const char *const key_names[K_N_] = {
     [K_SUBMIT_TIMEOUT] = "submit_timeout", [K_LOCK_CACHE] = "lock_cache", [K_BACKING] = "backing",
     [K_MOUNTPOINT] = "mountpoint", [K_LOG_FILE] = "log_file", [K_STRICT_EXCL] = "strict_excl", [K_SYNC] = "sync",
     [K_FOREGROUND] = "foreground", [K_DEBUG] = "debug", [K_ALLOW_OTHER] = "allow_other",
-    [K_SECRET_FILE] = "secret_file", [K_INSECURE] = "insecure",
+    [K_SECRET_FILE] = "secret_file", [K_INSECURE] = "insecure", [K_ADVERTISE] = "advertise",
 };
 
 /* The long options (--name VALUE, --name=VALUE) are rewritten to -o name=VALUE
@@ -62,6 +63,7 @@ static const struct fuse_opt cli_opts[] = {
     FUSE_OPT_KEY("mountpoint=%s", K_MOUNTPOINT),
     FUSE_OPT_KEY("log_file=%s", K_LOG_FILE),
     FUSE_OPT_KEY("secret_file=%s", K_SECRET_FILE),
+    FUSE_OPT_KEY("advertise=%s", K_ADVERTISE),
     FUSE_OPT_KEY("insecure", K_INSECURE),
     FUSE_OPT_KEY("strict_excl", K_STRICT_EXCL),
     /* ours, not the kernel's MS_SYNCHRONOUS: FUSE passes writes through at
@@ -96,11 +98,16 @@ static const char usage_text[] =
     "Every option is also -o NAME=VALUE (dashes become underscores) and a line\n"
     "NAME = VALUE of the --config file; the command line wins over the file.\n"
     "\n"
-    "  --host H               address this node listens on (and is known by)\n"
+    "  --host H               address this node listens on (and is known by, unless\n"
+    "                         --advertise); 0.0.0.0 or :: listens on every address\n"
+    "  --advertise A          address the other nodes reach this node at (raft member\n"
+    "                         and file-server address); required when --host is\n"
+    "                         0.0.0.0 or ::\n"
     "  --cluster-port P       Raft port\n"
     "  --file-server-port Q   HTTP port that serves files to the other nodes\n"
-    "  --cluster LIST         the other nodes, host:cluster-port:file-server-port,\n"
-    "                         separated by ',' or '+' (use '+' inside -o and fstab);\n"
+    "  --cluster LIST         the other nodes, host:cluster-port:file-server-port\n"
+    "                         (IPv6 in brackets: [::1]:7001:8001), separated by\n"
+    "                         ',' or '+' (use '+' inside -o and fstab);\n"
     "                         listing this node too is fine\n"
     "  --config FILE          read options from FILE (NAME = VALUE, # comments);\n"
     "                         its backing= and mountpoint= stand for BACKING MOUNTPOINT\n"
@@ -380,20 +387,60 @@ static void parse_cluster(struct nsync_config *cfg, const char *list)
         die_usage("out of memory");
     char *save = NULL;
     for (char *item = strtok_r(copy, ",+", &save); item; item = strtok_r(NULL, ",+", &save)) {
-        char *c1 = strchr(item, ':');
-        char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        if (!c1 || !c2 || strchr(c2 + 1, ':') || c1 == item)
-            die_usage("--cluster entry '%s' is not host:cluster-port:file-server-port", item);
-        *c1 = *c2 = '\0';
-        uint16_t cp, fp;
-        if (parse_port(c1 + 1, &cp) < 0 || parse_port(c2 + 1, &fp) < 0)
-            die_usage("--cluster entry '%s:%s:%s' has a bad port", item, c1 + 1, c2 + 1);
-        if (strlen(item) >= NSYNC_HOST_MAX)
-            die_usage("--cluster host '%s' is too long", item);
-        if (add_peer(cfg, item, cp, fp) < 0)
-            die_usage("--cluster lists %s:%s twice with different file-server ports", item, c1 + 1);
+        char host[NSYNC_HOST_MAX];
+        uint16_t ports[2];
+        int rc = addr_parse(item, 2, host, sizeof host, ports);
+        if (rc == -ENAMETOOLONG)
+            die_usage("--cluster entry '%s': the host is too long", item);
+        if (rc < 0)
+            die_usage("--cluster entry '%s' is not host:cluster-port:file-server-port (ports 1-65535, "
+                      "an IPv6 host in brackets: [::1]:7001:8001)", item);
+        if (add_peer(cfg, host, ports[0], ports[1]) < 0)
+            die_usage("--cluster lists %s twice with different file-server ports", item);
     }
     free(copy);
+}
+
+/* True if host is an address of this machine (a socket can be bound to it). */
+static bool host_is_local(const char *host)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+        return false;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok = fd >= 0 && bind(fd, res->ai_addr, res->ai_addrlen) == 0;
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return ok;
+}
+
+/* --host and --advertise: which address is listened on, which one others
+ * are told (the raft member address, the file-server URL, the node id), and
+ * the one this node's requests leave from. */
+static void cli_hosts(struct cli_raw *r, struct nsync_config *cfg)
+{
+    int rc = addr_host_parse(r->val[K_HOST], cfg->host, sizeof cfg->host);
+    if (rc < 0)
+        die_usage("--host '%s' is %s", r->val[K_HOST],
+                  rc == -ENAMETOOLONG ? "too long" : "not a host name, an IPv4 or an IPv6 address");
+    if (!r->set[K_ADVERTISE]) {
+        if (addr_is_wildcard(cfg->host))
+            die_usage("--host %s listens on every address: give --advertise ADDR, the address the other "
+                      "nodes reach this node at", r->val[K_HOST]);
+        snprintf(cfg->advertise, sizeof cfg->advertise, "%s", cfg->host);
+        snprintf(cfg->source, sizeof cfg->source, "%s", cfg->host);
+        return;
+    }
+    rc = addr_host_parse(r->val[K_ADVERTISE], cfg->advertise, sizeof cfg->advertise);
+    if (rc < 0)
+        die_usage("--advertise '%s' is %s", r->val[K_ADVERTISE],
+                  rc == -ENAMETOOLONG ? "too long" : "not a host name, an IPv4 or an IPv6 address");
+    if (addr_is_wildcard(cfg->advertise))
+        die_usage("--advertise %s is a wildcard address: give the address the other nodes reach this "
+                  "node at", r->val[K_ADVERTISE]);
+    if (host_is_local(cfg->advertise))
+        snprintf(cfg->source, sizeof cfg->source, "%s", cfg->advertise);
 }
 
 static int peer_cmp(const void *a, const void *b)
@@ -419,7 +466,9 @@ static void check_port_free(const char *host, uint16_t port, const char *what)
     if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0) {
         int e = errno;
         freeaddrinfo(res);
-        die_usage("%s %s:%u is not available: %s", what, host, port, strerror(e));
+        char a[NSYNC_ADDR_MAX];
+        addr_format(a, sizeof a, host, port);
+        die_usage("%s %s is not available: %s", what, a, strerror(e));
     }
     close(fd);
     freeaddrinfo(res);
@@ -571,12 +620,9 @@ static void cli_apply(struct cli_raw *r, struct nsync_config *cfg)
         die_usage("expected BACKING and MOUNTPOINT (see --help)");
     if (!r->set[K_HOST] || !r->set[K_CPORT] || !r->set[K_FPORT])
         die_usage("--host, --cluster-port and --file-server-port are required (see --help)");
-    const char *host = r->val[K_HOST];
-    if (strlen(host) >= NSYNC_HOST_MAX)
-        die_usage("--host is too long");
     if (cfg->cport == cfg->fport)
         die_usage("--cluster-port and --file-server-port must differ");
-    snprintf(cfg->host, sizeof cfg->host, "%s", host);
+    cli_hosts(r, cfg);
     cli_secret(r, cfg);
 
     /* Owned by cfg from the start: a usage error below exits with it still
@@ -602,7 +648,7 @@ static void cli_apply(struct cli_raw *r, struct nsync_config *cfg)
     if (strcmp(backing, mnt) == 0)
         die_usage("BACKING and MOUNTPOINT must differ");
 
-    if (add_peer(cfg, cfg->host, cfg->cport, cfg->fport) < 0)
+    if (add_peer(cfg, cfg->advertise, cfg->cport, cfg->fport) < 0)
         die_usage("out of memory");
     if (r->set[K_CLUSTER])
         parse_cluster(cfg, r->val[K_CLUSTER]);

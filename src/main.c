@@ -125,7 +125,7 @@ int main(int argc, char **argv)
     umask(0);
     struct fuse_args args;
     cli_parse(argc, argv, &ns.cfg, &args);
-    ns.self_id = nsync_node_id(ns.cfg.host, ns.cfg.cport);
+    ns.self_id = nsync_node_id(ns.cfg.advertise, ns.cfg.cport);
     log_init("nsyncfs", ns.cfg.log_level, 0);
     if (ns.cfg.log_file) {
         int lrc = log_set_file(ns.cfg.log_file);
@@ -158,8 +158,12 @@ int main(int argc, char **argv)
     }
 
     if (!ns.cfg.secret && ns.cfg.insecure)
-        log_warn("-o insecure: no cluster secret, anyone who reaches %s:%u or :%u can read and "
-                 "change every file (docs/security.md)", ns.cfg.host, ns.cfg.cport, ns.cfg.fport);
+    {
+        char ca[NSYNC_ADDR_MAX];
+        addr_format(ca, sizeof ca, ns.cfg.host, ns.cfg.cport);
+        log_warn("-o insecure: no cluster secret, anyone who reaches %s or port %u can read and "
+                 "change every file (docs/security.md)", ca, ns.cfg.fport);
+    }
     signal(SIGPIPE, SIG_IGN);
     /* SIGHUP is no reason to leave the cluster (a closed terminal, a reload
      * by habit); SIGTERM and SIGINT are, as an unmount is. Ignored from the

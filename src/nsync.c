@@ -12,7 +12,7 @@
 uint64_t nsync_node_id(const char *host, uint16_t cport)
 {
     char addr[NSYNC_ADDR_MAX];
-    int n = snprintf(addr, sizeof addr, "%s:%u", host, cport);
+    int n = addr_format(addr, sizeof addr, host, cport);
     uint64_t id = XXH3_64bits(addr, (size_t)(n > 0 ? n : 0));
     return id ? id : 1; /* raft reserves id 0 */
 }

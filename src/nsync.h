@@ -10,11 +10,12 @@
 #include <stdint.h>
 #include <stddef.h>
 
+#include "common/addr.h"
 #include "common/metrics.h"
 
 #define NSYNC_DATA_DIR ".nsyncfs"   /* under BACKING; hidden from the mount */
-#define NSYNC_HOST_MAX 256
-#define NSYNC_ADDR_MAX (NSYNC_HOST_MAX + 8) /* "host:port" */
+#define NSYNC_HOST_MAX ADDR_HOST_MAX
+#define NSYNC_ADDR_MAX ADDR_MAX     /* "host:port", "[v6]:port" (common/addr.h) */
 
 struct fsm;
 struct cluster;
@@ -37,7 +38,13 @@ struct secret;
 struct nsync_config {
     const char *backing;           /* absolute path, owned by main.c */
     const char *mountpoint;        /* absolute path, owned by main.c */
-    char host[NSYNC_HOST_MAX];
+    char host[NSYNC_HOST_MAX];     /* listened on; may be a wildcard (0.0.0.0, ::) */
+    char advertise[NSYNC_HOST_MAX]; /* what other nodes are told: --advertise, else host;
+                                    * never a wildcard. The node id hashes it. */
+    char source[NSYNC_HOST_MAX];   /* requests to peers leave from here: advertise when it
+                                    * is an address of this machine (the leader checks a
+                                    * forwarded request's source, sender.c); "": the
+                                    * kernel's choice (advertise is behind NAT) */
     uint16_t cport, fport;
     struct nsync_peer *peers;      /* every node incl. this one, sorted by id */
     size_t n_peers;
@@ -92,8 +99,9 @@ struct nsync {
     struct reconcile *reconcile;   /* only while a join's catch-up runs; else NULL */
 };
 
-/* Stable, non-zero id of a node: XXH3-64 of "host:cport". The same on every
- * node for the same address, whatever the order of --cluster. */
+/* Stable, non-zero id of a node: XXH3-64 of "host:cport" as addr_format
+ * writes it ("[v6]:cport"). The same on every node for the same address,
+ * whatever the order of --cluster. */
 uint64_t nsync_node_id(const char *host, uint16_t cport);
 
 /* The one spelling of a node id, in logs, /v1/status, the status command,

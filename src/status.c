@@ -270,7 +270,13 @@ static int status_target(const char *arg, char *addr, size_t sz)
 {
     char backing[4096], where[4096];
     if (arg && arg[0] != '/' && arg[0] != '.' && strchr(arg, ':')) {
-        snprintf(addr, sz, "%s", arg);
+        char host[NSYNC_HOST_MAX];
+        uint16_t port;
+        if (addr_parse(arg, 1, host, sizeof host, &port) < 0 || addr_format(addr, sz, host, port) < 0) {
+            fprintf(stderr, "nsyncfs status: '%s' is not HOST:PORT (an IPv6 host in brackets: [::1]:8001)\n",
+                    arg);
+            return -EINVAL;
+        }
         return 0;
     }
     char *abs = arg ? realpath(arg, NULL) : NULL;

@@ -44,7 +44,7 @@ static bool json_id_eq(const cJSON *it, uint64_t v)
 static int probe_peer(struct nsync *ns, const struct nsync_peer *p, char *leader_faddr, size_t sz)
 {
     char faddr[NSYNC_ADDR_MAX];
-    snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
+    addr_format(faddr, sizeof faddr, p->host, p->fport);
     cJSON *st = NULL;
     int rc = cluster_peer_status(ns->client, faddr, 500, &st);
     if (rc < 0)
@@ -91,7 +91,7 @@ static int join_cluster(struct cluster *c, unsigned timeout_ms)
     struct nsync *ns = c->ns;
     uint64_t deadline = nsync_mono_ms() + timeout_ms;
     char my_faddr[NSYNC_ADDR_MAX];
-    snprintf(my_faddr, sizeof my_faddr, "%s:%u", ns->cfg.host, ns->cfg.fport);
+    addr_format(my_faddr, sizeof my_faddr, ns->cfg.advertise, ns->cfg.fport);
     int rc = -EHOSTUNREACH;
     while (nsync_mono_ms() < deadline) {
         for (size_t i = 0; i < ns->cfg.n_peers; i++) {
@@ -135,7 +135,7 @@ int bootstrap_decide(struct cluster *c, bool *joining)
     raft_configuration_init(&conf);
     for (size_t i = 0; i < ns->cfg.n_peers && rc == 0; i++) {
         char addr[NSYNC_ADDR_MAX];
-        snprintf(addr, sizeof addr, "%s:%u", ns->cfg.peers[i].host, ns->cfg.peers[i].cport);
+        addr_format(addr, sizeof addr, ns->cfg.peers[i].host, ns->cfg.peers[i].cport);
         rc = raft_configuration_add(&conf, ns->cfg.peers[i].id, addr, RAFT_VOTER);
     }
     if (rc == 0)

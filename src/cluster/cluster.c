@@ -59,7 +59,7 @@ int cluster_start(struct nsync *ns, struct cluster **out)
     nsync_cond_init_mono(&c->renew_cv);
     pthread_mutex_init(&c->members_mu, NULL);
     nsync_cond_init_mono(&c->members_cv);
-    snprintf(c->address, sizeof c->address, "%s:%u", ns->cfg.host, ns->cfg.cport);
+    addr_format(c->address, sizeof c->address, ns->cfg.advertise, ns->cfg.cport);
 
     int rc = uv_loop_init(&c->loop);
     if (rc != 0) {
@@ -67,7 +67,9 @@ int cluster_start(struct nsync *ns, struct cluster **out)
         free(c);
         return -EIO;
     }
-    rc = transport_init(&c->transport, &c->loop, ns->cfg.secret);
+    char bind[NSYNC_ADDR_MAX];
+    addr_format(bind, sizeof bind, ns->cfg.host, ns->cfg.cport);
+    rc = transport_init(&c->transport, &c->loop, ns->cfg.secret, bind);
     if (rc == 0)
         rc = raft_uv_init(&c->io, &c->loop, ns->raft_dir, &c->transport);
     if (rc != 0) {

@@ -39,8 +39,8 @@ size_t members_list(struct cluster *c, struct cluster_member_view *out, size_t m
         const struct nsync_peer *p = &ns->cfg.peers[i];
         memset(&out[n], 0, sizeof out[n]);
         out[n].id = p->id;
-        snprintf(out[n].caddr, sizeof out[n].caddr, "%s:%u", p->host, p->cport);
-        snprintf(out[n].faddr, sizeof out[n].faddr, "%s:%u", p->host, p->fport);
+        addr_format(out[n].caddr, sizeof out[n].caddr, p->host, p->cport);
+        addr_format(out[n].faddr, sizeof out[n].faddr, p->host, p->fport);
         n++;
     }
     return n;

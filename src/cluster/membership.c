@@ -32,8 +32,8 @@ void membership_propose_missing(struct cluster *c)
         if (!p)
             continue; /* joined through /v1/join: JOIN carried its addresses */
         char caddr[NSYNC_ADDR_MAX], faddr[NSYNC_ADDR_MAX];
-        snprintf(caddr, sizeof caddr, "%s:%u", p->host, p->cport);
-        snprintf(faddr, sizeof faddr, "%s:%u", p->host, p->fport);
+        addr_format(caddr, sizeof caddr, p->host, p->cport);
+        addr_format(faddr, sizeof faddr, p->host, p->fport);
         struct fsm_cmd cmd = {.op = FSM_OP_JOIN, .node = p->id, .caddr = caddr, .faddr = faddr};
         if (loop_apply_unattended(c, &cmd) < 0) {
             c->joins_proposed_term = 0; /* try again on the next tick */

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "cluster/answer.h"
 #include "cluster/cluster.h"
 #include "common/log.h"
 #include "common/secret.h"
@@ -27,6 +28,7 @@ struct cluster_peer {
     size_t n_pool;
     struct curl_slist *headers;  /* read-only once built: shared by every handle */
     struct curl_slist *json_headers;
+    char source[NSYNC_HOST_MAX + 8]; /* CURLOPT_INTERFACE "host!ADDR", or "" */
 };
 
 struct peer_buf {
@@ -41,6 +43,11 @@ int cluster_peer_new(struct nsync *ns, struct cluster_peer **out)
     if (!c)
         return -ENOMEM;
     c->ns = ns;
+    /* From the address the leader knows us by: it checks a forwarded
+     * request's source (transfer/sender.c), and with a wildcard --host or
+     * several addresses the kernel may pick another one. */
+    if (ns->cfg.source[0])
+        snprintf(c->source, sizeof c->source, "host!%s", ns->cfg.source);
     if (pthread_mutex_init(&c->mu, NULL) != 0) {
         free(c);
         return -ENOMEM;
@@ -120,31 +127,6 @@ static size_t cluster_peer_write(char *ptr, size_t size, size_t nmemb, void *arg
     return n;
 }
 
-/* A u64 sent as a decimal string (the server's format) or, leniently, as a
- * number small enough to be exact in a double. */
-static int peer_u64_of(const cJSON *it, uint64_t *out)
-{
-    if (cJSON_IsString(it) && it->valuestring && *it->valuestring) {
-        const char *s = it->valuestring;
-        uint64_t v = 0;
-        for (; *s; s++) {
-            if (*s < '0' || *s > '9')
-                return -EPROTO;
-            unsigned d = (unsigned)(*s - '0');
-            if (v > (UINT64_MAX - d) / 10)
-                return -EPROTO;
-            v = v * 10 + d;
-        }
-        *out = v;
-        return 0;
-    }
-    if (cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble < 9007199254740992.0) {
-        *out = (uint64_t)it->valuedouble;
-        return 0;
-    }
-    return -EPROTO;
-}
-
 /* One HTTP request on a pooled handle. body NULL means GET. On 0, *code is
  * the HTTP status and b holds the answer; else -ETIMEDOUT, -EHOSTUNREACH,
  * -EPROTO (answer too big) or -ENOMEM. */
@@ -169,6 +151,8 @@ static int cluster_peer_call(struct cluster_peer *c, const char *faddr, const ch
         return -ENOMEM;
     }
     long tmo = timeout_ms ? (long)timeout_ms : 1;
+    if (c->source[0])
+        curl_easy_setopt(h, CURLOPT_INTERFACE, c->source);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
@@ -196,32 +180,6 @@ static int cluster_peer_call(struct cluster_peer *c, const char *faddr, const ch
     if (cc == CURLE_WRITE_ERROR && b->overflow)
         return -EPROTO;
     return -EHOSTUNREACH;
-}
-
-/* One element of a batch answer: [rc, status, "version", "lock_holder",
- * "path_version"]. */
-static int peer_parse_result(const cJSON *r, struct cluster_item *it)
-{
-    uint64_t v[3];
-    if (!cJSON_IsArray(r) || cJSON_GetArraySize(r) != 5)
-        return -EPROTO;
-    const cJSON *rc = cJSON_GetArrayItem(r, 0), *st = cJSON_GetArrayItem(r, 1);
-    if (!cJSON_IsNumber(rc) || !cJSON_IsNumber(st) || rc->valuedouble < -4096 ||
-        rc->valuedouble > 0 || st->valuedouble < -4096 || st->valuedouble > 4096)
-        return -EPROTO;
-    const cJSON *holder = cJSON_GetArrayItem(r, 3);
-    for (int k = 0; k < 3; k += 2)
-        if (peer_u64_of(cJSON_GetArrayItem(r, 2 + k), &v[k]) < 0)
-            return -EPROTO;
-    if (!cJSON_IsString(holder) || nsync_id_parse(holder->valuestring, &v[1]) < 0)
-        return -EPROTO;
-    it->rc = rc->valueint;
-    memset(&it->reply, 0, sizeof it->reply);
-    it->reply.status = st->valueint;
-    it->reply.version = v[0];
-    it->reply.lock_holder = v[1];
-    it->reply.path_version = v[2];
-    return 0;
 }
 
 int cluster_peer_propose_batch(struct cluster_peer *c, const char *faddr, struct cluster_item *items,
@@ -259,19 +217,8 @@ int cluster_peer_propose_batch(struct cluster_peer *c, const char *faddr, struct
         default: rc = -EPROTO; break;
         }
     }
-    cJSON *o = rc == 0 ? cJSON_ParseWithLength(b->data, b->len) : NULL;
-    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "results");
-    if (rc == 0 && (!cJSON_IsArray(arr) || (size_t)cJSON_GetArraySize(arr) > n))
-        rc = -EPROTO;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        const cJSON *r = cJSON_GetArrayItem(arr, (int)i);
-        if (!r) {
-            items[i].rc = -ENOTCONN; /* not answered: not applied */
-            continue;
-        }
-        rc = peer_parse_result(r, &items[i]);
-    }
-    cJSON_Delete(o);
+    if (rc == 0)
+        rc = answer_decode(b->data, b->len, items, n);
     if (rc == -EPROTO || rc == -EINVAL)
         log_warn("propose batch to %s: unexpected answer (HTTP %ld, %zu bytes)", faddr, code, b->len);
     free(b);

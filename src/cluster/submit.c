@@ -39,7 +39,7 @@ int submit_leader_faddr(struct cluster *c, uint64_t id, char *out, size_t outsz)
     const struct nsync_peer *p = nsync_peer_by_id(c->ns, id);
     if (!p)
         return -ENOENT;
-    snprintf(out, outsz, "%s:%u", p->host, p->fport);
+    addr_format(out, outsz, p->host, p->fport);
     return 0;
 }
 

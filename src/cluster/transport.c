@@ -1,7 +1,8 @@
-/* The raft transport with the cluster secret: TLS 1.3 on every raft
- * connection, done by one thread per connection on a blocking socket; raft
- * itself only ever sees one end of a socketpair, handed over once the peer
- * proved it holds the secret and sent raft's handshake (id, address). */
+/* The raft port: one thread per connection does the connect, accept and
+ * raft's handshake (id, address) on a blocking socket. With the cluster
+ * secret, TLS 1.3 first, and raft only ever sees one end of a socketpair,
+ * handed over once the peer proved it holds the secret; without it, raft
+ * gets the TCP socket itself after the handshake. */
 #include "cluster/transport.h"
 
 #include <assert.h>
@@ -23,12 +24,13 @@
 
 #include <gnutls/gnutls.h>
 
+#include "cluster/hello.h"
+#include "common/addr.h"
 #include "common/log.h"
 #include "common/secret.h"
 #include "nsync.h"
 
-#define TR_PROTOCOL 1              /* raft's own handshake, sent inside TLS */
-#define TR_ADDR_MAX 256            /* longest address in that handshake */
+#define TR_ADDR_MAX HELLO_ADDR_MAX /* longest address in raft's handshake */
 #define TR_HANDSHAKE_MS 5000       /* TLS + raft handshake, or the connection goes */
 #define TR_CONNECT_MS 2000
 #define TR_MAX_CONNS 64            /* threads (connections) both ways together */
@@ -45,7 +47,8 @@ struct tr_pending;
 struct tr_item {
     struct tr_item *next;
     enum tr_kind kind;
-    int fd;                       /* raft's end of the socketpair, or -1 */
+    int fd;                       /* raft's end of the socketpair (plain: the TCP
+                                   * socket), or -1 */
     raft_id id;                   /* TR_ACCEPTED: who connected */
     char address[TR_ADDR_MAX];
     struct tr_pending *pending;   /* TR_CONNECTED/FAILED: a token, never
@@ -63,7 +66,7 @@ struct tr_hub {
     uv_async_t *async;
     struct tr_item *head, **tail;
     int fds[TR_MAX_CONNS];        /* each thread's socket (-1: none), shut down at close */
-    const struct secret *secret;  /* read-only */
+    const struct secret *secret;  /* read-only; NULL: plain TCP */
 };
 
 /* A connect request raft is waiting for. Loop thread only. */
@@ -80,7 +83,8 @@ struct tr_impl {
     struct tr_hub *hub;
     uv_async_t async;
     raft_id id;
-    char address[TR_ADDR_MAX];
+    char address[TR_ADDR_MAX];    /* told to peers (--advertise) */
+    char bind[TR_ADDR_MAX];       /* listened on (--host) */
     raft_uv_accept_cb accept_cb;
     int listen_fd;
     pthread_t listener;
@@ -222,11 +226,38 @@ static int tr_write_all(int fd, const void *buf, size_t len)
     return 0;
 }
 
-static int tr_send_all(gnutls_session_t s, const void *buf, size_t len)
+/* The handshake's bytes go through TLS when there is a session, else
+ * straight on the socket. */
+struct tr_io {
+    gnutls_session_t s;
+    int fd;
+};
+
+static ssize_t tr_io_send(const struct tr_io *io, const void *buf, size_t len)
+{
+    if (io->s)
+        return gnutls_record_send(io->s, buf, len);
+    ssize_t n = send(io->fd, buf, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+        return GNUTLS_E_INTERRUPTED;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? GNUTLS_E_AGAIN : n;
+}
+
+static ssize_t tr_io_recv(const struct tr_io *io, void *buf, size_t len)
+{
+    if (io->s)
+        return gnutls_record_recv(io->s, buf, len);
+    ssize_t n = recv(io->fd, buf, len, 0);
+    if (n < 0 && errno == EINTR)
+        return GNUTLS_E_INTERRUPTED;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? GNUTLS_E_AGAIN : n;
+}
+
+static int tr_send_all(const struct tr_io *io, const void *buf, size_t len)
 {
     const char *p = buf;
     while (len > 0) {
-        ssize_t n = gnutls_record_send(s, p, len);
+        ssize_t n = tr_io_send(io, p, len);
         if (n == GNUTLS_E_INTERRUPTED)
             continue;
         if (n <= 0) /* GNUTLS_E_AGAIN is the send timeout: the peer is stuck */
@@ -238,11 +269,11 @@ static int tr_send_all(gnutls_session_t s, const void *buf, size_t len)
 }
 
 /* Exactly len bytes before the deadline. */
-static int tr_recv_all(gnutls_session_t s, void *buf, size_t len, uint64_t deadline)
+static int tr_recv_all(const struct tr_io *io, void *buf, size_t len, uint64_t deadline)
 {
     char *p = buf;
     while (len > 0) {
-        ssize_t n = gnutls_record_recv(s, p, len);
+        ssize_t n = tr_io_recv(io, p, len);
         if ((n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) && tr_now_ms() < deadline)
             continue;
         if (n <= 0)
@@ -251,20 +282,6 @@ static int tr_recv_all(gnutls_session_t s, void *buf, size_t len, uint64_t deadl
         len -= (size_t)n;
     }
     return 0;
-}
-
-static void tr_put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t tr_get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
 }
 
 /* TLS on fd, then the peer must show exactly our certificate. */
@@ -302,34 +319,24 @@ static gnutls_session_t tr_tls(const struct tr_conn *c, int fd)
     return s;
 }
 
-/* Server side of raft's handshake: protocol, id, address length, address. */
-static int tr_read_hello(gnutls_session_t s, struct tr_item *it, uint64_t deadline)
+/* Server side of raft's handshake (hello.h). */
+static int tr_read_hello(const struct tr_io *io, struct tr_item *it, uint64_t deadline)
 {
-    uint8_t pre[24];
-    if (tr_recv_all(s, pre, sizeof pre, deadline) < 0)
-        return -1;
-    uint64_t proto = tr_get64(pre), id = tr_get64(pre + 8), len = tr_get64(pre + 16);
-    if (proto != TR_PROTOCOL || id == 0 || len == 0 || len > TR_ADDR_MAX)
-        return -1;
-    if (tr_recv_all(s, it->address, (size_t)len, deadline) < 0 ||
-        memchr(it->address, '\0', (size_t)len) == NULL || it->address[0] == '\0')
+    uint8_t head[HELLO_HEAD];
+    uint64_t id;
+    size_t len;
+    if (tr_recv_all(io, head, sizeof head, deadline) < 0 || hello_decode_head(head, &id, &len) < 0 ||
+        tr_recv_all(io, it->address, len, deadline) < 0 || hello_check_address(it->address, len) < 0)
         return -1;
     it->id = id;
     return 0;
 }
 
-static int tr_send_hello(gnutls_session_t s, raft_id id, const char *address)
+static int tr_send_hello(const struct tr_io *io, raft_id id, const char *address)
 {
-    uint8_t buf[24 + TR_ADDR_MAX];
-    size_t alen = (strlen(address) + 1 + 7) / 8 * 8; /* padded as libraft does */
-    if (alen > TR_ADDR_MAX)
-        return -1;
-    memset(buf, 0, sizeof buf);
-    tr_put64(buf, TR_PROTOCOL);
-    tr_put64(buf + 8, id);
-    tr_put64(buf + 16, alen);
-    memcpy(buf + 24, address, strlen(address));
-    return tr_send_all(s, buf, 24 + alen);
+    uint8_t buf[HELLO_HEAD + HELLO_ADDR_MAX];
+    size_t n = hello_encode(buf, id, address);
+    return n ? tr_send_all(io, buf, n) : -1;
 }
 
 /* Bytes both ways until either side ends. */
@@ -358,7 +365,8 @@ static void tr_pump(gnutls_session_t s, int net, int local)
             ssize_t n = read(local, buf, TR_BUF);
             if (n < 0 && errno == EINTR)
                 continue;
-            if (n <= 0 || tr_send_all(s, buf, (size_t)n) < 0)
+            struct tr_io io = {.s = s, .fd = net};
+            if (n <= 0 || tr_send_all(&io, buf, (size_t)n) < 0)
                 break;
         }
     }
@@ -366,21 +374,26 @@ static void tr_pump(gnutls_session_t s, int net, int local)
 }
 
 /* A TCP connection to c->peer ("host:port") within TR_CONNECT_MS, or -1. */
+/* host:port (addr_format's spelling) resolved, for a connect or (passive)
+ * a listen. 0 or a getaddrinfo error (EAI_NONAME for a malformed one). */
+static int tr_resolve(const char *address, bool passive, struct addrinfo **res)
+{
+    char host[TR_ADDR_MAX], port[8];
+    uint16_t p;
+    if (addr_parse(address, 1, host, sizeof host, &p) < 0)
+        return EAI_NONAME;
+    snprintf(port, sizeof port, "%u", (unsigned)p);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0)};
+    *res = NULL;
+    int rc = getaddrinfo(host, port, &hints, res);
+    return rc == 0 && !*res ? EAI_NONAME : rc;
+}
+
 static int tr_dial(struct tr_conn *c)
 {
-    char host[TR_ADDR_MAX];
-    snprintf(host, sizeof host, "%s", c->peer);
-    char *colon = strrchr(host, ':');
-    if (!colon)
-        return -1;
-    *colon = '\0';
-    char *h = host;
-    if (h[0] == '[' && colon > h && colon[-1] == ']') {
-        h++;
-        colon[-1] = '\0';
-    }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res = NULL;
-    if (getaddrinfo(h, colon + 1, &hints, &res) != 0 || !res)
+    struct addrinfo *res = NULL;
+    if (tr_resolve(c->peer, false, &res) != 0)
         return -1;
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0 || !tr_hub_set_fd(c->hub, c->slot, fd)) {
@@ -421,18 +434,29 @@ static void *tr_conn_main(void *arg)
             fd = -1;
         }
     }
+    bool tls = hub->secret != NULL;
     if (it && fd >= 0) {
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
         tr_timeouts(fd, 500, TR_HANDSHAKE_MS);
         uint64_t deadline = tr_now_ms() + TR_HANDSHAKE_MS;
-        ok = (s = tr_tls(c, fd)) != NULL &&
-             (c->server ? tr_read_hello(s, it, deadline) : tr_send_hello(s, c->self_id, c->self_addr)) == 0 &&
-             socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0;
-        if (s && !ok)
+        struct tr_io io = {.s = tls ? tr_tls(c, fd) : NULL, .fd = fd};
+        s = io.s;
+        ok = (!tls || s) &&
+             (c->server ? tr_read_hello(&io, it, deadline) : tr_send_hello(&io, c->self_id, c->self_addr)) == 0 &&
+             (!tls || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) == 0);
+        if ((s || !tls) && !ok)
             log_warn("raft port: no raft handshake %s %s within %d ms: closed", c->server ? "from" : "to",
                      c->peer, TR_HANDSHAKE_MS);
+    }
+    if (ok && !tls) {
+        /* raft takes the socket itself: out of the hub's reach first, so
+         * that a close never shuts down what raft owns by then */
+        tr_timeouts(fd, 0, 0);
+        tr_hub_clear_fd(hub, c->slot);
+        pair[0] = fd;
+        fd = -1;
     }
     if (it) {
         it->kind = ok ? (c->server ? TR_ACCEPTED : TR_CONNECTED) : TR_FAILED;
@@ -448,7 +472,7 @@ static void *tr_conn_main(void *arg)
             free(it);
         }
     }
-    if (ok) {
+    if (ok && tls) {
         tr_timeouts(fd, 0, TR_SEND_TIMEOUT_S * 1000);
         tr_pump(s, fd, pair[1]);
     }
@@ -521,6 +545,32 @@ static void *tr_listen_main(void *arg)
 
 /* ---------------- raft_uv_transport, loop thread ---------------- */
 
+/* fd as the stream raft reads: a pipe handle on the socketpair end (TLS),
+ * a TCP handle on the socket (plain); NULL (fd closed) if libuv refuses.
+ * raft frees the stream with raft_free once it closed it. */
+static uv_stream_t *tr_stream(struct tr_impl *impl, int fd)
+{
+    bool tcp = impl->hub->secret == NULL;
+    void *h = raft_malloc(tcp ? sizeof(uv_tcp_t) : sizeof(uv_pipe_t));
+    if (!h) {
+        close(fd);
+        return NULL;
+    }
+    int rc = tcp ? uv_tcp_init(impl->loop, h) : uv_pipe_init(impl->loop, h, 0);
+    if (rc != 0) {
+        raft_free(h);
+        close(fd);
+        return NULL;
+    }
+    rc = tcp ? uv_tcp_open(h, fd) : uv_pipe_open(h, fd);
+    if (rc != 0) {
+        close(fd);
+        uv_close(h, (uv_close_cb)raft_free);
+        return NULL;
+    }
+    return h;
+}
+
 static void tr_async_cb(uv_async_t *a)
 {
     struct tr_impl *impl = a->data;
@@ -533,21 +583,10 @@ static void tr_async_cb(uv_async_t *a)
     while (list) {
         struct tr_item *it = list;
         list = it->next;
-        uv_pipe_t *p = NULL;
-        if (it->fd >= 0) {
-            /* raft frees the stream with raft_free once it closed it */
-            p = raft_malloc(sizeof *p);
-            if (!p || uv_pipe_init(impl->loop, p, 0) != 0 || uv_pipe_open(p, it->fd) != 0) {
-                if (p)
-                    uv_close((uv_handle_t *)p, (uv_close_cb)raft_free);
-                else
-                    close(it->fd);
-                p = NULL;
-            }
-        }
+        uv_stream_t *p = it->fd >= 0 ? tr_stream(impl, it->fd) : NULL;
         if (it->kind == TR_ACCEPTED) {
             if (p)
-                impl->accept_cb(impl->t, it->id, it->address, (uv_stream_t *)p);
+                impl->accept_cb(impl->t, it->id, it->address, p);
         } else {
             struct tr_pending **pp = &impl->pending;
             while (*pp && *pp != it->pending)
@@ -555,7 +594,7 @@ static void tr_async_cb(uv_async_t *a)
             assert(*pp); /* a pending one leaves the list only here or in close */
             struct tr_pending *pend = *pp;
             *pp = pend->next;
-            pend->cb(pend->req, p ? (uv_stream_t *)p : NULL, p ? 0 : RAFT_NOCONNECTION);
+            pend->cb(pend->req, p, p ? 0 : RAFT_NOCONNECTION);
             free(pend);
         }
         free(it);
@@ -575,24 +614,20 @@ static int tr_init(struct raft_uv_transport *t, raft_id id, const char *address)
 static int tr_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
 {
     struct tr_impl *impl = t->impl;
-    char host[TR_ADDR_MAX];
-    snprintf(host, sizeof host, "%s", impl->address);
-    char *colon = strrchr(host, ':');
-    if (!colon)
-        return RAFT_INVALID;
-    *colon = '\0';
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV | AI_PASSIVE}, *res = NULL;
-    int grc = getaddrinfo(host, colon + 1, &hints, &res);
-    if (grc != 0 || !res) {
-        snprintf(t->errmsg, sizeof t->errmsg, "resolve %.200s: %s", impl->address, gai_strerror(grc));
+    struct addrinfo *res = NULL;
+    int grc = tr_resolve(impl->bind, true, &res);
+    if (grc != 0) {
+        snprintf(t->errmsg, sizeof t->errmsg, "resolve %.200s: %s", impl->bind, gai_strerror(grc));
         return RAFT_IOERR;
     }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, zero = 0;
     if (fd >= 0)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd >= 0 && res->ai_family == AF_INET6) /* "::" takes IPv4 too, as the file server does */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
     if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 128) < 0) {
-        snprintf(t->errmsg, sizeof t->errmsg, "listen on %.200s: %s", impl->address, strerror(errno));
-        log_error("raft port: cannot listen on %s: %s", impl->address, strerror(errno));
+        snprintf(t->errmsg, sizeof t->errmsg, "listen on %.200s: %s", impl->bind, strerror(errno));
+        log_error("raft port: cannot listen on %s: %s", impl->bind, strerror(errno));
         if (fd >= 0)
             close(fd);
         freeaddrinfo(res);
@@ -607,7 +642,11 @@ static int tr_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
         return RAFT_NOMEM;
     }
     impl->listening = true;
-    log_info("raft port %s: TLS, cluster certificate", impl->address);
+    if (strcmp(impl->bind, impl->address) != 0)
+        log_info("raft port %s, known as %s: %s", impl->bind, impl->address,
+                 impl->hub->secret ? "TLS, cluster certificate" : "plain TCP");
+    else
+        log_info("raft port %s: %s", impl->address, impl->hub->secret ? "TLS, cluster certificate" : "plain TCP");
     return 0;
 }
 
@@ -725,10 +764,10 @@ static void tr_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
     uv_close((uv_handle_t *)&impl->async, tr_async_closed);
 }
 
-int transport_init(struct raft_uv_transport *t, uv_loop_t *loop, const struct secret *s)
+int transport_init(struct raft_uv_transport *t, uv_loop_t *loop, const struct secret *s, const char *bind)
 {
-    if (!s)
-        return raft_uv_tcp_init(t, loop);
+    if (strlen(bind) >= TR_ADDR_MAX)
+        return RAFT_NAMETOOLONG;
     struct tr_impl *impl = calloc(1, sizeof *impl);
     struct tr_hub *h = calloc(1, sizeof *h);
     if (!impl || !h) {
@@ -745,6 +784,7 @@ int transport_init(struct raft_uv_transport *t, uv_loop_t *loop, const struct se
     h->secret = s;
     h->async = &impl->async;
     impl->loop = loop;
+    snprintf(impl->bind, sizeof impl->bind, "%s", bind);
     impl->hub = h;
     impl->listen_fd = -1;
     impl->t = t;
@@ -767,10 +807,6 @@ int transport_init(struct raft_uv_transport *t, uv_loop_t *loop, const struct se
 
 void transport_close(struct raft_uv_transport *t)
 {
-    if (t->init != tr_init) {
-        raft_uv_tcp_close(t);
-        return;
-    }
     struct tr_impl *impl = t->impl;
     t->impl = NULL;
     if (impl->async_closed) {

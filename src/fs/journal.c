@@ -4,6 +4,7 @@
 #include <assert.h>
 
 #include "fs/fs_int.h"
+#include "fs/journal_rec.h"
 
 static void journal_empty(struct fs *fs, unsigned g)
 {
@@ -57,6 +58,23 @@ void journal_write(struct fs *fs, unsigned g, const char *path)
         log_warn("cannot journal the announce of %s: %s", path, strerror(errno));
 }
 
+/* One record of journal_load: into fs->replay unless already there. */
+static int journal_keep(const char *p, void *data)
+{
+    struct fs *fs = data;
+    for (size_t i = 0; i < fs->n_replay; i++)
+        if (strcmp(fs->replay[i], p) == 0)
+            return 0;
+    char **grown = realloc(fs->replay, (fs->n_replay + 1) * sizeof *grown);
+    if (!grown)
+        return -ENOMEM;
+    fs->replay = grown;
+    if ((fs->replay[fs->n_replay] = strdup(p)) == NULL)
+        return -ENOMEM;
+    fs->n_replay++;
+    return 0;
+}
+
 /* Journal file g's paths, deduplicated, into fs->replay. */
 void journal_load(struct fs *fs, unsigned g)
 {
@@ -68,26 +86,11 @@ void journal_load(struct fs *fs, unsigned g)
                  (long long)st.st_size);
         return;
     }
-    char *buf = malloc((size_t)st.st_size + 1);
+    char *buf = malloc((size_t)st.st_size);
     ssize_t n = buf ? pread(fs->journal_fd[g], buf, (size_t)st.st_size, 0) : -1;
-    if (n <= 0) {
-        free(buf);
-        return;
-    }
-    buf[n] = '\0';
-    for (char *p = buf; p < buf + n; p += strlen(p) + 1) {
-        if (path_check(p) < 0 || path_is_internal(p))
-            continue;
-        bool dup = false;
-        for (size_t i = 0; i < fs->n_replay && !dup; i++)
-            dup = strcmp(fs->replay[i], p) == 0;
-        char **grown = dup ? NULL : realloc(fs->replay, (fs->n_replay + 1) * sizeof *grown);
-        if (grown) {
-            fs->replay = grown;
-            if ((fs->replay[fs->n_replay] = strdup(p)) != NULL)
-                fs->n_replay++;
-        }
-    }
+    if (n > 0 && journal_records(buf, (size_t)n, journal_keep, fs) < 0)
+        log_warn("journal .nsyncfs/%s%s: out of memory, %zu paths kept for the replay", FS_JOURNAL,
+                 g ? "-1" : "", fs->n_replay);
     free(buf);
 }
 

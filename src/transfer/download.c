@@ -61,11 +61,7 @@ static int xfer_peer_addr(struct xfer_fetcher *f, uint64_t id, char *out, size_t
     const struct nsync_peer *p = nsync_peer_by_id(ns, id);
     if (!p)
         return -ENOENT;
-    if (strchr(p->host, ':'))
-        snprintf(out, outsz, "[%s]:%u", p->host, p->fport);
-    else
-        snprintf(out, outsz, "%s:%u", p->host, p->fport);
-    return 0;
+    return addr_format(out, outsz, p->host, p->fport) < 0 ? -ENAMETOOLONG : 0;
 }
 
 static size_t xfer_sink_write(char *ptr, size_t size, size_t nmemb, void *arg)

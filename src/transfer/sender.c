@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,30 +17,6 @@
 #include "cluster/fsm.h"
 #include "common/log.h"
 #include "nsync.h"
-
-/* "host:port" (or "[v6]:port") into host and port. */
-static int xfer_split_addr(const char *addr, char *host, size_t hostsz, unsigned *port)
-{
-    const char *colon = strrchr(addr, ':');
-    if (!colon || colon == addr)
-        return -EINVAL;
-    const char *h = addr;
-    size_t n = (size_t)(colon - addr);
-    if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
-        h++;
-        n -= 2;
-    }
-    if (n == 0 || n >= hostsz)
-        return -EINVAL;
-    memcpy(host, h, n);
-    host[n] = '\0';
-    char *end;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (*end || p == 0 || p > 65535)
-        return -EINVAL;
-    *port = (unsigned)p;
-    return 0;
-}
 
 /* True if host (numeric or a name) is the client's address. */
 static bool xfer_host_is(const char *host, const char *client)
@@ -73,6 +50,16 @@ int xfer_sender(struct nsync *ns, struct MHD_Connection *conn, const char *join_
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     char client[NI_MAXHOST];
     const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    struct sockaddr_in v4;
+    if (sa && sa->sa_family == AF_INET6 &&
+        IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr)) {
+        /* an IPv4 peer on a "::" listener: compared as the IPv4 address
+         * the catalog knows it by */
+        memset(&v4, 0, sizeof v4);
+        v4.sin_family = AF_INET;
+        memcpy(&v4.sin_addr, &((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr[12], 4);
+        sa = (const struct sockaddr *)&v4;
+    }
     socklen_t sl = sa && sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (!sa || getnameinfo(sa, sl, client, sizeof client, NULL, 0, NI_NUMERICHOST) != 0)
         return -EPERM;
@@ -83,16 +70,16 @@ int xfer_sender(struct nsync *ns, struct MHD_Connection *conn, const char *join_
     if (m)
         snprintf(caddr, sizeof caddr, "%s", m->caddr);
     pthread_rwlock_unlock(&ns->fsm_lock);
-    char host[FSM_ADDR_MAX];
-    unsigned port;
+    char host[NSYNC_HOST_MAX];
+    uint16_t port;
     if (!caddr[0] && join_caddr) {
         /* Not a member yet: it may only join as the node its address makes. */
-        if (xfer_split_addr(join_caddr, host, sizeof host, &port) < 0 ||
-            nsync_node_id(host, (uint16_t)port) != (uint64_t)v)
+        if (addr_parse(join_caddr, 1, host, sizeof host, &port) < 0 ||
+            nsync_node_id(host, port) != (uint64_t)v)
             return -EPERM;
         snprintf(caddr, sizeof caddr, "%s", join_caddr);
     }
-    if (!caddr[0] || xfer_split_addr(caddr, host, sizeof host, &port) < 0 || !xfer_host_is(host, client)) {
+    if (!caddr[0] || addr_parse(caddr, 1, host, sizeof host, &port) < 0 || !xfer_host_is(host, client)) {
         log_warn("request from %s naming node %016llx refused: not that node's address", client, v);
         return -EPERM;
     }

@@ -317,6 +317,12 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
     xfer_json_id(o, "node", ns->self_id);
     cJSON_AddStringToObject(o, "version", NSYNC_VERSION);
     cJSON_AddStringToObject(o, "host", ns->cfg.host);
+    cJSON_AddStringToObject(o, "advertise", ns->cfg.advertise);
+    char a[NSYNC_ADDR_MAX];
+    addr_format(a, sizeof a, ns->cfg.advertise, ns->cfg.cport);
+    cJSON_AddStringToObject(o, "caddr", a);
+    addr_format(a, sizeof a, ns->cfg.advertise, ns->cfg.fport);
+    cJSON_AddStringToObject(o, "faddr", a);
     cJSON_AddNumberToObject(o, "fport", ns->cfg.fport);
     cJSON_AddNumberToObject(o, "cport", ns->cfg.cport);
     cJSON_AddStringToObject(o, "backing", ns->cfg.backing);
@@ -532,11 +538,12 @@ static enum MHD_Result xfer_handle_membership(struct nsync *ns, struct MHD_Conne
     const cJSON *fa = cJSON_GetObjectItemCaseSensitive(o, "faddr");
     uint64_t node = 0;
     bool ok = cJSON_IsString(id) && nsync_id_parse(id->valuestring, &node) == 0 && node != 0;
+    char h[NSYNC_HOST_MAX];
+    uint16_t port;
     if (join)
-        ok = ok && cJSON_IsString(ca) && cJSON_IsString(fa) && ca->valuestring[0] &&
-             fa->valuestring[0] && strlen(ca->valuestring) < FSM_ADDR_MAX &&
-             strlen(fa->valuestring) < FSM_ADDR_MAX && strchr(ca->valuestring, ':') &&
-             strchr(fa->valuestring, ':');
+        ok = ok && cJSON_IsString(ca) && cJSON_IsString(fa) && strlen(ca->valuestring) < FSM_ADDR_MAX &&
+             strlen(fa->valuestring) < FSM_ADDR_MAX && addr_parse(ca->valuestring, 1, h, sizeof h, &port) == 0 &&
+             addr_parse(fa->valuestring, 1, h, sizeof h, &port) == 0;
     if (!ok) {
         cJSON_Delete(o);
         return xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, "expected {\"id\":\"<16 hex digits>\"...}\n");
@@ -743,9 +750,17 @@ static int xfer_resolve(const char *host, uint16_t port, struct sockaddr_storage
  * half of it. */
 static void xfer_write_addr_file(struct nsync *ns)
 {
+    /* On a wildcard, the loopback of its family: `nsyncfs status` runs on
+     * this machine, and the advertised address may be one only others
+     * reach (behind NAT). */
+    const char *h = ns->cfg.host;
+    if (addr_is_wildcard(h))
+        h = strchr(h, ':') ? "::1" : "127.0.0.1";
     char line[NSYNC_ADDR_MAX + 4];
-    int n = strchr(ns->cfg.host, ':') ? snprintf(line, sizeof line, "[%s]:%u\n", ns->cfg.host, ns->cfg.fport)
-                                      : snprintf(line, sizeof line, "%s:%u\n", ns->cfg.host, ns->cfg.fport);
+    int n = addr_format(line, sizeof line - 1, h, ns->cfg.fport);
+    if (n < 0)
+        return;
+    line[n++] = '\n';
     int fd = openat(ns->data_fd, XFER_ADDR_FILE ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || write(fd, line, (size_t)n) != n || close(fd) < 0 ||
         renameat(ns->data_fd, XFER_ADDR_FILE ".tmp", ns->data_fd, XFER_ADDR_FILE) < 0) {
@@ -776,8 +791,10 @@ int xfer_server_start(struct nsync *ns, struct xfer_server **out)
     }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                      MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+    /* "::" takes IPv4 too, as the raft port does (v4-mapped clients are
+     * told apart by sender.c). */
     if (ipv6)
-        flags |= MHD_USE_IPv6;
+        flags |= addr_is_wildcard(ns->cfg.host) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
     /* With the secret: TLS 1.3, our certificate, and a request for the
      * client's (MEM_TRUST makes MHD ask; xfer_client_is_member checks it is
      * ours). A request, not a demand, so that monitoring without the secret
@@ -807,16 +824,17 @@ int xfer_server_start(struct nsync *ns, struct xfer_server **out)
         MHD_OPTION_NOTIFY_COMPLETED, xfer_completed, (void *)NULL,
         MHD_OPTION_ARRAY, tls,
         MHD_OPTION_END);
+    char where[NSYNC_ADDR_MAX];
+    addr_format(where, sizeof where, ns->cfg.host, ns->cfg.fport);
     if (!s->daemon) {
-        log_error("file server: cannot listen on %s:%u (port in use or address not local?)",
-                  ns->cfg.host, ns->cfg.fport);
+        log_error("file server: cannot listen on %s (port in use or address not local?)", where);
         xfer_guard_stop(s->guard);
         free(s);
         return -EADDRINUSE;
     }
     if (ns->data_fd >= 0)
         xfer_write_addr_file(ns);
-    log_info("file server listening on %s:%u (%s)", ns->cfg.host, ns->cfg.fport,
+    log_info("file server listening on %s (%s)", where,
              ns->cfg.secret ? "TLS, cluster certificate" : "plain HTTP");
     *out = s;
     return 0;

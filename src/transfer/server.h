@@ -20,10 +20,11 @@ struct nsync;
 struct xfer_server;
 
 /* Under BACKING/.nsyncfs while the server runs: "host:port\n" of this node's
- * file server (how `nsyncfs status MOUNTPOINT` finds it). */
+ * file server (how `nsyncfs status MOUNTPOINT` finds it), addr_format's
+ * spelling; a wildcard --host is written as its family's loopback. */
 #define XFER_ADDR_FILE "server"
 
-/* Bind ns->cfg.host:ns->cfg.fport and serve; write XFER_ADDR_FILE (removed
+/* Bind ns->cfg.host:ns->cfg.fport (:: takes IPv4 as well) and serve; write XFER_ADDR_FILE (removed
  * by xfer_server_stop). 0 or -errno (logged). */
 int xfer_server_start(struct nsync *ns, struct xfer_server **out);
 void xfer_server_stop(struct xfer_server *s);

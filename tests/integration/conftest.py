@@ -29,7 +29,7 @@ import threading
 import pytest
 
 from netcut import NetCut
-from nsynctest import BINARY, Cluster, ACTIVE, logs_report
+from nsynctest import BINARY, HOST, Cluster, ACTIVE, logs_report
 
 DEFAULT_DEADLINE_S = 300
 
@@ -146,9 +146,11 @@ def _with_test_secret(extra_args):
     return tuple(extra_args) + ("--secret-file", _SECRET[0])
 
 
-def _make(request, base, n, extra_args, name, log_level="debug", netcut=False, env=None):
+def _make(request, base, n, extra_args, name, log_level="debug", netcut=False, env=None,
+          host=HOST, advertise=None):
     extra_args = _with_test_secret(extra_args)
-    c = Cluster(base, n=n, extra_args=extra_args, name=name, log_level=log_level)
+    c = Cluster(base, n=n, extra_args=extra_args, name=name, log_level=log_level, host=host,
+                advertise=advertise)
     c.env_hook = env
     ALL_CLUSTERS.append(c)
     # Registered before starting, so a cluster that fails to come up is still
@@ -163,13 +165,15 @@ def _make(request, base, n, extra_args, name, log_level="debug", netcut=False, e
 def cluster_factory(request, tmp_path, binary):
     count = [0]
 
-    def make(n=3, extra_args=(), name=None, log_level="debug", netcut=False, env=None):
+    def make(n=3, extra_args=(), name=None, log_level="debug", netcut=False, env=None,
+             host=HOST, advertise=None):
         """netcut: each node in a cgroup of its own, c.net a NetCut to cut links.
-        env: idx -> dict of extra environment variables for that node (or None)."""
+        env: idx -> dict of extra environment variables for that node (or None).
+        host, advertise: --host of every node, idx -> its --advertise (Cluster)."""
         count[0] += 1
         base = tmp_path / f"cluster{count[0]}"
         return _make(request, base, n, extra_args, name or f"cluster{count[0]}", log_level,
-                     netcut, env)
+                     netcut, env, host, advertise)
 
     return make
 

@@ -288,10 +288,19 @@ def _is_stale(mnt):
 
 # ---------------------------------------------------------------- nodes
 
+def fmt_addr(host, *ports):
+    """host:port[:port] as nsyncfs spells it: an IPv6 host in brackets."""
+    h = f"[{host}]" if ":" in host else host
+    return ":".join([h] + [str(p) for p in ports])
+
+
 class Node:
-    def __init__(self, cluster, idx, base, cport, fport):
+    def __init__(self, cluster, idx, base, cport, fport, host=HOST, advertise=None):
         self.cluster = cluster
         self.idx = idx
+        self.host = host                # --host: listened on
+        self.advertise = advertise      # --advertise, or None: known by host
+        self.reach = advertise or host  # where the others (and the tests) reach it
         self.backing = base / f"b{idx}"
         self.mnt = base / f"m{idx}"
         self.log_path = base / f"node{idx}.log"
@@ -303,11 +312,11 @@ class Node:
         self.mnt.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self):
-        return f"<node {self.idx} {HOST}:{self.cport}/{self.fport} {self.mnt}>"
+        return f"<node {self.idx} {fmt_addr(self.reach, self.cport)}/{self.fport} {self.mnt}>"
 
     @property
     def addr(self):
-        return f"{HOST}:{self.cport}:{self.fport}"
+        return fmt_addr(self.reach, self.cport, self.fport)
 
     @property
     def running(self):
@@ -315,10 +324,11 @@ class Node:
 
     def command(self):
         return [str(BINARY), str(self.backing), str(self.mnt),
-                "--host", HOST, "--cluster-port", str(self.cport),
+                "--host", self.host, "--cluster-port", str(self.cport),
                 "--file-server-port", str(self.fport),
                 "--cluster", self.cluster.cluster_arg(),
-                "-f", "--log-level", self.cluster.log_level] + list(self.cluster.extra_args)
+                "-f", "--log-level", self.cluster.log_level] + \
+            (["--advertise", self.advertise] if self.advertise else []) + list(self.cluster.extra_args)
 
     def spawn(self):
         assert not self.running, f"node {self.idx} is already running"
@@ -341,7 +351,8 @@ class Node:
 
     def try_status(self, timeout=1.0):
         try:
-            code, body = http_get(self.fport, "/v1/status", timeout=timeout, tls=self.cluster.tls)
+            code, body = http_get(self.fport, "/v1/status", timeout=timeout, host=self.reach,
+                                  tls=self.cluster.tls)
             if code != 200:
                 return None
             return json.loads(body)
@@ -350,7 +361,8 @@ class Node:
 
     def status(self, timeout=2.0):
         """GET /v1/status as a dict; raises if the node does not answer."""
-        code, body = http_get(self.fport, "/v1/status", timeout=timeout, tls=self.cluster.tls)
+        code, body = http_get(self.fport, "/v1/status", timeout=timeout, host=self.reach,
+                              tls=self.cluster.tls)
         assert code == 200, f"node {self.idx}: /v1/status answered {code}: {body[:200]!r}"
         return json.loads(body)
 
@@ -386,9 +398,12 @@ def _no_leader(lid):
 
 class Cluster:
     """n nsyncfs nodes on 127.0.0.1 under `base` (b<i>/ BACKING, m<i>/ mount,
-    node<i>.log). Not started by the constructor: call start_all()."""
+    node<i>.log). Not started by the constructor: call start_all().
+    host: what every node listens on (--host); advertise: idx -> the address
+    node idx is known by (--advertise), or None."""
 
-    def __init__(self, base, n=3, extra_args=(), log_level="debug", name="cluster"):
+    def __init__(self, base, n=3, extra_args=(), log_level="debug", name="cluster", host=HOST,
+                 advertise=None):
         self.base = Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.name = name
@@ -400,7 +415,8 @@ class Cluster:
         self.env_hook = None        # idx -> extra environment variables (dict) or None
         self.teardown_hooks = []    # called at the end of teardown, always
         ports = free_ports(2 * n)
-        self.nodes = [Node(self, i, self.base, ports[2 * i], ports[2 * i + 1]) for i in range(n)]
+        self.nodes = [Node(self, i, self.base, ports[2 * i], ports[2 * i + 1], host=host,
+                           advertise=advertise(i) if advertise else None) for i in range(n)]
         with _ACTIVE_LOCK:
             ACTIVE.append(self)
 

@@ -160,8 +160,8 @@ def test_bad_secret_file_refused(tmp_path, binary, case):
 
 
 def test_no_secret_on_reachable_address_refused(tmp_path, binary):
-    # 0.0.0.0 is refused before anything is bound.
-    r = run_start(tmp_path, "--host", "0.0.0.0")
+    # 0.0.0.0 (known by others as its --advertise) is refused before anything is bound.
+    r = run_start(tmp_path, "--host", "0.0.0.0", "--advertise", "127.0.0.2")
     err = r.stderr.decode()
     assert r.returncode == 2, err
     assert len(err.strip().splitlines()) == 1, err
@@ -171,6 +171,7 @@ def test_no_secret_on_reachable_address_refused(tmp_path, binary):
 def test_insecure_warns_at_every_start(cluster_factory):
     # -o insecure passes the check (the --cluster error comes after it) ...
     r = subprocess.run([str(BINARY), "/nonexistent-b", "/nonexistent-m", "--host", "0.0.0.0",
+                        "--advertise", "127.0.0.2",
                         "--cluster-port", "1", "--file-server-port", "2", "-o", "insecure"],
                        capture_output=True, timeout=30)
     assert r.returncode == 2 and b"--secret-file" not in r.stderr, r.stderr
