@@ -115,14 +115,19 @@ static int xfer_get_from(struct xfer_worker *w, struct xfer_item *it, uint64_t h
     char *esc = curl_easy_escape(w->curl, it->path, 0);
     if (!esc)
         return -ENOMEM;
-    size_t ulen = strlen(faddr) + strlen(esc) + 64;
+    size_t ulen = strlen(faddr) + strlen(esc) + 64 + DIGEST_HEX_LEN;
     char *url = malloc(ulen);
     if (!url) {
         curl_free(esc);
         return -ENOMEM;
     }
-    snprintf(url, ulen, "%s://%s/v1/file?path=%s&version=%" PRIu64, secret_scheme(f->ns->cfg.secret), faddr,
-             esc, it->version);
+    /* The hash lets a holder that has moved on to a metadata-only change of
+     * the file (a chmod or utimens right after the write) serve the same
+     * bytes instead of refusing the older version. */
+    char hex[DIGEST_HEX_LEN];
+    digest_to_hex(it->hash, hex);
+    snprintf(url, ulen, "%s://%s/v1/file?path=%s&version=%" PRIu64 "&hash=%s",
+             secret_scheme(f->ns->cfg.secret), faddr, esc, it->version, hex);
     curl_free(esc);
 
     if (ftruncate(fd, 0) < 0) {

@@ -65,13 +65,28 @@ void xfer_sync_parent(int dirfd, const char *rel)
     xfer_fsync_dir(dirfd, buf);
 }
 
-/* The catalog entry of it->path still is this version (and kind). */
-static int xfer_recheck(struct xfer_fetcher *f, const struct xfer_item *it)
+/* The catalog entry of it->path still is this version (and kind), or a
+ * later one that changed only the file's metadata (a chmod, chown or
+ * utimens right after the write, as cp -a, rsync -a and tar x do): then it
+ * becomes that version, and the bytes fetched or being fetched serve it, so
+ * the file is not fetched a second time. */
+static int xfer_recheck(struct xfer_fetcher *f, struct xfer_item *it)
 {
     struct nsync *ns = f->ns;
     pthread_rwlock_rdlock(&ns->fsm_lock);
     const struct fsm_entry *e = fsm_get(ns->fsm, it->path);
     bool same = e && e->version == it->version && e->kind == it->kind;
+    if (!same && e && it->kind == FSM_FILE && e->kind == FSM_FILE && e->version > it->version &&
+        e->size == it->size && memcmp(e->hash, it->hash, FSM_HASH_LEN) == 0 && !e->renamed_from &&
+        (!e->pending || !fsm_entry_has(e, ns->self_id))) {
+        it->version = e->version;
+        it->origin = e->origin;
+        it->mode = e->mode;
+        it->uid = e->uid;
+        it->gid = e->gid;
+        it->mtime_ns = e->mtime_ns;
+        same = true;
+    }
     pthread_rwlock_unlock(&ns->fsm_lock);
     if (!same)
         return XFER_STALE;
@@ -312,8 +327,11 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
         if (rc < 0)
             xfer_fail(it, rc, "finishing staging file: %s", strerror(-rc));
     }
+    uint64_t fetched_version = it->version;
     if (rc == 0)
         rc = xfer_recheck(f, it); /* the transfer took time: still wanted? */
+    if (rc == 0 && it->version != fetched_version) /* a metadata change came meanwhile */
+        rc = xfer_fix_meta_fd(fd, it);
     if (rc == 0) {
         rc = xfer_mkparents(ns->backing_fd, it->path);
         if (rc < 0)

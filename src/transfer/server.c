@@ -157,6 +157,14 @@ static int xfer_parse_u64(const char *s, uint64_t *out)
 }
 
 
+
+/* e holds the bytes whose hash the asker named (a later version that only
+ * changed the file's metadata). */
+static bool same_bytes(const struct fsm_entry *e, const uint8_t want[FSM_HASH_LEN], bool has_want)
+{
+    return has_want && e->kind == FSM_FILE && memcmp(e->hash, want, FSM_HASH_LEN) == 0;
+}
+
 static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection *conn)
 {
     const char *path = xfer_arg(conn, "path");
@@ -173,6 +181,11 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
     /* The asker may have applied version V before this node did (the origin
      * of a change is often a follower): wait a moment for our own catalog to
      * reach V rather than send the asker into a retry. */
+    /* A newer version with the same bytes (only its metadata changed) will
+     * do: the asker checks the hash anyway. */
+    uint8_t want[FSM_HASH_LEN];
+    const char *hstr = xfer_arg(conn, "hash");
+    bool has_want = hstr && digest_from_hex(hstr, want) == 0;
     uint64_t seen = 0, waited_from = nsync_mono_ms();
     for (;;) {
         bool behind = false;
@@ -181,7 +194,7 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
         behind = fsm_version(ns->fsm) < version;
         if (!e)
             verdict = MHD_HTTP_NOT_FOUND;
-        else if (e->kind != FSM_FILE || e->version != version ||
+        else if (e->kind != FSM_FILE || (e->version != version && !same_bytes(e, want, has_want)) ||
                  !(!e->pending || fsm_entry_has(e, ns->self_id)))
             verdict = MHD_HTTP_CONFLICT;
         else {
