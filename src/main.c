@@ -93,7 +93,7 @@ static bool hook_path_busy(void *data, const char *rel)
 static bool hook_in_place(void *data, const char *rel)
 {
     struct nsync *ns = data;
-    return ns->fs && fs_path_locked_open(ns->fs, rel);
+    return ns->fs && fs_path_open_shared(ns->fs, rel);
 }
 
 static void hook_invalidate(void *data, const char *rel)

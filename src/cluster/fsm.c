@@ -1422,6 +1422,18 @@ static void fsm_snap_write(struct fsm_wr *w, const struct fsm *f, struct fsm_rec
         fsm_put_u8(w, l->space);
         fsm_put_u8(w, l->type);
     }
+    size_t na = rlocks_ask_count(f->rlocks);
+    fsm_put_u32(w, (uint32_t)na);
+    for (size_t i = 0; i < na; i++) {
+        const struct rlock_ask *a = rlocks_ask_at(f->rlocks, i);
+        fsm_put_str(w, a->path);
+        fsm_put_u64(w, a->node);
+        fsm_put_u64(w, a->start);
+        fsm_put_u64(w, a->end);
+        fsm_put_u64(w, a->until_ms);
+        fsm_put_u8(w, a->space);
+        fsm_put_u8(w, a->type);
+    }
 }
 
 int fsm_snapshot(const struct fsm *f, void **buf, size_t *len)
@@ -1625,6 +1637,23 @@ static int fsm_restore_into(struct fsm *nf, const uint8_t *p, size_t len)
             if (r.bad)
                 return -EINVAL;
             int rc = rlocks_restore_add(nf->rlocks, &l);
+            if (rc < 0)
+                return rc;
+        }
+        uint32_t na = fsm_get_u32(&r);
+        if (r.bad || na > fsm_left(&r) / FSM_MIN_SNAP_RLOCK)
+            return -EINVAL;
+        for (uint32_t i = 0; i < na; i++) {
+            struct rlock_ask a = {.path = fsm_get_path(&r)};
+            a.node = fsm_get_u64(&r);
+            a.start = fsm_get_u64(&r);
+            a.end = fsm_get_u64(&r);
+            a.until_ms = fsm_get_u64(&r);
+            a.space = fsm_get_u8(&r);
+            a.type = fsm_get_u8(&r);
+            if (r.bad)
+                return -EINVAL;
+            int rc = rlocks_restore_ask(nf->rlocks, &a);
             if (rc < 0)
                 return rc;
         }

@@ -11,6 +11,8 @@
 struct rlocks {
     struct rlock *v;
     size_t n, cap;
+    struct rlock_ask *asks;  /* few: one per waiting node and path */
+    size_t n_asks, asks_cap;
 };
 
 struct rlocks *rlocks_new(void)
@@ -25,6 +27,9 @@ void rlocks_free(struct rlocks *t)
     for (size_t i = 0; i < t->n; i++)
         free((char *)t->v[i].path);
     free(t->v);
+    for (size_t i = 0; i < t->n_asks; i++)
+        free((char *)t->asks[i].path);
+    free(t->asks);
     free(t);
 }
 
@@ -139,11 +144,110 @@ static void rl_cut(struct rlocks *t, const char *path, uint64_t node, uint8_t sp
     qsort(t->v, t->n, sizeof *t->v, rl_qcmp);
 }
 
+static int rl_ask_cmp(const struct rlock_ask *a, const struct rlock_ask *b)
+{
+    int c = strcmp(a->path, b->path);
+    if (c)
+        return c;
+    if (a->node != b->node)
+        return a->node < b->node ? -1 : 1;
+    return a->space < b->space ? -1 : a->space > b->space;
+}
+
+static int rl_ask_qcmp(const void *a, const void *b)
+{
+    return rl_ask_cmp(a, b);
+}
+
+static int rl_asks_reserve(struct rlocks *t)
+{
+    if (t->n_asks < t->asks_cap)
+        return 0;
+    size_t cap = t->asks_cap ? 2 * t->asks_cap : 4;
+    struct rlock_ask *v = realloc(t->asks, cap * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    t->asks = v;
+    t->asks_cap = cap;
+    return 0;
+}
+
+static void rl_ask_remove_at(struct rlocks *t, size_t i)
+{
+    free((char *)t->asks[i].path);
+    memmove(&t->asks[i], &t->asks[i + 1], (t->n_asks - i - 1) * sizeof *t->asks);
+    t->n_asks--;
+}
+
+/* Drop path's stale asks, and node's own in space (it is asking anew). */
+static void rl_asks_prune(struct rlocks *t, const char *path, uint64_t node, uint8_t space,
+                          uint64_t now, struct rlock_ask *kept)
+{
+    for (size_t i = 0; i < t->n_asks;) {
+        struct rlock_ask *a = &t->asks[i];
+        if (strcmp(a->path, path) != 0) {
+            i++;
+        } else if (a->until_ms < now) {
+            rl_ask_remove_at(t, i);
+        } else if (a->node == node && a->space == space) {
+            if (kept)
+                *kept = *a;
+            rl_ask_remove_at(t, i);
+        } else {
+            i++;
+        }
+    }
+}
+
+/* Node holds some of [start, end) already (an upgrade or a downgrade, not a
+ * new acquisition). */
+static bool rl_holds_some(const struct rlocks *t, const char *path, uint64_t node, uint8_t space,
+                          uint64_t start, uint64_t end)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (t->v[i].node == node && rl_overlap(&t->v[i], start, end) && t->v[i].space == space &&
+            strcmp(t->v[i].path, path) == 0)
+            return true;
+    return false;
+}
+
+/* A fresh ask of another node that this request would keep waiting. */
+static bool rl_ask_blocks(const struct rlocks *t, const char *path, uint64_t node, uint8_t space,
+                          uint8_t type, uint64_t start, uint64_t end)
+{
+    for (size_t i = 0; i < t->n_asks; i++) {
+        const struct rlock_ask *a = &t->asks[i];
+        if (a->node != node && a->space == space && a->start < end && start < a->end &&
+            (type == RLOCK_WRITE || a->type == RLOCK_WRITE) && strcmp(a->path, path) == 0)
+            return true;
+    }
+    return false;
+}
+
 int rlocks_set(struct rlocks *t, const char *path, uint64_t node, uint8_t space, uint8_t type,
                uint64_t start, uint64_t end, uint32_t pid, uint64_t now, uint64_t expires_ms)
 {
     rl_drop_expired(t, path, now);
-    if (rlocks_test(t, path, node, space, type, start, end, now, NULL))
+    struct rlock_ask old = {.until_ms = 0};
+    char *ask_path = NULL;
+    if (rlocks_test(t, path, node, space, type, start, end, now, NULL)) {
+        /* Allocate before anything changes, so ENOMEM leaves the table as it was. */
+        if (!(ask_path = strdup(path)))
+            return -ENOMEM;
+        if (rl_asks_reserve(t) < 0) {
+            free(ask_path);
+            return -ENOMEM;
+        }
+        rl_asks_prune(t, path, node, space, now, &old);
+        uint64_t until = old.until_ms >= now ? old.until_ms
+                         : now > UINT64_MAX - RLOCK_ASK_MS ? UINT64_MAX : now + RLOCK_ASK_MS;
+        t->asks[t->n_asks++] = (struct rlock_ask){ask_path, node, start, end, until, space, type};
+        qsort(t->asks, t->n_asks, sizeof *t->asks, rl_ask_qcmp);
+        return -EBUSY;
+    }
+    rl_asks_prune(t, path, 0, space, now, NULL); /* node 0 is nobody: stale ones only */
+    if (!rl_holds_some(t, path, node, space, start, end) &&
+        rl_ask_blocks(t, path, node, space, type, start, end))
         return -EBUSY;
     char *mine = strdup(path), *spare = strdup(path);
     if (!mine || !spare || rl_reserve(t, 2) < 0) {
@@ -151,10 +255,40 @@ int rlocks_set(struct rlocks *t, const char *path, uint64_t node, uint8_t space,
         free(spare);
         return -ENOMEM;
     }
+    rl_asks_prune(t, path, node, space, now, NULL);
     rl_cut(t, path, node, space, start, end, &spare);
     free(spare);
     t->v[t->n++] = (struct rlock){mine, node, start, end, expires_ms, pid, space, type};
     qsort(t->v, t->n, sizeof *t->v, rl_qcmp);
+    return 0;
+}
+
+size_t rlocks_ask_count(const struct rlocks *t)
+{
+    return t->n_asks;
+}
+
+const struct rlock_ask *rlocks_ask_at(const struct rlocks *t, size_t i)
+{
+    return i < t->n_asks ? &t->asks[i] : NULL;
+}
+
+int rlocks_restore_ask(struct rlocks *t, const struct rlock_ask *a)
+{
+    if (!a->path || a->node == 0 || !rlocks_valid(a->space, a->type, a->start, a->end))
+        return -EINVAL;
+    if (t->n_asks > 0 && rl_ask_cmp(&t->asks[t->n_asks - 1], a) >= 0)
+        return -EINVAL;
+    char *path = strdup(a->path);
+    if (!path)
+        return -ENOMEM;
+    if (rl_asks_reserve(t) < 0) {
+        free(path);
+        return -ENOMEM;
+    }
+    t->asks[t->n_asks] = *a;
+    t->asks[t->n_asks].path = path;
+    t->n_asks++;
     return 0;
 }
 
@@ -183,6 +317,12 @@ void rlocks_drop_node(struct rlocks *t, uint64_t node)
     for (size_t i = 0; i < t->n;) {
         if (t->v[i].node == node)
             rl_remove_at(t, i);
+        else
+            i++;
+    }
+    for (size_t i = 0; i < t->n_asks;) {
+        if (t->asks[i].node == node)
+            rl_ask_remove_at(t, i);
         else
             i++;
     }

@@ -25,16 +25,35 @@ struct rlock {
     uint8_t space, type;
 };
 
+/* A node refused because another held a conflicting range: while it is
+ * fresh, another node's new acquisition (of a range it holds none of) that
+ * would conflict with the asker's request is refused too, so that a node
+ * that releases and re-locks at once (a database's next transaction) cannot
+ * starve another that polls (F_SETLK and a sleep, as SQLite does). Only a
+ * refusal by a held range makes an ask, so two asks never hold each other
+ * up, and an ask lasts RLOCK_ASK_MS from the first refusal. */
+struct rlock_ask {
+    const char *path;        /* owned by the table */
+    uint64_t node;
+    uint64_t start, end;
+    uint64_t until_ms;       /* fresh up to and including it */
+    uint8_t space, type;
+};
+#define RLOCK_ASK_MS 250
+
 struct rlocks;
 
 struct rlocks *rlocks_new(void);
 void rlocks_free(struct rlocks *t);
 
 /* Node takes [start, end) of path as type: granted (0) if no other node holds
- * a live overlapping range where either is a write lock; node's own ranges
- * there are replaced (a downgrade or upgrade, as for one owner in POSIX).
- * -EBUSY: refused, nothing changed. -ENOMEM: nothing changed. Ranges whose
- * lease ran out (expires_ms < now) are dropped on the way. */
+ * a live overlapping range where either is a write lock, and (when node holds
+ * none of [start, end)) no fresh ask of another node conflicts;
+ * node's own ranges there are replaced (a downgrade or upgrade, as for one
+ * owner in POSIX), and its ask goes. -EBUSY: refused; if by another node's
+ * range, node's ask is recorded (a first one lasts RLOCK_ASK_MS, a repeat
+ * keeps its end). -ENOMEM: nothing changed. Ranges whose lease ran out
+ * (expires_ms < now), and stale asks, are dropped on the way. */
 int rlocks_set(struct rlocks *t, const char *path, uint64_t node, uint8_t space, uint8_t type,
                uint64_t start, uint64_t end, uint32_t pid, uint64_t now, uint64_t expires_ms);
 /* Node gives up [start, end) of path in space (a range it does not hold is
@@ -55,6 +74,11 @@ int rlocks_test(const struct rlocks *t, const char *path, uint64_t node, uint8_t
 size_t rlocks_count(const struct rlocks *t);
 const struct rlock *rlocks_at(const struct rlocks *t, size_t i);
 size_t rlocks_of(const struct rlocks *t, uint64_t node);
+/* Asks, in the canonical order (path, node, space), and their restore
+ * (same rules as rlocks_restore_add). */
+size_t rlocks_ask_count(const struct rlocks *t);
+const struct rlock_ask *rlocks_ask_at(const struct rlocks *t, size_t i);
+int rlocks_restore_ask(struct rlocks *t, const struct rlock_ask *a);
 /* Restore: append r (path copied). Must come in rlocks_at's order and not
  * overlap the previous one of the same node, path and space: -EINVAL else,
  * -ENOMEM. */

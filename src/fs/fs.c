@@ -167,12 +167,12 @@ void fs_invalidate(struct fs *fs, const char *rel)
     ll_invalidate(atomic_load(&fs->ll), rel);
 }
 
-bool fs_path_locked_open(struct fs *fs, const char *rel)
+bool fs_path_open_shared(struct fs *fs, const char *rel)
 {
     bool open = false;
     pthread_mutex_lock(&fs->handles_mu);
     for (struct handle *h = fs->handles; h && !open; h = h->next)
-        open = atomic_load(&h->locker) && h->rel && strcmp(h->rel, rel) == 0;
+        open = (h->writable || atomic_load(&h->locker)) && h->rel && strcmp(h->rel, rel) == 0;
     pthread_mutex_unlock(&fs->handles_mu);
     return open;
 }

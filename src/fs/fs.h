@@ -43,11 +43,12 @@ void fs_invalidate(struct fs *fs, const char *rel);
  * its cluster lock): the fetch worker must not install over it. Any thread. */
 bool fs_path_busy(struct fs *fs, const char *rel);
 
-/* True while a handle on this node that has taken record locks (fcntl,
- * flock) has rel open: a program that coordinates through locks, such as a
- * database, which expects other nodes' commits in the file it has open.
- * Any thread. */
-bool fs_path_locked_open(struct fs *fs, const char *rel);
+/* True while a handle on this node has rel open for writing, or has taken
+ * record locks on it: a program that shares the file with others (a
+ * database, a log), which on a local disk would see their writes in the file
+ * it has open, and which may check that its file is still the one at the
+ * path (SQLite). Readers that do neither keep whole versions. Any thread. */
+bool fs_path_open_shared(struct fs *fs, const char *rel);
 
 /* Announce rel as it is in BACKING now (a file, directory or symlink that
  * appeared there while the node was out of the cluster), under its cluster

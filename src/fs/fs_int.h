@@ -165,7 +165,7 @@ struct handle {
                                 * writes and locks follow the path, not the orphan */
     _Atomic uint64_t last_write_ms; /* following writes: idle handles let go */
     atomic_bool locker;        /* a record lock was asked for through it: installs
-                                * go into its file in place (fs_path_locked_open) */
+                                * go into its file in place (fs_path_open_shared) */
     pthread_mutex_t hmu;
     struct digest_stream *hs;
     uint64_t hashed, hash_mods;

@@ -44,12 +44,12 @@ struct xfer_fetch_hooks {
     /* True while a handle on this node has rel open for writing: do not
      * install over it now (it is retried soon). */
     bool (*path_busy)(void *data, const char *rel);
-    /* True while a process on this node that uses record locks has rel
-     * open: install the new bytes into the file it has open rather than by
-     * rename, as a write on a local disk would change it (a database keeps
-     * its file, and its idea of the file's identity, across other nodes'
-     * commits; its locks keep it from reading half an install). Other
-     * readers keep the atomic rename: they see whole versions. */
+    /* True while a process on this node has rel open for writing or uses
+     * record locks on it: install the new bytes into the file it has open
+     * rather than by rename, as a write on a local disk would change it (a
+     * database keeps its file, and its idea of the file's identity, across
+     * other nodes' commits; its locks keep it from reading half an install).
+     * Other readers keep the atomic rename: they see whole versions. */
     bool (*in_place)(void *data, const char *rel);
     /* rel changed in BACKING behind the kernel's back: drop its cached
      * names, attributes and pages. */

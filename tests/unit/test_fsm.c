@@ -1204,6 +1204,21 @@ static void test_rlocks(void **state)
     assert_int_equal(who.node, N1);
     fsm_free(g);
     free(buf);
+    /* Fairness: N2 was refused a write N1's read range blocks; N1 then
+     * holds nothing more on "q" and must not take a range that conflicts
+     * with N2's ask while it is fresh (RLOCK_ASK_MS); N2 then gets it. */
+    assert_int_equal(rlock(f, N1, "q", RLOCK_READ, 0, 10, 1500), 0);
+    assert_int_equal(rlock(f, N2, "q", RLOCK_WRITE, 0, 10, 1500), -EBUSY);
+    assert_int_equal(runlock(f, N1, "q", 0, 10), 0);
+    assert_int_equal(rlock(f, N1, "q", RLOCK_READ, 5, 6, 1510), -EBUSY); /* N2 asked first */
+    assert_int_equal(rlock(f, N3, "q", RLOCK_READ, 20, 30, 1510), 0);    /* elsewhere: fine */
+    assert_int_equal(rlock(f, N2, "q", RLOCK_WRITE, 0, 10, 1520), 0);
+    assert_int_equal(runlock(f, N2, "q", 0, 10), 0);
+    assert_int_equal(rlock(f, N1, "q", RLOCK_READ, 5, 6, 1530), 0);      /* the ask went with the grant */
+    assert_int_equal(rlock(f, N2, "q", RLOCK_WRITE, 0, 10, 1530), -EBUSY);
+    assert_int_equal(runlock(f, N1, "q", 5, 6), 0);
+    /* A stale ask (not renewed by a refusal within RLOCK_ASK_MS) holds nobody back. */
+    assert_int_equal(rlock(f, N1, "q", RLOCK_READ, 5, 6, 1530 + RLOCK_ASK_MS + 1), 0);
     /* LEAVE drops a node's record locks. */
     assert_int_equal(leave(f, N1), 0);
     assert_int_equal(fsm_rlocks_of(f, N1), 0);
