@@ -17,9 +17,13 @@
 #define FSM_FLAG_INLINE 0x04u /* ANNOUNCE of a FILE: its bytes follow the hash */
 #define FSM_FLAG_HELD 0x08u   /* ANNOUNCE: made under the node's lock (fsm_cmd.held) */
 #define FSM_FLAG_KEEP 0x10u   /* ANNOUNCE: takes the lock too (fsm_cmd.keep); a lease follows */
+#define FSM_FLAG_ATIME 0x20u  /* ANNOUNCE of a live kind: an atime follows the mtime (older
+                               * commands lack it: their atime is their mtime) */
+#define FSM_ANNOUNCE_FLAGS (FSM_FLAG_INLINE | FSM_FLAG_HELD | FSM_FLAG_KEEP | FSM_FLAG_ATIME)
 
 #define FSM_SNAP_MAGIC "NSFM"
-#define FSM_SNAP_FORMAT 3u       /* 2 added FSM_SNAP_DATA, 3 a lock's wanted; 1, 2 still read */
+#define FSM_SNAP_FORMAT 4u /* 2 added FSM_SNAP_DATA, 3 a lock's wanted, 4 atimes and the
+                            * node kinds (fifo, socket, devices: rdev); 1-3 still read */
 #define FSM_SNAP_PENDING 0x01u
 #define FSM_SNAP_TARGET 0x02u
 #define FSM_SNAP_RENAMED 0x04u
@@ -228,8 +232,8 @@ static int fsm_cmd_check(const struct fsm_cmd *c, bool check_items)
         return -EINVAL;
     switch (c->op) {
     case FSM_OP_ANNOUNCE:
-        if (!fsm_path_ok(c->path) || c->meta.kind < FSM_FILE || c->meta.kind > FSM_TOMBSTONE ||
-            c->meta.mode > 07777)
+        if (!fsm_path_ok(c->path) || c->meta.kind < FSM_FILE || c->meta.kind > FSM_KIND_MAX ||
+            c->meta.mode > 07777 || (c->meta.rdev && !fsm_kind_has_rdev(c->meta.kind)))
             return -EINVAL;
         if (c->meta.kind == FSM_SYMLINK && !fsm_target_ok(c->meta.target))
             return -EINVAL;
@@ -283,6 +287,8 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
     }
     if (c->op == FSM_OP_ANNOUNCE && c->meta.kind == FSM_FILE && c->meta.data)
         flags |= FSM_FLAG_INLINE;
+    if (c->op == FSM_OP_ANNOUNCE && c->meta.kind != FSM_TOMBSTONE)
+        flags |= FSM_FLAG_ATIME;
     fsm_put_u8(w, FSM_CMD_FORMAT);
     fsm_put_u8(w, c->op);
     fsm_put_u8(w, flags);
@@ -296,6 +302,10 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
         fsm_put_u32(w, c->meta.uid);
         fsm_put_u32(w, c->meta.gid);
         fsm_put_u64(w, (uint64_t)c->meta.mtime_ns);
+        if (c->meta.kind != FSM_TOMBSTONE)
+            fsm_put_u64(w, (uint64_t)c->meta.atime_ns);
+        if (fsm_kind_has_rdev(c->meta.kind))
+            fsm_put_u64(w, c->meta.rdev);
         if (c->meta.kind == FSM_FILE) {
             fsm_put_u64(w, c->meta.size);
             fsm_put(w, c->meta.hash, FSM_HASH_LEN);
@@ -383,10 +393,9 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
     c->node = fsm_get_u64(&r);
     c->now_ms = fsm_get_u64(&r);
     if (r.bad ||
-        (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH | FSM_FLAG_INLINE | FSM_FLAG_HELD |
-                   FSM_FLAG_KEEP)) != 0 ||
+        (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH | FSM_ANNOUNCE_FLAGS)) != 0 ||
         (flags && !fsm_op_has_unlock(c->op)) ||
-        ((flags & (FSM_FLAG_INLINE | FSM_FLAG_HELD | FSM_FLAG_KEEP)) && c->op != FSM_OP_ANNOUNCE) ||
+        ((flags & FSM_ANNOUNCE_FLAGS) && c->op != FSM_OP_ANNOUNCE) ||
         ((flags & FSM_FLAG_KEEP) && (flags & FSM_FLAG_UNLOCK)))
         return -EINVAL;
     c->keep = (flags & FSM_FLAG_KEEP) != 0;
@@ -401,6 +410,15 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
         c->meta.uid = fsm_get_u32(&r);
         c->meta.gid = fsm_get_u32(&r);
         c->meta.mtime_ns = (int64_t)fsm_get_u64(&r);
+        if ((flags & FSM_FLAG_ATIME) && c->meta.kind == FSM_TOMBSTONE)
+            return -EINVAL;
+        c->meta.atime_ns = (flags & FSM_FLAG_ATIME) ? (int64_t)fsm_get_u64(&r) : c->meta.mtime_ns;
+        if (fsm_kind_has_rdev(c->meta.kind)) {
+            uint64_t rdev = fsm_get_u64(&r);
+            if (rdev > UINT32_MAX) /* no mknod makes it */
+                return -EINVAL;
+            c->meta.rdev = (uint32_t)rdev;
+        }
         if (c->meta.kind == FSM_FILE) {
             c->meta.size = fsm_get_u64(&r);
             const uint8_t *h = fsm_take(&r, FSM_HASH_LEN);
@@ -906,8 +924,10 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
     r->e.mode = c->meta.mode;
     r->e.uid = c->meta.uid;
     r->e.gid = c->meta.gid;
+    r->e.rdev = c->meta.rdev;
     r->e.size = c->meta.size;
     r->e.mtime_ns = c->meta.mtime_ns;
+    r->e.atime_ns = c->meta.atime_ns;
     memcpy(r->e.hash, c->meta.hash, FSM_HASH_LEN);
     r->e.target = target;
     r->e.renamed_from = NULL;
@@ -943,9 +963,9 @@ static void fsm_make_tombstone(struct fsm *f, struct fsm_rec *r, uint64_t v, uin
     r->e.kind = FSM_TOMBSTONE;
     r->e.version = v;
     r->e.origin = node;
-    r->e.mode = r->e.uid = r->e.gid = 0;
+    r->e.mode = r->e.uid = r->e.gid = r->e.rdev = 0;
     r->e.size = 0;
-    r->e.mtime_ns = 0;
+    r->e.mtime_ns = r->e.atime_ns = 0;
     memset(r->e.hash, 0, FSM_HASH_LEN);
     if (r->e.n_synced == 0) {
         r->e.synced = *spare;
@@ -1017,8 +1037,10 @@ static int fsm_apply_rename(struct fsm *f, const struct fsm_cmd *c, uint64_t v, 
         r->e.mode = o->mode;
         r->e.uid = o->uid;
         r->e.gid = o->gid;
+        r->e.rdev = o->rdev;
         r->e.size = o->size;
         r->e.mtime_ns = o->mtime_ns;
+        r->e.atime_ns = o->atime_ns;
         memcpy(r->e.hash, o->hash, FSM_HASH_LEN);
         uint64_t *syn = malloc(sizeof *syn);
         r->e.synced = syn;
@@ -1345,6 +1367,10 @@ static void fsm_snap_write(struct fsm_wr *w, const struct fsm *f, struct fsm_rec
         fsm_put_u32(w, e->uid);
         fsm_put_u32(w, e->gid);
         fsm_put_u64(w, (uint64_t)e->mtime_ns);
+        if (e->kind != FSM_TOMBSTONE)
+            fsm_put_u64(w, (uint64_t)e->atime_ns);
+        if (fsm_kind_has_rdev(e->kind))
+            fsm_put_u64(w, e->rdev);
         if (e->kind == FSM_FILE) {
             fsm_put_u64(w, e->size);
             fsm_put(w, e->hash, FSM_HASH_LEN);
@@ -1400,7 +1426,11 @@ static int fsm_restore_entry(struct fsm *nf, struct fsm_rd *r, uint32_t format)
     uint64_t version = fsm_get_u64(r), origin = fsm_get_u64(r);
     uint32_t mode = fsm_get_u32(r), uid = fsm_get_u32(r), gid = fsm_get_u32(r);
     int64_t mtime = (int64_t)fsm_get_u64(r);
-    if (r->bad || kind < FSM_FILE || kind > FSM_TOMBSTONE || mode > 07777 || origin == 0 || version == 0 ||
+    int64_t atime = format >= 4 && kind != FSM_TOMBSTONE ? (int64_t)fsm_get_u64(r) : mtime;
+    uint64_t rdev = format >= 4 && fsm_kind_has_rdev(kind) ? fsm_get_u64(r) : 0;
+    uint8_t max_kind = format >= 4 ? FSM_KIND_MAX : FSM_TOMBSTONE;
+    if (r->bad || kind < FSM_FILE || kind > max_kind || rdev > UINT32_MAX || mode > 07777 ||
+        origin == 0 || version == 0 ||
         version > nf->version ||
         (flags & ~(FSM_SNAP_PENDING | FSM_SNAP_TARGET | FSM_SNAP_RENAMED |
                    (format >= 2 ? FSM_SNAP_DATA : 0))) ||
@@ -1419,7 +1449,9 @@ static int fsm_restore_entry(struct fsm *nf, struct fsm_rd *r, uint32_t format)
     rec->e.mode = mode;
     rec->e.uid = uid;
     rec->e.gid = gid;
+    rec->e.rdev = (uint32_t)rdev;
     rec->e.mtime_ns = mtime;
+    rec->e.atime_ns = atime;
     if (kind == FSM_FILE) {
         rec->e.size = fsm_get_u64(r);
         const uint8_t *h = fsm_take(r, FSM_HASH_LEN);

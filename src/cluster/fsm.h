@@ -24,8 +24,26 @@ enum fsm_kind {
     FSM_FILE = 1,
     FSM_DIR = 2,
     FSM_SYMLINK = 3,
-    FSM_TOMBSTONE = 4, /* deleted (file, symlink or empty directory) */
+    FSM_TOMBSTONE = 4, /* deleted (file, symlink, empty directory or a node below) */
+    /* Nodes without bytes: the object is what replicates (a fifo's or a
+     * socket's traffic stays on its node). Devices carry an rdev. */
+    FSM_FIFO = 5,
+    FSM_SOCKET = 6,
+    FSM_CHRDEV = 7,
+    FSM_BLKDEV = 8,
 };
+#define FSM_KIND_MAX FSM_BLKDEV
+
+/* A fifo, socket or device: made with mknod, never fetched or served. */
+static inline bool fsm_kind_is_node(uint8_t kind)
+{
+    return kind >= FSM_FIFO && kind <= FSM_BLKDEV;
+}
+
+static inline bool fsm_kind_has_rdev(uint8_t kind)
+{
+    return kind == FSM_CHRDEV || kind == FSM_BLKDEV;
+}
 
 enum fsm_op {
     FSM_OP_ANNOUNCE = 1, /* path, node, meta, unlock */
@@ -39,13 +57,16 @@ enum fsm_op {
 };
 
 /* What a change says about the path. size/hash only for FSM_FILE, target only
- * for FSM_SYMLINK. */
+ * for FSM_SYMLINK, rdev only for devices. */
 struct fsm_meta {
     uint8_t kind;            /* enum fsm_kind */
     uint32_t mode;           /* permission bits (07777) */
     uint32_t uid, gid;
+    uint32_t rdev;           /* FSM_CHRDEV, FSM_BLKDEV: st_rdev (Linux's dev_t; what mknod
+                              * can make fits 32 bits: 12-bit major, 20-bit minor); else 0 */
     uint64_t size;
     int64_t mtime_ns;
+    int64_t atime_ns;        /* as the writer's stat says (a user's utimensat survives) */
     uint8_t hash[FSM_HASH_LEN];
     const char *target;      /* symlink target, NUL-terminated; NULL otherwise */
     const void *data;        /* FSM_FILE: its `size` bytes (size <= FSM_INLINE_MAX), or NULL */
@@ -102,8 +123,10 @@ struct fsm_entry {
     uint64_t version;        /* fsm version of the command that made it */
     uint64_t origin;         /* node that made the change */
     uint32_t mode, uid, gid;
+    uint32_t rdev;           /* devices: as fsm_meta.rdev; else 0 */
     uint64_t size;
     int64_t mtime_ns;
+    int64_t atime_ns;        /* entries from before atimes travelled: their mtime */
     uint8_t hash[FSM_HASH_LEN];
     const char *target;      /* symlink target or NULL */
     const char *renamed_from;/* set by RENAME while pending: where the bytes were; else NULL */

@@ -103,6 +103,16 @@ int mutate_mknod_reg(struct fs *fs, const char *rel, void *arg)
     return 0;
 }
 
+int mutate_mknod_node(struct fs *fs, const char *rel, void *arg)
+{
+    const struct mknod_args *a = arg;
+    int bfd = fs->ns->backing_fd;
+    if (mknodat(bfd, rel, a->mode, a->rdev) < 0) /* the caller's umask is applied, ours is 0 */
+        return -errno;
+    mutate_own_by_caller(fs, bfd, rel, AT_SYMLINK_NOFOLLOW);
+    return 0;
+}
+
 int mutate_symlink(struct fs *fs, const char *rel, void *arg)
 {
     int bfd = fs->ns->backing_fd;

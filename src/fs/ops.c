@@ -60,9 +60,10 @@ static int op_readlink(const char *path, char *buf, size_t size)
     return 0;
 }
 
-/* Only regular files: the catalog has no kind for fifos, sockets or device
- * nodes, and a node that exists on one machine only would break the
- * promise that every node shows the same tree. */
+/* Regular files, fifos, sockets (a bind) and devices: each has its catalog
+ * kind (a device its rdev), so every node makes the same object. A device
+ * number beyond what Linux's mknod can make is refused before anything is
+ * made, as the catalog could not carry it. */
 static int op_mknod(const char *path, mode_t mode, dev_t rdev)
 {
     struct nsync *ns = fs_ctx_ns();
@@ -70,10 +71,16 @@ static int op_mknod(const char *path, mode_t mode, dev_t rdev)
     int rc = path_from_fuse(path, rel, sizeof rel);
     if (rc < 0)
         return rc;
-    if (!S_ISREG(mode))
-        return -EPERM;
-    log_debug("mknod %s", rel);
-    return fs_mutate(ns->fs, rel, mutate_mknod_reg, &mode, AFTER_STATE);
+    log_debug("mknod %s %o", rel, (unsigned)mode);
+    if (S_ISREG(mode))
+        return fs_mutate(ns->fs, rel, mutate_mknod_reg, &mode, AFTER_STATE);
+    uint8_t kind = meta_kind_of_mode(mode);
+    if (!fsm_kind_is_node(kind))
+        return -EINVAL;
+    if ((uint64_t)rdev > UINT32_MAX)
+        return -EINVAL;
+    struct mknod_args a = {mode, fsm_kind_has_rdev(kind) ? rdev : 0};
+    return fs_mutate(ns->fs, rel, mutate_mknod_node, &a, AFTER_STATE);
 }
 
 static int op_mkdir(const char *path, mode_t mode)
