@@ -117,9 +117,10 @@ int fsm_cmd_decode(const void *buf, size_t len, struct fsm_cmd *cmd);
 void fsm_cmd_release(struct fsm_cmd *cmd);
 
 /* A catalog entry as readers see it (valid until the next apply/restore). */
+/* Fields ordered so that none pads: the record costs its path plus ~120
+ * bytes. */
 struct fsm_entry {
     const char *path;
-    uint8_t kind;            /* enum fsm_kind */
     uint64_t version;        /* fsm version of the command that made it */
     uint64_t origin;         /* node that made the change */
     uint32_t mode, uid, gid;
@@ -132,9 +133,10 @@ struct fsm_entry {
     const char *renamed_from;/* set by RENAME while pending: where the bytes were; else NULL */
     const void *data;        /* the file's `size` bytes if its ANNOUNCE carried them and
                               * the budget allowed, while pending; else NULL */
-    bool pending;            /* some member lacks it */
     const uint64_t *synced;  /* nodes that have this version (meaningful while pending) */
     uint32_t n_synced;
+    uint8_t kind;            /* enum fsm_kind */
+    bool pending;            /* some member lacks it */
 };
 
 struct fsm_member {
