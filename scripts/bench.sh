@@ -135,11 +135,7 @@ cleanup() {
       fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m"
     fi
   done
-  if grep -q " $DIR/" /proc/mounts; then
-    echo "bench: something is still mounted under $DIR: not removing it" >&2
-  else
-    rm -rf --one-file-system -- "$DIR"
-  fi
+  nsync_rm_unmounted "$DIR" bench
   exit "$rc"
 }
 trap cleanup EXIT

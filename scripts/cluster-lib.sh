@@ -68,6 +68,16 @@ nsync_build_passthrough() {
   fi
 }
 
+# nsync_rm_unmounted DIR WHO: remove DIR, unless something is still mounted
+# below it (then WHO says so on stderr and DIR stays).
+nsync_rm_unmounted() {
+  if grep -q " $1/" /proc/mounts; then
+    echo "$2: something is still mounted under $1: not removing it" >&2
+  else
+    rm -rf --one-file-system -- "$1"
+  fi
+}
+
 nsync_now_ms() { date +%s%3N; }
 
 # nsync_wait SECONDS WHAT CMD...: run CMD every 20 ms until it succeeds.

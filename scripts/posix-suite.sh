@@ -62,11 +62,7 @@ cleanup() {
     kill -0 "$PT_PID" 2>/dev/null && kill "$PT_PID"
   fi
   for d in "${CLUSTERS[@]}"; do nsync_cluster_stop "$d" >/dev/null; done
-  if grep -q " $DIR/" /proc/mounts; then
-    echo "posix-suite: something is still mounted under $DIR: not removing it" >&2
-  else
-    rm -rf --one-file-system -- "$DIR"
-  fi
+  nsync_rm_unmounted "$DIR" posix-suite
   exit "$rc"
 }
 trap cleanup EXIT

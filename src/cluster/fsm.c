@@ -20,6 +20,7 @@
 #define FSM_FLAG_ATIME 0x20u  /* ANNOUNCE of a live kind: an atime follows the mtime (older
                                * commands lack it: their atime is their mtime) */
 #define FSM_ANNOUNCE_FLAGS (FSM_FLAG_INLINE | FSM_FLAG_HELD | FSM_FLAG_KEEP | FSM_FLAG_ATIME)
+#define FSM_FLAG_PARENTS 0x40u /* ANNOUNCE, RENAME: parents' mtimes at the end (fsm_cmd.parents) */
 
 #define FSM_SNAP_MAGIC "NSFM"
 #define FSM_SNAP_FORMAT 4u /* 2 added FSM_SNAP_DATA, 3 a lock's wanted, 4 atimes and the
@@ -284,6 +285,7 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
         flags |= c->fresh ? FSM_FLAG_FRESH : 0;
         flags |= c->held && c->op == FSM_OP_ANNOUNCE ? FSM_FLAG_HELD : 0;
         flags |= c->keep && !c->unlock && c->op == FSM_OP_ANNOUNCE ? FSM_FLAG_KEEP : 0;
+        flags |= c->parents ? FSM_FLAG_PARENTS : 0;
     }
     if (c->op == FSM_OP_ANNOUNCE && c->meta.kind == FSM_FILE && c->meta.data)
         flags |= FSM_FLAG_INLINE;
@@ -316,10 +318,16 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
         }
         if (c->keep && !c->unlock)
             fsm_put_u32(w, c->lease_ms);
+        if (c->parents)
+            fsm_put_u64(w, (uint64_t)c->parent_mtime_ns);
         break;
     case FSM_OP_RENAME:
         fsm_put_str(w, c->path);
         fsm_put_str(w, c->path2);
+        if (c->parents) {
+            fsm_put_u64(w, (uint64_t)c->parent_mtime_ns);
+            fsm_put_u64(w, (uint64_t)c->parent2_mtime_ns);
+        }
         break;
     case FSM_OP_LOCK:
         fsm_put_str(w, c->path);
@@ -393,7 +401,7 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
     c->node = fsm_get_u64(&r);
     c->now_ms = fsm_get_u64(&r);
     if (r.bad ||
-        (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH | FSM_ANNOUNCE_FLAGS)) != 0 ||
+        (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH | FSM_FLAG_PARENTS | FSM_ANNOUNCE_FLAGS)) != 0 ||
         (flags && !fsm_op_has_unlock(c->op)) ||
         ((flags & FSM_ANNOUNCE_FLAGS) && c->op != FSM_OP_ANNOUNCE) ||
         ((flags & FSM_FLAG_KEEP) && (flags & FSM_FLAG_UNLOCK)))
@@ -402,6 +410,7 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
     c->held = (flags & FSM_FLAG_HELD) != 0;
     c->unlock = (flags & FSM_FLAG_UNLOCK) != 0;
     c->fresh = (flags & FSM_FLAG_FRESH) != 0;
+    c->parents = (flags & FSM_FLAG_PARENTS) != 0;
     switch (c->op) {
     case FSM_OP_ANNOUNCE:
         c->path = fsm_get_path(&r);
@@ -436,10 +445,16 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
             return -EINVAL;
         if (c->keep)
             c->lease_ms = fsm_get_u32(&r);
+        if (c->parents)
+            c->parent_mtime_ns = (int64_t)fsm_get_u64(&r);
         break;
     case FSM_OP_RENAME:
         c->path = fsm_get_path(&r);
         c->path2 = fsm_get_path(&r);
+        if (c->parents) {
+            c->parent_mtime_ns = (int64_t)fsm_get_u64(&r);
+            c->parent2_mtime_ns = (int64_t)fsm_get_u64(&r);
+        }
         break;
     case FSM_OP_LOCK:
         c->path = fsm_get_path(&r);
@@ -1251,6 +1266,27 @@ static int fsm_apply_synced(struct fsm *f, const void *buf, size_t len, size_t o
     return 0;
 }
 
+/* path's parent, if the catalog has it as a directory, takes mtime (the
+ * top directory is not in the catalog). Cannot fail. */
+static void fsm_touch_parent(struct fsm *f, const char *path, int64_t mtime)
+{
+    char dir[PATH_MAX];
+    if (path_parent(path, dir, sizeof dir) < 0 || !dir[0])
+        return;
+    struct fsm_rec *r = fsm_lookup(f, dir);
+    if (r && r->e.kind == FSM_DIR)
+        r->e.mtime_ns = mtime;
+}
+
+static void fsm_touch_parents(struct fsm *f, const struct fsm_cmd *c)
+{
+    if (!c->parents)
+        return;
+    fsm_touch_parent(f, c->path, c->parent_mtime_ns);
+    if (c->op == FSM_OP_RENAME)
+        fsm_touch_parent(f, c->path2, c->parent2_mtime_ns);
+}
+
 int fsm_apply(struct fsm *f, const void *buf, size_t len)
 {
     struct fsm_cmd c;
@@ -1265,9 +1301,13 @@ int fsm_apply(struct fsm *f, const void *buf, size_t len)
     uint64_t now = f->now_ms;
     switch (c.op) {
     case FSM_OP_ANNOUNCE:
-        return fsm_apply_announce(f, &c, v, now);
-    case FSM_OP_RENAME:
-        return fsm_apply_rename(f, &c, v, now);
+    case FSM_OP_RENAME: {
+        int rc = c.op == FSM_OP_ANNOUNCE ? fsm_apply_announce(f, &c, v, now)
+                                         : fsm_apply_rename(f, &c, v, now);
+        if (rc == 0)
+            fsm_touch_parents(f, &c);
+        return rc;
+    }
     case FSM_OP_LOCK:
         return fsm_apply_lock(f, &c, now);
     case FSM_OP_RENEW:

@@ -94,6 +94,10 @@ struct fsm_cmd {
     bool held;               /* ANNOUNCE: made under node's lock on path: refused (-EBUSY)
                               * if node no longer holds it and the entry is another node's
                               * (the lease lapsed and someone else changed the path) */
+    bool parents;            /* ANNOUNCE, RENAME: the mtimes of path's (and path2's) parent
+                              * directories after the change follow, as the node saw them */
+    int64_t parent_mtime_ns; /* path's parent */
+    int64_t parent2_mtime_ns;/* RENAME: path2's parent */
     const char *path;        /* ANNOUNCE, RENAME (source), LOCK, UNLOCK */
     const char *path2;       /* RENAME target */
     struct fsm_meta meta;    /* ANNOUNCE */
@@ -180,6 +184,10 @@ void fsm_free(struct fsm *f);
  *   UNLOCK    releases path's lock if node holds it (else no-op, still 0).
  *   SYNCED    for each item whose entry exists with that exact version and
  *             is pending, adds node; stale items are ignored.
+ *   ANNOUNCE, RENAME with parents: once applied, each parent that is a
+ *             DIR entry takes the given mtime, without a new version (the
+ *             writer stamped it by making or removing a name in it; replicas
+ *             set it after installing the child, so the tree converges).
  *   JOIN      adds or updates a member.
  *   LEAVE     removes the member and its locks.
  * Settlement: after any command, an entry whose synced set contains every

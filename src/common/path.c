@@ -94,3 +94,14 @@ int path_open_noatime(int dirfd, const char *rel, int flags, bool beneath)
             return fd;
     }
 }
+
+int path_parent(const char *rel, char *out, size_t outsz)
+{
+    const char *slash = strrchr(rel, '/');
+    size_t n = slash ? (size_t)(slash - rel) : 0;
+    if (n >= outsz)
+        return -ENAMETOOLONG;
+    memcpy(out, rel, n);
+    out[n] = '\0';
+    return 0;
+}

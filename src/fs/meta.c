@@ -124,6 +124,20 @@ int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *targe
     return 0;
 }
 
+int meta_parent_mtime(struct fs *fs, const char *rel, int64_t *out)
+{
+    *out = 0;
+    char dir[PATH_MAX];
+    int rc = path_parent(rel, dir, sizeof dir);
+    if (rc < 0 || !dir[0])
+        return rc; /* "": the top directory, which the catalog does not hold */
+    struct stat st;
+    if (fstatat(fs->ns->backing_fd, dir, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    *out = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    return 0;
+}
+
 /* hmu held. */
 void meta_hash_stop(struct handle *h)
 {

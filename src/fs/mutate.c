@@ -36,6 +36,7 @@ int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after
         else
             mrc = meta_of_path(fs, rel, &cmd.meta, target, sizeof target, &st);
         if (mrc == 0) {
+            cmd.parents = meta_parent_mtime(fs, rel, &cmd.parent_mtime_ns) == 0;
             cmd.unlock = h.last;
             cmd.fresh = h.e->fresh;
             cmd.held = !cmd.fresh;

@@ -194,6 +194,8 @@ static int op_rename(const char *from_path, const char *to_path, unsigned int fl
     bool queued = false;
     if (rc == 0) {
         struct fsm_cmd cmd = {.op = FSM_OP_RENAME, .path = from, .path2 = to};
+        cmd.parents = meta_parent_mtime(fs, from, &cmd.parent_mtime_ns) == 0 &&
+                      meta_parent_mtime(fs, to, &cmd.parent2_mtime_ns) == 0;
         if (!hf.last && !ht.last) {
             /* Both locks stay here: queued like a close, in order with every
              * other change of this node; a refusal is fixed up behind it. */

@@ -515,6 +515,28 @@ static int xfer_parents_ok(int dirfd, const char *rel)
     return 0;
 }
 
+/* Installing it->path here stamped its directory with this node's clock;
+ * the catalog has the writer's stamp (fsm_cmd.parents), the same on every
+ * node: set that one. The top directory is not in the catalog. */
+static void xfer_fix_parent(struct xfer_fetcher *f, const char *rel)
+{
+    struct nsync *ns = f->ns;
+    char dir[PATH_MAX];
+    if (path_parent(rel, dir, sizeof dir) < 0 || !dir[0])
+        return;
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    const struct fsm_entry *e = fsm_get(ns->fsm, dir);
+    bool dir_entry = e && e->kind == FSM_DIR;
+    int64_t mtime = dir_entry ? e->mtime_ns : 0;
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    if (!dir_entry)
+        return;
+    struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}};
+    xfer_timespec(mtime, &ts[1]);
+    if (utimensat(ns->backing_fd, dir, ts, AT_SYMLINK_NOFOLLOW) < 0 && errno != ENOENT)
+        log_debug("fetch %s: setting the mtime of %s: %s", rel, dir, strerror(errno));
+}
+
 void xfer_process(struct xfer_worker *w, struct xfer_item *it)
 {
     struct xfer_fetcher *f = w->f;
@@ -560,8 +582,10 @@ void xfer_process(struct xfer_worker *w, struct xfer_item *it)
         break;
     }
     it->result = rc;
-    if (rc == XFER_DONE)
+    if (rc == XFER_DONE) {
+        xfer_fix_parent(f, it->path);
         atomic_fetch_add(&f->st_installed, 1);
-    else if (rc < 0)
+    } else if (rc < 0) {
         atomic_fetch_add(&f->st_errors, 1);
+    }
 }

@@ -147,3 +147,27 @@ def test_user_set_atime_survives_on_every_node(cluster):
         out = subprocess.run(["stat", "-c", "%X", c.node(i).path("t")], capture_output=True,
                              text=True, check=True, timeout=10).stdout.strip()
         assert out == "100000000", f"node {i}"
+
+
+def test_directory_mtimes_converge_to_the_writers(cluster):
+    """Making and removing names stamps a directory; every node ends with the
+    writer's stamp, not the time it installed the child itself."""
+    c = cluster
+    m = c.node(0).path
+    os.makedirs(m("dm/a/b"))
+    os.makedirs(m("dm/c"))
+    write_file(m("dm/a/f"), b"one\n")
+    write_file(m("dm/a/b/big"), os.urandom(200_000))  # fetched, not inline
+    os.symlink("f", m("dm/a/l"))
+    os.mkfifo(m("dm/a/b/p"))
+    write_file(m("dm/c/gone"), b"x")
+    os.unlink(m("dm/c/gone"))
+    os.rename(m("dm/a/f"), m("dm/c/f"))
+    dirs = ("dm", "dm/a", "dm/a/b", "dm/c")
+    want = {d: os.stat(m(d)).st_mtime_ns for d in dirs}
+    c.wait_trees_equal(sub="dm")
+    for i in (1, 2):
+        for d in dirs:
+            for path in (c.node(i).path(d), str(c.node(i).backing / d)):
+                wait_for(lambda: os.stat(path).st_mtime_ns == want[d], SYNC_TIMEOUT,
+                         f"{d}'s mtime on node {i} ({path}) to be the writer's")

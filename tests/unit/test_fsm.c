@@ -579,6 +579,33 @@ static void test_malformed(void **state)
  * one does not restore. */
 static void fix_checksum(uint8_t *p, size_t len);
 
+/* A hand-made snapshot of format `format`, no members or locks, one entry
+ * (path, kind, mtime; version 1 by N1, mode 0755, owner 0:0), as formats 1-3
+ * lay it out. */
+static void raw_snap_one(struct raw *r, uint32_t format, const char *path, uint8_t kind, uint64_t mtime)
+{
+    r->n = 0;
+    memcpy(r->b, "NSFM", 4);
+    r->n = 4;
+    raw_u32(r, format);
+    raw_u64(r, 1); /* version */
+    raw_u64(r, 0); /* now */
+    raw_u32(r, 0); /* members */
+    raw_u32(r, 0); /* locks */
+    raw_u64(r, 1); /* entries */
+    raw_str(r, path);
+    raw_u8(r, kind);
+    raw_u8(r, 0);
+    raw_u64(r, 1);
+    raw_u64(r, N1);
+    raw_u32(r, 0755);
+    raw_u32(r, 0);
+    raw_u32(r, 0);
+    raw_u64(r, mtime);
+    raw_u64(r, 0); /* checksum, fixed below */
+    fix_checksum(r->b, r->n);
+}
+
 static void test_bad_paths_refused(void **state)
 {
     struct fsm *f = *state;
@@ -656,26 +683,7 @@ static void test_bad_paths_refused(void **state)
 
     /* A snapshot whose one entry lies in the data directory. */
     for (int inside = 0; inside < 2; inside++) {
-        r.n = 0;
-        memcpy(r.b, "NSFM", 4);
-        r.n = 4;
-        raw_u32(&r, 2);
-        raw_u64(&r, 1); /* version */
-        raw_u64(&r, 0); /* now */
-        raw_u32(&r, 0); /* members */
-        raw_u32(&r, 0); /* locks */
-        raw_u64(&r, 1); /* entries */
-        raw_str(&r, inside ? ".nsyncfs/raft/metadata1" : "dir");
-        raw_u8(&r, FSM_DIR);
-        raw_u8(&r, 0);
-        raw_u64(&r, 1);
-        raw_u64(&r, N1);
-        raw_u32(&r, 0755);
-        raw_u32(&r, 0);
-        raw_u32(&r, 0);
-        raw_u64(&r, 0);
-        raw_u64(&r, 0); /* checksum, fixed below */
-        fix_checksum(r.b, r.n);
+        raw_snap_one(&r, 2, inside ? ".nsyncfs/raft/metadata1" : "dir", FSM_DIR, 0);
         struct fsm *t = fsm_new();
         assert_int_equal(fsm_restore(t, r.b, r.n), inside ? -EINVAL : 0);
         assert_int_equal(fsm_get(t, "dir") != NULL, !inside);
@@ -2062,32 +2070,63 @@ static void test_node_kinds(void **state)
     /* A format-3 snapshot (before these kinds) that names one is refused;
      * the same with a directory restores, its atime its mtime. */
     for (int fifo = 0; fifo < 2; fifo++) {
-        r.n = 0;
-        memcpy(r.b, "NSFM", 4);
-        r.n = 4;
-        raw_u32(&r, 3);
-        raw_u64(&r, 1); /* version */
-        raw_u64(&r, 0); /* now */
-        raw_u32(&r, 0); /* members */
-        raw_u32(&r, 0); /* locks */
-        raw_u64(&r, 1); /* entries */
-        raw_str(&r, "n");
-        raw_u8(&r, fifo ? FSM_FIFO : FSM_DIR);
-        raw_u8(&r, 0);
-        raw_u64(&r, 1);
-        raw_u64(&r, N1);
-        raw_u32(&r, 0755);
-        raw_u32(&r, 0);
-        raw_u32(&r, 0);
-        raw_u64(&r, 777);
-        raw_u64(&r, 0); /* checksum, fixed below */
-        fix_checksum(r.b, r.n);
+        raw_snap_one(&r, 3, "n", fifo ? FSM_FIFO : FSM_DIR, 777);
         struct fsm *t = fsm_new();
         assert_int_equal(fsm_restore(t, r.b, r.n), fifo ? -EINVAL : 0);
         if (!fifo)
             assert_int_equal(fsm_get(t, "n")->atime_ns, 777);
         fsm_free(t);
     }
+}
+
+/* A change that makes or removes a name carries its directory's new mtime;
+ * the directory's entry takes it without a new version. */
+static void test_parent_mtimes(void **state)
+{
+    struct fsm *f = *state;
+    assert_int_equal(join(f, N1), 0);
+    assert_int_equal(announce(f, N1, "d", FSM_DIR), 0);
+    assert_int_equal(announce(f, N1, "e", FSM_DIR), 0);
+    uint64_t dv = fsm_get(f, "d")->version;
+    struct fsm_cmd c = {.op = FSM_OP_ANNOUNCE, .node = N1, .path = "d/f", .meta = file_meta(3, 1),
+                        .parents = true, .parent_mtime_ns = 5555};
+    struct fsm_cmd out;
+    void *buf;
+    roundtrip(&c, &out, &buf);
+    assert_true(out.parents);
+    assert_int_equal(out.parent_mtime_ns, 5555);
+    fsm_cmd_release(&out);
+    free(buf);
+    assert_int_equal(apply_cmd(f, &c), 0);
+    assert_int_equal(fsm_get(f, "d")->mtime_ns, 5555);
+    assert_int_equal(fsm_get(f, "d")->version, dv);
+    /* A top-level path's parent is not in the catalog: nothing to touch. */
+    c.path = "top";
+    c.parent_mtime_ns = 1;
+    assert_int_equal(apply_cmd(f, &c), 0);
+    /* A rename stamps both directories. */
+    struct fsm_cmd r = {.op = FSM_OP_RENAME, .node = N1, .path = "d/f", .path2 = "e/g",
+                        .parents = true, .parent_mtime_ns = 6666, .parent2_mtime_ns = 7777};
+    roundtrip(&r, &out, &buf);
+    assert_int_equal(out.parent2_mtime_ns, 7777);
+    fsm_cmd_release(&out);
+    free(buf);
+    assert_int_equal(apply_cmd(f, &r), 0);
+    assert_int_equal(fsm_get(f, "d")->mtime_ns, 6666);
+    assert_int_equal(fsm_get(f, "e")->mtime_ns, 7777);
+    /* A refused change stamps nothing. */
+    assert_int_equal(lock(f, N2, "e/h", 0, 1000000), 0);
+    c.node = N1;
+    c.path = "e/h";
+    c.parent_mtime_ns = 8888;
+    assert_int_equal(apply_cmd(f, &c), -EBUSY);
+    assert_int_equal(fsm_get(f, "e")->mtime_ns, 7777);
+    /* Not on other ops. */
+    struct raw w;
+    raw_header(&w, FSM_OP_UNLOCK, 0x40, N1);
+    raw_str(&w, "e/h");
+    raw_u64(&w, 1);
+    assert_malformed(f, w.b, w.n);
 }
 
 /* Whole-state checks on a larger catalog: the table grows, shrinks and
@@ -2284,6 +2323,7 @@ int main(void)
         T(test_lock_wanted),
         T(test_announce_keep),
         T(test_node_kinds),
+        T(test_parent_mtimes),
         T(test_many),
         T(test_enomem),
     };
