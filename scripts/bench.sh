@@ -98,19 +98,9 @@ fi
 nsync_build "$REPO"
 
 echo "== building passthrough_ll from $PT_SRC into build/bench/"
-if [[ ! -f "$PT_SRC" ]]; then
-  echo "bench: $PT_SRC is missing (package libfuse3-dev)" >&2
-  exit 1
-fi
 mkdir -p "$REPO/build/bench"
 PT_BIN="$REPO/build/bench/passthrough_ll"
-# shellcheck disable=SC2046  # pkg-config prints several words on purpose
-if ! cc -Wall -O2 $(pkg-config --cflags fuse3) "$PT_SRC" -o "$PT_BIN" \
-  $(pkg-config --libs fuse3) 2>"$REPO/build/bench/passthrough_ll.build.log"; then
-  cat "$REPO/build/bench/passthrough_ll.build.log" >&2
-  echo "bench: could not compile passthrough_ll" >&2
-  exit 1
-fi
+nsync_build_passthrough "$PT_SRC" "$PT_BIN" || exit 1
 
 # Disk: the bench file on 3 targets + 3 cluster nodes at most at once, syncbench's
 # large file on 3 nodes, plus the creates and Raft logs.
@@ -160,11 +150,7 @@ cleanup() {
       fusermount3 -u "$m" 2>/dev/null || fusermount3 -u -z "$m"
     fi
   done
-  if grep -q " $DIR/" /proc/mounts; then
-    echo "bench: something is still mounted under $DIR: not removing it" >&2
-  else
-    rm -rf --one-file-system -- "$DIR"
-  fi
+  nsync_rm_unmounted "$DIR" bench
   exit "$rc"
 }
 trap cleanup EXIT

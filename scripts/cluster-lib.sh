@@ -51,6 +51,33 @@ nsync_pick_ports() {
   done
 }
 
+# nsync_build_passthrough SRC OUT: compile libfuse's passthrough_ll example
+# (SRC, from libfuse3-dev) into OUT; on failure the compiler's log goes to stderr.
+nsync_build_passthrough() {
+  local src=$1 out=$2
+  if [[ ! -f "$src" ]]; then
+    echo "$src is missing (package libfuse3-dev)" >&2
+    return 1
+  fi
+  # shellcheck disable=SC2046  # pkg-config prints several words on purpose
+  if ! cc -Wall -O2 $(pkg-config --cflags fuse3) "$src" -o "$out" \
+    $(pkg-config --libs fuse3) 2>"$out.build.log"; then
+    cat "$out.build.log" >&2
+    echo "could not compile passthrough_ll" >&2
+    return 1
+  fi
+}
+
+# nsync_rm_unmounted DIR WHO: remove DIR, unless something is still mounted
+# below it (then WHO says so on stderr and DIR stays).
+nsync_rm_unmounted() {
+  if grep -q " $1/" /proc/mounts; then
+    echo "$2: something is still mounted under $1: not removing it" >&2
+  else
+    rm -rf --one-file-system -- "$1"
+  fi
+}
+
 nsync_now_ms() { date +%s%3N; }
 
 # nsync_wait SECONDS WHAT CMD...: run CMD every 20 ms until it succeeds.

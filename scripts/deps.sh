@@ -17,6 +17,7 @@ PACKAGES=(
   mandoc # test_manpage lints man/nsyncfs.8
   nftables # partition tests: nft rules in a table each test makes and removes
   rsync    # bench.sh's tree workload (and what users run into the mount)
+  autoconf automake # scripts/posix-suite.sh builds pjdfstest (docs/decisions.md)
 )
 
 missing=()

@@ -18,10 +18,15 @@
 #define FSM_FLAG_INLINE 0x04u /* ANNOUNCE of a FILE: its bytes follow the hash */
 #define FSM_FLAG_HELD 0x08u   /* ANNOUNCE: made under the node's lock (fsm_cmd.held) */
 #define FSM_FLAG_KEEP 0x10u   /* ANNOUNCE: takes the lock too (fsm_cmd.keep); a lease follows */
+#define FSM_FLAG_ATIME 0x20u  /* ANNOUNCE of a live kind: an atime follows the mtime (older
+                               * commands lack it: their atime is their mtime) */
+#define FSM_ANNOUNCE_FLAGS (FSM_FLAG_INLINE | FSM_FLAG_HELD | FSM_FLAG_KEEP | FSM_FLAG_ATIME)
+#define FSM_FLAG_PARENTS 0x40u /* ANNOUNCE, RENAME: parents' mtimes at the end (fsm_cmd.parents) */
 
 #define FSM_SNAP_MAGIC "NSFM"
-#define FSM_SNAP_FORMAT 4u       /* 2 added FSM_SNAP_DATA, 3 a lock's wanted, 4 record locks;
-                                  * 1 to 3 still read */
+#define FSM_SNAP_FORMAT 5u /* 2 added FSM_SNAP_DATA, 3 a lock's wanted, 4 atimes and the
+                            * node kinds (fifo, socket, devices: rdev), 5 record locks;
+                            * 1-4 still read */
 #define FSM_SNAP_PENDING 0x01u
 #define FSM_SNAP_TARGET 0x02u
 #define FSM_SNAP_RENAMED 0x04u
@@ -232,8 +237,8 @@ static int fsm_cmd_check(const struct fsm_cmd *c, bool check_items)
         return -EINVAL;
     switch (c->op) {
     case FSM_OP_ANNOUNCE:
-        if (!fsm_path_ok(c->path) || c->meta.kind < FSM_FILE || c->meta.kind > FSM_TOMBSTONE ||
-            c->meta.mode > 07777)
+        if (!fsm_path_ok(c->path) || c->meta.kind < FSM_FILE || c->meta.kind > FSM_KIND_MAX ||
+            c->meta.mode > 07777 || (c->meta.rdev && !fsm_kind_has_rdev(c->meta.kind)))
             return -EINVAL;
         if (c->meta.kind == FSM_SYMLINK && !fsm_target_ok(c->meta.target))
             return -EINVAL;
@@ -291,9 +296,12 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
         flags |= c->fresh ? FSM_FLAG_FRESH : 0;
         flags |= c->held && c->op == FSM_OP_ANNOUNCE ? FSM_FLAG_HELD : 0;
         flags |= c->keep && !c->unlock && c->op == FSM_OP_ANNOUNCE ? FSM_FLAG_KEEP : 0;
+        flags |= c->parents ? FSM_FLAG_PARENTS : 0;
     }
     if (c->op == FSM_OP_ANNOUNCE && c->meta.kind == FSM_FILE && c->meta.data)
         flags |= FSM_FLAG_INLINE;
+    if (c->op == FSM_OP_ANNOUNCE && c->meta.kind != FSM_TOMBSTONE)
+        flags |= FSM_FLAG_ATIME;
     fsm_put_u8(w, FSM_CMD_FORMAT);
     fsm_put_u8(w, c->op);
     fsm_put_u8(w, flags);
@@ -307,6 +315,10 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
         fsm_put_u32(w, c->meta.uid);
         fsm_put_u32(w, c->meta.gid);
         fsm_put_u64(w, (uint64_t)c->meta.mtime_ns);
+        if (c->meta.kind != FSM_TOMBSTONE)
+            fsm_put_u64(w, (uint64_t)c->meta.atime_ns);
+        if (fsm_kind_has_rdev(c->meta.kind))
+            fsm_put_u64(w, c->meta.rdev);
         if (c->meta.kind == FSM_FILE) {
             fsm_put_u64(w, c->meta.size);
             fsm_put(w, c->meta.hash, FSM_HASH_LEN);
@@ -317,10 +329,16 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
         }
         if (c->keep && !c->unlock)
             fsm_put_u32(w, c->lease_ms);
+        if (c->parents)
+            fsm_put_u64(w, (uint64_t)c->parent_mtime_ns);
         break;
     case FSM_OP_RENAME:
         fsm_put_str(w, c->path);
         fsm_put_str(w, c->path2);
+        if (c->parents) {
+            fsm_put_u64(w, (uint64_t)c->parent_mtime_ns);
+            fsm_put_u64(w, (uint64_t)c->parent2_mtime_ns);
+        }
         break;
     case FSM_OP_LOCK:
         fsm_put_str(w, c->path);
@@ -406,16 +424,16 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
     c->node = fsm_get_u64(&r);
     c->now_ms = fsm_get_u64(&r);
     if (r.bad ||
-        (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH | FSM_FLAG_INLINE | FSM_FLAG_HELD |
-                   FSM_FLAG_KEEP)) != 0 ||
+        (flags & ~(FSM_FLAG_UNLOCK | FSM_FLAG_FRESH | FSM_FLAG_PARENTS | FSM_ANNOUNCE_FLAGS)) != 0 ||
         (flags && !fsm_op_has_unlock(c->op)) ||
-        ((flags & (FSM_FLAG_INLINE | FSM_FLAG_HELD | FSM_FLAG_KEEP)) && c->op != FSM_OP_ANNOUNCE) ||
+        ((flags & FSM_ANNOUNCE_FLAGS) && c->op != FSM_OP_ANNOUNCE) ||
         ((flags & FSM_FLAG_KEEP) && (flags & FSM_FLAG_UNLOCK)))
         return -EINVAL;
     c->keep = (flags & FSM_FLAG_KEEP) != 0;
     c->held = (flags & FSM_FLAG_HELD) != 0;
     c->unlock = (flags & FSM_FLAG_UNLOCK) != 0;
     c->fresh = (flags & FSM_FLAG_FRESH) != 0;
+    c->parents = (flags & FSM_FLAG_PARENTS) != 0;
     switch (c->op) {
     case FSM_OP_ANNOUNCE:
         c->path = fsm_get_path(&r);
@@ -424,6 +442,15 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
         c->meta.uid = fsm_get_u32(&r);
         c->meta.gid = fsm_get_u32(&r);
         c->meta.mtime_ns = (int64_t)fsm_get_u64(&r);
+        if ((flags & FSM_FLAG_ATIME) && c->meta.kind == FSM_TOMBSTONE)
+            return -EINVAL;
+        c->meta.atime_ns = (flags & FSM_FLAG_ATIME) ? (int64_t)fsm_get_u64(&r) : c->meta.mtime_ns;
+        if (fsm_kind_has_rdev(c->meta.kind)) {
+            uint64_t rdev = fsm_get_u64(&r);
+            if (rdev > UINT32_MAX) /* no mknod makes it */
+                return -EINVAL;
+            c->meta.rdev = (uint32_t)rdev;
+        }
         if (c->meta.kind == FSM_FILE) {
             c->meta.size = fsm_get_u64(&r);
             const uint8_t *h = fsm_take(&r, FSM_HASH_LEN);
@@ -441,10 +468,16 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
             return -EINVAL;
         if (c->keep)
             c->lease_ms = fsm_get_u32(&r);
+        if (c->parents)
+            c->parent_mtime_ns = (int64_t)fsm_get_u64(&r);
         break;
     case FSM_OP_RENAME:
         c->path = fsm_get_path(&r);
         c->path2 = fsm_get_path(&r);
+        if (c->parents) {
+            c->parent_mtime_ns = (int64_t)fsm_get_u64(&r);
+            c->parent2_mtime_ns = (int64_t)fsm_get_u64(&r);
+        }
         break;
     case FSM_OP_LOCK:
         c->path = fsm_get_path(&r);
@@ -941,8 +974,10 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
     r->e.mode = c->meta.mode;
     r->e.uid = c->meta.uid;
     r->e.gid = c->meta.gid;
+    r->e.rdev = c->meta.rdev;
     r->e.size = c->meta.size;
     r->e.mtime_ns = c->meta.mtime_ns;
+    r->e.atime_ns = c->meta.atime_ns;
     memcpy(r->e.hash, c->meta.hash, FSM_HASH_LEN);
     r->e.target = target;
     r->e.renamed_from = NULL;
@@ -978,9 +1013,9 @@ static void fsm_make_tombstone(struct fsm *f, struct fsm_rec *r, uint64_t v, uin
     r->e.kind = FSM_TOMBSTONE;
     r->e.version = v;
     r->e.origin = node;
-    r->e.mode = r->e.uid = r->e.gid = 0;
+    r->e.mode = r->e.uid = r->e.gid = r->e.rdev = 0;
     r->e.size = 0;
-    r->e.mtime_ns = 0;
+    r->e.mtime_ns = r->e.atime_ns = 0;
     memset(r->e.hash, 0, FSM_HASH_LEN);
     if (r->e.n_synced == 0) {
         r->e.synced = *spare;
@@ -1052,8 +1087,10 @@ static int fsm_apply_rename(struct fsm *f, const struct fsm_cmd *c, uint64_t v, 
         r->e.mode = o->mode;
         r->e.uid = o->uid;
         r->e.gid = o->gid;
+        r->e.rdev = o->rdev;
         r->e.size = o->size;
         r->e.mtime_ns = o->mtime_ns;
+        r->e.atime_ns = o->atime_ns;
         memcpy(r->e.hash, o->hash, FSM_HASH_LEN);
         uint64_t *syn = malloc(sizeof *syn);
         r->e.synced = syn;
@@ -1265,6 +1302,27 @@ static int fsm_apply_synced(struct fsm *f, const void *buf, size_t len, size_t o
     return 0;
 }
 
+/* path's parent, if the catalog has it as a directory, takes mtime (the
+ * top directory is not in the catalog). Cannot fail. */
+static void fsm_touch_parent(struct fsm *f, const char *path, int64_t mtime)
+{
+    char dir[PATH_MAX];
+    if (path_parent(path, dir, sizeof dir) < 0 || !dir[0])
+        return;
+    struct fsm_rec *r = fsm_lookup(f, dir);
+    if (r && r->e.kind == FSM_DIR)
+        r->e.mtime_ns = mtime;
+}
+
+static void fsm_touch_parents(struct fsm *f, const struct fsm_cmd *c)
+{
+    if (!c->parents)
+        return;
+    fsm_touch_parent(f, c->path, c->parent_mtime_ns);
+    if (c->op == FSM_OP_RENAME)
+        fsm_touch_parent(f, c->path2, c->parent2_mtime_ns);
+}
+
 int fsm_apply(struct fsm *f, const void *buf, size_t len)
 {
     struct fsm_cmd c;
@@ -1279,9 +1337,13 @@ int fsm_apply(struct fsm *f, const void *buf, size_t len)
     uint64_t now = f->now_ms;
     switch (c.op) {
     case FSM_OP_ANNOUNCE:
-        return fsm_apply_announce(f, &c, v, now);
-    case FSM_OP_RENAME:
-        return fsm_apply_rename(f, &c, v, now);
+    case FSM_OP_RENAME: {
+        int rc = c.op == FSM_OP_ANNOUNCE ? fsm_apply_announce(f, &c, v, now)
+                                         : fsm_apply_rename(f, &c, v, now);
+        if (rc == 0)
+            fsm_touch_parents(f, &c);
+        return rc;
+    }
     case FSM_OP_LOCK:
         return fsm_apply_lock(f, &c, now);
     case FSM_OP_RENEW:
@@ -1393,6 +1455,10 @@ static void fsm_snap_write(struct fsm_wr *w, const struct fsm *f, struct fsm_rec
         fsm_put_u32(w, e->uid);
         fsm_put_u32(w, e->gid);
         fsm_put_u64(w, (uint64_t)e->mtime_ns);
+        if (e->kind != FSM_TOMBSTONE)
+            fsm_put_u64(w, (uint64_t)e->atime_ns);
+        if (fsm_kind_has_rdev(e->kind))
+            fsm_put_u64(w, e->rdev);
         if (e->kind == FSM_FILE) {
             fsm_put_u64(w, e->size);
             fsm_put(w, e->hash, FSM_HASH_LEN);
@@ -1473,7 +1539,11 @@ static int fsm_restore_entry(struct fsm *nf, struct fsm_rd *r, uint32_t format)
     uint64_t version = fsm_get_u64(r), origin = fsm_get_u64(r);
     uint32_t mode = fsm_get_u32(r), uid = fsm_get_u32(r), gid = fsm_get_u32(r);
     int64_t mtime = (int64_t)fsm_get_u64(r);
-    if (r->bad || kind < FSM_FILE || kind > FSM_TOMBSTONE || mode > 07777 || origin == 0 || version == 0 ||
+    int64_t atime = format >= 4 && kind != FSM_TOMBSTONE ? (int64_t)fsm_get_u64(r) : mtime;
+    uint64_t rdev = format >= 4 && fsm_kind_has_rdev(kind) ? fsm_get_u64(r) : 0;
+    uint8_t max_kind = format >= 4 ? FSM_KIND_MAX : FSM_TOMBSTONE;
+    if (r->bad || kind < FSM_FILE || kind > max_kind || rdev > UINT32_MAX || mode > 07777 ||
+        origin == 0 || version == 0 ||
         version > nf->version ||
         (flags & ~(FSM_SNAP_PENDING | FSM_SNAP_TARGET | FSM_SNAP_RENAMED |
                    (format >= 2 ? FSM_SNAP_DATA : 0))) ||
@@ -1492,7 +1562,9 @@ static int fsm_restore_entry(struct fsm *nf, struct fsm_rd *r, uint32_t format)
     rec->e.mode = mode;
     rec->e.uid = uid;
     rec->e.gid = gid;
+    rec->e.rdev = (uint32_t)rdev;
     rec->e.mtime_ns = mtime;
+    rec->e.atime_ns = atime;
     if (kind == FSM_FILE) {
         rec->e.size = fsm_get_u64(r);
         const uint8_t *h = fsm_take(r, FSM_HASH_LEN);
@@ -1621,7 +1693,7 @@ static int fsm_restore_into(struct fsm *nf, const uint8_t *p, size_t len)
         if (rc < 0)
             return rc;
     }
-    if (format >= 4) {
+    if (format >= 5) {
         uint32_t nr = fsm_get_u32(&r);
         if (r.bad || nr > fsm_left(&r) / FSM_MIN_SNAP_RLOCK)
             return -EINVAL;

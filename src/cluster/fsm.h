@@ -24,8 +24,26 @@ enum fsm_kind {
     FSM_FILE = 1,
     FSM_DIR = 2,
     FSM_SYMLINK = 3,
-    FSM_TOMBSTONE = 4, /* deleted (file, symlink or empty directory) */
+    FSM_TOMBSTONE = 4, /* deleted (file, symlink, empty directory or a node below) */
+    /* Nodes without bytes: the object is what replicates (a fifo's or a
+     * socket's traffic stays on its node). Devices carry an rdev. */
+    FSM_FIFO = 5,
+    FSM_SOCKET = 6,
+    FSM_CHRDEV = 7,
+    FSM_BLKDEV = 8,
 };
+#define FSM_KIND_MAX FSM_BLKDEV
+
+/* A fifo, socket or device: made with mknod, never fetched or served. */
+static inline bool fsm_kind_is_node(uint8_t kind)
+{
+    return kind >= FSM_FIFO && kind <= FSM_BLKDEV;
+}
+
+static inline bool fsm_kind_has_rdev(uint8_t kind)
+{
+    return kind == FSM_CHRDEV || kind == FSM_BLKDEV;
+}
 
 enum fsm_op {
     FSM_OP_ANNOUNCE = 1, /* path, node, meta, unlock */
@@ -41,13 +59,16 @@ enum fsm_op {
 };
 
 /* What a change says about the path. size/hash only for FSM_FILE, target only
- * for FSM_SYMLINK. */
+ * for FSM_SYMLINK, rdev only for devices. */
 struct fsm_meta {
     uint8_t kind;            /* enum fsm_kind */
     uint32_t mode;           /* permission bits (07777) */
     uint32_t uid, gid;
+    uint32_t rdev;           /* FSM_CHRDEV, FSM_BLKDEV: st_rdev (Linux's dev_t; what mknod
+                              * can make fits 32 bits: 12-bit major, 20-bit minor); else 0 */
     uint64_t size;
     int64_t mtime_ns;
+    int64_t atime_ns;        /* as the writer's stat says (a user's utimensat survives) */
     uint8_t hash[FSM_HASH_LEN];
     const char *target;      /* symlink target, NUL-terminated; NULL otherwise */
     const void *data;        /* FSM_FILE: its `size` bytes (size <= FSM_INLINE_MAX), or NULL */
@@ -75,6 +96,10 @@ struct fsm_cmd {
     bool held;               /* ANNOUNCE: made under node's lock on path: refused (-EBUSY)
                               * if node no longer holds it and the entry is another node's
                               * (the lease lapsed and someone else changed the path) */
+    bool parents;            /* ANNOUNCE, RENAME: the mtimes of path's (and path2's) parent
+                              * directories after the change follow, as the node saw them */
+    int64_t parent_mtime_ns; /* path's parent */
+    int64_t parent2_mtime_ns;/* RENAME: path2's parent */
     const char *path;        /* ANNOUNCE, RENAME (source), LOCK, UNLOCK */
     const char *path2;       /* RENAME target */
     struct fsm_meta meta;    /* ANNOUNCE */
@@ -102,22 +127,26 @@ int fsm_cmd_decode(const void *buf, size_t len, struct fsm_cmd *cmd);
 void fsm_cmd_release(struct fsm_cmd *cmd);
 
 /* A catalog entry as readers see it (valid until the next apply/restore). */
+/* Fields ordered so that none pads: the record costs its path plus ~120
+ * bytes. */
 struct fsm_entry {
     const char *path;
-    uint8_t kind;            /* enum fsm_kind */
     uint64_t version;        /* fsm version of the command that made it */
     uint64_t origin;         /* node that made the change */
     uint32_t mode, uid, gid;
+    uint32_t rdev;           /* devices: as fsm_meta.rdev; else 0 */
     uint64_t size;
     int64_t mtime_ns;
+    int64_t atime_ns;        /* entries from before atimes travelled: their mtime */
     uint8_t hash[FSM_HASH_LEN];
     const char *target;      /* symlink target or NULL */
     const char *renamed_from;/* set by RENAME while pending: where the bytes were; else NULL */
     const void *data;        /* the file's `size` bytes if its ANNOUNCE carried them and
                               * the budget allowed, while pending; else NULL */
-    bool pending;            /* some member lacks it */
     const uint64_t *synced;  /* nodes that have this version (meaningful while pending) */
     uint32_t n_synced;
+    uint8_t kind;            /* enum fsm_kind */
+    bool pending;            /* some member lacks it */
 };
 
 struct fsm_member {
@@ -161,6 +190,10 @@ void fsm_free(struct fsm *f);
  *   UNLOCK    releases path's lock if node holds it (else no-op, still 0).
  *   SYNCED    for each item whose entry exists with that exact version and
  *             is pending, adds node; stale items are ignored.
+ *   ANNOUNCE, RENAME with parents: once applied, each parent that is a
+ *             DIR entry takes the given mtime, without a new version (the
+ *             writer stamped it by making or removing a name in it; replicas
+ *             set it after installing the child, so the tree converges).
  *   JOIN      adds or updates a member.
  *   LEAVE     removes the member, its locks and its record locks.
  *   RLOCK     node takes a record-lock range (rlocks_set): -EBUSY if another

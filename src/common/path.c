@@ -84,3 +84,24 @@ int path_open_beneath(int dirfd, const char *rel, int flags)
         fd = openat(dirfd, rel, flags | O_NOFOLLOW | O_CLOEXEC);
     return (int)fd;
 }
+
+int path_open_noatime(int dirfd, const char *rel, int flags, bool beneath)
+{
+    for (int noatime = O_NOATIME;; noatime = 0) {
+        int fd = beneath ? path_open_beneath(dirfd, rel, flags | noatime)
+                         : openat(dirfd, rel, flags | noatime | O_CLOEXEC);
+        if (fd >= 0 || errno != EPERM || !noatime)
+            return fd;
+    }
+}
+
+int path_parent(const char *rel, char *out, size_t outsz)
+{
+    const char *slash = strrchr(rel, '/');
+    size_t n = slash ? (size_t)(slash - rel) : 0;
+    if (n >= outsz)
+        return -ENAMETOOLONG;
+    memcpy(out, rel, n);
+    out[n] = '\0';
+    return 0;
+}

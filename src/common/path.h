@@ -30,4 +30,15 @@ bool path_is_under(const char *child, const char *dir);
  * Returns the fd, or -1 with errno set. */
 int path_open_beneath(int dirfd, const char *rel, int flags);
 
+/* rel's parent directory into out: "" for a top-level name (whose parent,
+ * the top directory, the catalog does not hold). 0, or -ENAMETOOLONG. */
+int path_parent(const char *rel, char *out, size_t outsz);
+
+/* An open for nsyncfs's own reads (hashing, serving, checking an install):
+ * with O_NOATIME, so the file's atime stays what its user set or caused;
+ * without it where the kernel refuses it (EPERM: neither the file's owner
+ * nor CAP_FOWNER). beneath: through path_open_beneath, else a plain openat
+ * (for /proc/self/fd links). fd, or -1 with errno. */
+int path_open_noatime(int dirfd, const char *rel, int flags, bool beneath);
+
 #endif

@@ -266,6 +266,12 @@ void *journal_replayer_main(void *arg);
 
 /* ---- meta.c ---- */
 void meta_of_file(const struct stat *st, struct fsm_meta *m);
+/* The catalog kind of a stat mode (0: none, e.g. a whiteout-less oddity). */
+uint8_t meta_kind_of_mode(mode_t mode);
+/* The mtime of rel's parent directory in BACKING (0 for the top one, which
+ * the catalog does not hold), for fsm_cmd.parents: a change that makes or
+ * removes a name stamps its directory, and replicas copy the stamp. */
+int meta_parent_mtime(struct fs *fs, const char *rel, int64_t *out);
 int meta_hash_fd(int fd, const struct stat *st, struct fsm_meta *m, uint8_t *inl);
 int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *target, size_t tsz,
                  struct stat *st);
@@ -280,6 +286,12 @@ int mutate_unlink(struct fs *fs, const char *rel, void *arg);
 int mutate_rmdir(struct fs *fs, const char *rel, void *arg);
 int mutate_mkdir(struct fs *fs, const char *rel, void *arg);
 int mutate_mknod_reg(struct fs *fs, const char *rel, void *arg);
+/* A fifo, socket or device (arg: struct mknod_args). */
+struct mknod_args {
+    mode_t mode; /* type and permission bits */
+    dev_t rdev;
+};
+int mutate_mknod_node(struct fs *fs, const char *rel, void *arg);
 int mutate_symlink(struct fs *fs, const char *rel, void *arg);
 int mutate_chmod(struct fs *fs, const char *rel, void *arg);
 int mutate_chown(struct fs *fs, const char *rel, void *arg);

@@ -255,6 +255,7 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel, boo
         }
         if (rc == 0) {
             uint64_t t1 = nsync_mono_us();
+            cmd.parents = meta_parent_mtime(fs, rel, &cmd.parent_mtime_ns) == 0;
             rc = announce_async(fs, &cmd, hd.e, hd.last, &st);
             sent = rc == 0;
             log_debug("announce %s: %llu bytes, hash %llu us, queued in %llu us%s%s", rel,

@@ -11,6 +11,21 @@ static void meta_from_stat(const struct stat *st, struct fsm_meta *m)
     m->uid = st->st_uid;
     m->gid = st->st_gid;
     m->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+    m->atime_ns = (int64_t)st->st_atim.tv_sec * 1000000000 + st->st_atim.tv_nsec;
+}
+
+uint8_t meta_kind_of_mode(mode_t mode)
+{
+    switch (mode & S_IFMT) {
+    case S_IFREG: return FSM_FILE;
+    case S_IFDIR: return FSM_DIR;
+    case S_IFLNK: return FSM_SYMLINK;
+    case S_IFIFO: return FSM_FIFO;
+    case S_IFSOCK: return FSM_SOCKET;
+    case S_IFCHR: return FSM_CHRDEV;
+    case S_IFBLK: return FSM_BLKDEV;
+    default: return 0;
+    }
 }
 
 /* A FILE meta from the stat of a regular file, all but its hash. */
@@ -22,19 +37,27 @@ void meta_of_file(const struct stat *st, struct fsm_meta *m)
     m->size = (uint64_t)st->st_size;
 }
 
-/* The size and hash of the file open at fd (st: its fstat) into m (a
- * write-only fd cannot be read: the same inode is then opened again for
- * reading via /proc). With inl (the caller's, FSM_INLINE_MAX + 1 bytes), a
+/* The size and hash of the file open at fd (st: its fstat) into m. Read
+ * through a second open of the same inode (via /proc) with O_NOATIME, unless
+ * fd has it already: hashing is our read, not the user's, and must leave the
+ * atime as the user last saw or set it (without O_NOATIME, relatime would
+ * move an atime older than the mtime to now). With inl (the caller's, FSM_INLINE_MAX + 1 bytes), a
  * file of at most FSM_INLINE_MAX bytes is read once into it and travels in
  * the announce_sync (m->data = inl): replicas then install it without a fetch,
  * and hash and bytes come from the same read. */
 int meta_hash_fd(int fd, const struct stat *st, struct fsm_meta *m, uint8_t *inl)
 {
     int rfd = fd;
-    char proc[64];
-    if ((fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    if ((fl & O_ACCMODE) == O_WRONLY || !(fl & O_NOATIME)) {
+        char proc[64];
         snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
-        if ((rfd = open(proc, O_RDONLY | O_CLOEXEC)) < 0)
+        rfd = path_open_noatime(AT_FDCWD, proc, O_RDONLY, false);
+        if (rfd < 0 && (fl & O_ACCMODE) != O_WRONLY)
+            rfd = fd; /* the user's fd reads too: the old way, atime and all */
+        else if (rfd < 0)
             return -errno;
     }
     int rc = 1;
@@ -60,7 +83,7 @@ int meta_hash_fd(int fd, const struct stat *st, struct fsm_meta *m, uint8_t *inl
 
 /* The current state of rel in BACKING as an announce; *st receives the
  * stat of what it describes. target receives a symlink's target. -ENOTSUP
- * for kinds the catalog cannot carry (fifo...). */
+ * for what the catalog cannot carry (a device number no mknod makes). */
 int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *target,
                         size_t tsz, struct stat *st)
 {
@@ -68,7 +91,7 @@ int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *targe
     if (fstatat(bfd, rel, st, AT_SYMLINK_NOFOLLOW) < 0)
         return -errno;
     if (S_ISREG(st->st_mode)) {
-        int fd = openat(bfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        int fd = path_open_noatime(bfd, rel, O_RDONLY, true);
         if (fd < 0)
             return -errno;
         int rc = fstat(fd, st) < 0 ? -errno : 0; /* the file opened, if it changed */
@@ -94,7 +117,25 @@ int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *targe
         m->target = target;
         return 0;
     }
-    return -ENOTSUP;
+    m->kind = meta_kind_of_mode(st->st_mode);
+    if (!fsm_kind_is_node(m->kind) || (uint64_t)st->st_rdev > UINT32_MAX)
+        return -ENOTSUP;
+    m->rdev = fsm_kind_has_rdev(m->kind) ? (uint32_t)st->st_rdev : 0;
+    return 0;
+}
+
+int meta_parent_mtime(struct fs *fs, const char *rel, int64_t *out)
+{
+    *out = 0;
+    char dir[PATH_MAX];
+    int rc = path_parent(rel, dir, sizeof dir);
+    if (rc < 0 || !dir[0])
+        return rc; /* "": the top directory, which the catalog does not hold */
+    struct stat st;
+    if (fstatat(fs->ns->backing_fd, dir, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    *out = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    return 0;
 }
 
 /* hmu held. */

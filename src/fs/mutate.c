@@ -36,6 +36,7 @@ int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after
         else
             mrc = meta_of_path(fs, rel, &cmd.meta, target, sizeof target, &st);
         if (mrc == 0) {
+            cmd.parents = meta_parent_mtime(fs, rel, &cmd.parent_mtime_ns) == 0;
             cmd.unlock = h.last;
             cmd.fresh = h.e->fresh;
             cmd.held = !cmd.fresh;
@@ -100,6 +101,16 @@ int mutate_mknod_reg(struct fs *fs, const char *rel, void *arg)
         return -errno;
     mutate_own_by_caller(fs, fd, "", AT_EMPTY_PATH);
     close(fd);
+    return 0;
+}
+
+int mutate_mknod_node(struct fs *fs, const char *rel, void *arg)
+{
+    const struct mknod_args *a = arg;
+    int bfd = fs->ns->backing_fd;
+    if (mknodat(bfd, rel, a->mode, a->rdev) < 0) /* the caller's umask is applied, ours is 0 */
+        return -errno;
+    mutate_own_by_caller(fs, bfd, rel, AT_SYMLINK_NOFOLLOW);
     return 0;
 }
 

@@ -63,9 +63,10 @@ static int op_readlink(const char *path, char *buf, size_t size)
     return 0;
 }
 
-/* Only regular files: the catalog has no kind for fifos, sockets or device
- * nodes, and a node that exists on one machine only would break the
- * promise that every node shows the same tree. */
+/* Regular files, fifos, sockets (a bind) and devices: each has its catalog
+ * kind (a device its rdev), so every node makes the same object. A device
+ * number beyond what Linux's mknod can make is refused before anything is
+ * made, as the catalog could not carry it. */
 static int op_mknod(const char *path, mode_t mode, dev_t rdev)
 {
     struct nsync *ns = fs_ctx_ns();
@@ -73,10 +74,16 @@ static int op_mknod(const char *path, mode_t mode, dev_t rdev)
     int rc = path_from_fuse(path, rel, sizeof rel);
     if (rc < 0)
         return rc;
-    if (!S_ISREG(mode))
-        return -EPERM;
-    log_debug("mknod %s", rel);
-    return fs_mutate(ns->fs, rel, mutate_mknod_reg, &mode, AFTER_STATE);
+    log_debug("mknod %s %o", rel, (unsigned)mode);
+    if (S_ISREG(mode))
+        return fs_mutate(ns->fs, rel, mutate_mknod_reg, &mode, AFTER_STATE);
+    uint8_t kind = meta_kind_of_mode(mode);
+    if (!fsm_kind_is_node(kind))
+        return -EINVAL;
+    if ((uint64_t)rdev > UINT32_MAX)
+        return -EINVAL;
+    struct mknod_args a = {mode, fsm_kind_has_rdev(kind) ? rdev : 0};
+    return fs_mutate(ns->fs, rel, mutate_mknod_node, &a, AFTER_STATE);
 }
 
 static int op_mkdir(const char *path, mode_t mode)
@@ -190,6 +197,8 @@ static int op_rename(const char *from_path, const char *to_path, unsigned int fl
     bool queued = false;
     if (rc == 0) {
         struct fsm_cmd cmd = {.op = FSM_OP_RENAME, .path = from, .path2 = to};
+        cmd.parents = meta_parent_mtime(fs, from, &cmd.parent_mtime_ns) == 0 &&
+                      meta_parent_mtime(fs, to, &cmd.parent2_mtime_ns) == 0;
         if (!hf.last && !ht.last) {
             /* Both locks stay here: queued like a close, in order with every
              * other change of this node; a refusal is fixed up behind it. */

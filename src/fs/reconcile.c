@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "common/path.h"
 #include "fs/fs.h"
+#include "fs/fs_int.h" /* meta_kind_of_mode */
 #include "nsync.h"
 
 #define MANIFEST "known"
@@ -246,6 +247,8 @@ static void apply_manifest(struct reconcile *r)
             unchanged = S_ISDIR(st.st_mode);
         else if (items[i].h.kind == FSM_SYMLINK)
             unchanged = S_ISLNK(st.st_mode);
+        else if (fsm_kind_is_node(items[i].h.kind))
+            unchanged = meta_kind_of_mode(st.st_mode) == items[i].h.kind;
         else
             unchanged = S_ISREG(st.st_mode) && (uint64_t)st.st_size == items[i].h.size &&
                         mt == items[i].h.mtime_ns;

@@ -113,7 +113,9 @@ static int xfer_collect(const struct fsm_entry *e, void *arg)
     it->mode = e->mode;
     it->uid = e->uid;
     it->gid = e->gid;
+    it->rdev = e->rdev;
     it->mtime_ns = e->mtime_ns;
+    it->atime_ns = e->atime_ns;
     memcpy(it->hash, e->hash, sizeof it->hash);
     return 0;
 oom:

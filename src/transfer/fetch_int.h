@@ -87,8 +87,8 @@ struct xfer_item {
     char *path, *target, *renamed_from;
     uint8_t kind;
     uint64_t version, origin, size;
-    uint32_t mode, uid, gid;
-    int64_t mtime_ns;
+    uint32_t mode, uid, gid, rdev;
+    int64_t mtime_ns, atime_ns;
     uint8_t hash[FSM_HASH_LEN];
     uint64_t *synced;
     uint32_t n_synced;

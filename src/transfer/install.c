@@ -1,19 +1,26 @@
 /* Installing one catalog entry into BACKING, one small function per kind
- * (file, directory, symlink, delete), and the helpers they share: parents,
+ * (file, directory, symlink, fifo/socket/device, delete), and the helpers they share: parents,
  * metadata, the checks that the catalog still wants what we are about to do. */
 #include <assert.h>
 
 #include "transfer/fetch_int.h"
 
-static void xfer_times(int64_t mtime_ns, struct timespec ts[2])
+static void xfer_timespec(int64_t ns, struct timespec *ts)
 {
-    int64_t sec = mtime_ns / 1000000000, nsec = mtime_ns % 1000000000;
+    int64_t sec = ns / 1000000000, nsec = ns % 1000000000;
     if (nsec < 0) {
         nsec += 1000000000;
         sec -= 1;
     }
-    ts[0].tv_sec = ts[1].tv_sec = (time_t)sec;
-    ts[0].tv_nsec = ts[1].tv_nsec = (long)nsec;
+    ts->tv_sec = (time_t)sec;
+    ts->tv_nsec = (long)nsec;
+}
+
+/* The item's atime and mtime, as utimensat takes them. */
+static void xfer_times(const struct xfer_item *it, struct timespec ts[2])
+{
+    xfer_timespec(it->atime_ns, &ts[0]);
+    xfer_timespec(it->mtime_ns, &ts[1]);
 }
 
 /* mkdir -p of rel's parent directories under BACKING. Refuses to descend
@@ -118,7 +125,7 @@ static void xfer_set_owner_fd(int fd, const struct xfer_item *it)
 static int xfer_fix_meta_fd(int fd, const struct xfer_item *it)
 {
     struct timespec ts[2];
-    xfer_times(it->mtime_ns, ts);
+    xfer_times(it, ts);
     xfer_set_owner_fd(fd, it);
     if (fchmod(fd, it->mode & 07777) < 0 || futimens(fd, ts) < 0)
         return -errno;
@@ -132,7 +139,7 @@ static int xfer_fix_meta_new(int fd, const struct xfer_item *it)
 {
     if (it->uid == geteuid() && it->gid == getegid()) {
         struct timespec ts[2];
-        xfer_times(it->mtime_ns, ts);
+        xfer_times(it, ts);
         return futimens(fd, ts) < 0 ? -errno : 0;
     }
     return xfer_fix_meta_fd(fd, it);
@@ -264,7 +271,7 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
         return rc;
 
     /* Already here (catch-up after restart, or a rename that kept the bytes)? */
-    int fd = path_open_beneath(ns->backing_fd, it->path, O_RDONLY | O_NONBLOCK);
+    int fd = path_open_noatime(ns->backing_fd, it->path, O_RDONLY | O_NONBLOCK, true);
     if (fd >= 0) {
         struct stat st;
         bool same = xfer_fd_matches(f, fd, it->path, it, &st);
@@ -285,7 +292,7 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
 
     /* Renamed: the bytes may still sit at the old path. */
     if (it->renamed_from && xfer_move_allowed(f, it->renamed_from)) {
-        fd = path_open_beneath(ns->backing_fd, it->renamed_from, O_RDONLY | O_NONBLOCK);
+        fd = path_open_noatime(ns->backing_fd, it->renamed_from, O_RDONLY | O_NONBLOCK, true);
         if (fd >= 0) {
             struct stat st;
             bool same = xfer_fd_matches(f, fd, it->renamed_from, it, &st);
@@ -431,7 +438,7 @@ static int xfer_symlink(struct xfer_fetcher *f, struct xfer_item *it)
         return -EINVAL;
     }
     struct timespec ts[2];
-    xfer_times(it->mtime_ns, ts);
+    xfer_times(it, ts);
 
     char cur[PATH_MAX];
     ssize_t n = readlinkat(ns->backing_fd, it->path, cur, sizeof cur - 1);
@@ -462,6 +469,89 @@ static int xfer_symlink(struct xfer_fetcher *f, struct xfer_item *it)
     if (rc < 0) {
         unlinkat(ns->staging_fd, tmp, 0);
         xfer_fail(it, rc, "installing symlink: %s", strerror(-rc));
+        return rc;
+    }
+    return xfer_installed(f, it->path);
+}
+
+/* The file type a node kind is made as. */
+static mode_t xfer_node_type(uint8_t kind)
+{
+    switch (kind) {
+    case FSM_FIFO: return S_IFIFO;
+    case FSM_SOCKET: return S_IFSOCK;
+    case FSM_CHRDEV: return S_IFCHR;
+    default: return S_IFBLK;
+    }
+}
+
+/* What st describes is the node the item asks for (kind, and rdev for a
+ * device): only its metadata may differ. */
+static bool xfer_node_matches(const struct stat *st, const struct xfer_item *it)
+{
+    return (st->st_mode & S_IFMT) == xfer_node_type(it->kind) &&
+           (!fsm_kind_has_rdev(it->kind) || st->st_rdev == (dev_t)it->rdev);
+}
+
+/* Owner, then mode (a chown clears set-id bits), then times of the node
+ * name under dirfd. Never opened: opening a fifo would wait for its other end. */
+static int xfer_fix_meta_at(int dirfd, const char *name, const struct xfer_item *it)
+{
+    struct timespec ts[2];
+    xfer_times(it, ts);
+    if (geteuid() == 0 && fchownat(dirfd, name, it->uid, it->gid, AT_SYMLINK_NOFOLLOW) < 0 &&
+        errno != EPERM)
+        log_debug("fetch %s: chown: %s", it->path, strerror(errno));
+    if (fchmodat(dirfd, name, it->mode & 07777, 0) < 0 ||
+        utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    return 0;
+}
+
+/* A fifo, socket or device node: made under a staging name and renamed
+ * into place, as a file is, so the path never shows a half-made node. The
+ * same node already there (a restart's catch-up), or at the path it was
+ * renamed from, is kept and only gets the item's metadata. */
+static int xfer_node(struct xfer_fetcher *f, struct xfer_item *it)
+{
+    struct nsync *ns = f->ns;
+    int bfd = ns->backing_fd;
+    int rc = xfer_recheck(f, it);
+    if (rc)
+        return rc;
+    struct stat st;
+    if (fstatat(bfd, it->path, &st, AT_SYMLINK_NOFOLLOW) == 0 && xfer_node_matches(&st, it)) {
+        rc = xfer_fix_meta_at(bfd, it->path, it);
+        if (rc < 0) {
+            xfer_fail(it, rc, "setting mode/owner/times: %s", strerror(-rc));
+            return rc;
+        }
+        return xfer_installed(f, it->path);
+    }
+    if (it->renamed_from && xfer_move_allowed(f, it->renamed_from) &&
+        fstatat(bfd, it->renamed_from, &st, AT_SYMLINK_NOFOLLOW) == 0 && xfer_node_matches(&st, it) &&
+        xfer_fix_meta_at(bfd, it->renamed_from, it) == 0 && xfer_mkparents(bfd, it->path) == 0 &&
+        renameat(bfd, it->renamed_from, bfd, it->path) == 0) {
+        xfer_invalidate(f, it->renamed_from);
+        return xfer_installed(f, it->path);
+    }
+    char tmp[64];
+    snprintf(tmp, sizeof tmp, XFER_TMP_PREFIX "%d-%u", (int)getpid(),
+             atomic_fetch_add(&f->tmp_seq, 1));
+    mode_t mode = xfer_node_type(it->kind) | (it->mode & 07777);
+    if (mknodat(ns->staging_fd, tmp, mode, fsm_kind_has_rdev(it->kind) ? (dev_t)it->rdev : 0) < 0) {
+        rc = -errno;
+        xfer_fail(it, rc, "mknod: %s", strerror(-rc));
+        return rc;
+    }
+    rc = xfer_fix_meta_at(ns->staging_fd, tmp, it);
+    if (rc == 0)
+        rc = xfer_mkparents(bfd, it->path);
+    if (rc == 0 && renameat(ns->staging_fd, tmp, bfd, it->path) < 0)
+        rc = -errno;
+    if (rc < 0) {
+        unlinkat(ns->staging_fd, tmp, 0);
+        xfer_fail(it, rc, "installing the node: %s", strerror(-rc));
         return rc;
     }
     return xfer_installed(f, it->path);
@@ -512,6 +602,28 @@ static int xfer_parents_ok(int dirfd, const char *rel)
     return 0;
 }
 
+/* Installing it->path here stamped its directory with this node's clock;
+ * the catalog has the writer's stamp (fsm_cmd.parents), the same on every
+ * node: set that one. The top directory is not in the catalog. */
+static void xfer_fix_parent(struct xfer_fetcher *f, const char *rel)
+{
+    struct nsync *ns = f->ns;
+    char dir[PATH_MAX];
+    if (path_parent(rel, dir, sizeof dir) < 0 || !dir[0])
+        return;
+    pthread_rwlock_rdlock(&ns->fsm_lock);
+    const struct fsm_entry *e = fsm_get(ns->fsm, dir);
+    bool dir_entry = e && e->kind == FSM_DIR;
+    int64_t mtime = dir_entry ? e->mtime_ns : 0;
+    pthread_rwlock_unlock(&ns->fsm_lock);
+    if (!dir_entry)
+        return;
+    struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}};
+    xfer_timespec(mtime, &ts[1]);
+    if (utimensat(ns->backing_fd, dir, ts, AT_SYMLINK_NOFOLLOW) < 0 && errno != ENOENT)
+        log_debug("fetch %s: setting the mtime of %s: %s", rel, dir, strerror(errno));
+}
+
 void xfer_process(struct xfer_worker *w, struct xfer_item *it)
 {
     struct xfer_fetcher *f = w->f;
@@ -547,14 +659,20 @@ void xfer_process(struct xfer_worker *w, struct xfer_item *it)
     case FSM_DIR: rc = xfer_dir(f, it); break;
     case FSM_SYMLINK: rc = xfer_symlink(f, it); break;
     case FSM_TOMBSTONE: rc = xfer_tombstone(f, it); break;
+    case FSM_FIFO:
+    case FSM_SOCKET:
+    case FSM_CHRDEV:
+    case FSM_BLKDEV: rc = xfer_node(f, it); break;
     default:
         xfer_fail(it, -EINVAL, "unknown kind %u", it->kind);
         rc = -EINVAL;
         break;
     }
     it->result = rc;
-    if (rc == XFER_DONE)
+    if (rc == XFER_DONE) {
+        xfer_fix_parent(f, it->path);
         atomic_fetch_add(&f->st_installed, 1);
-    else if (rc < 0)
+    } else if (rc < 0) {
         atomic_fetch_add(&f->st_errors, 1);
+    }
 }

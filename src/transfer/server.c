@@ -216,7 +216,9 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
      * announce the writer's handle is still closing, and refusing then costs
      * every peer a retry. Bytes that moved on fail the fetcher's hash check. */
 
-    int fd = path_open_beneath(ns->backing_fd, path, O_RDONLY);
+    /* O_NONBLOCK: if a fifo took the file's place meanwhile, the open must
+     * not wait for a writer (S_ISREG refuses it below). */
+    int fd = path_open_noatime(ns->backing_fd, path, O_RDONLY | O_NONBLOCK, true);
     if (fd < 0) {
         int err = errno;
         if (err == ENOENT || err == ENOTDIR || err == ELOOP || err == EXDEV)

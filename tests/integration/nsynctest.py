@@ -169,7 +169,8 @@ def exists(path):
 
 def tree(root, modes=False, skip_data_dir=True):
     """A comparable picture of the tree under root: {relpath: entry}, where
-    entry is ("file", sha256[, mode]), ("dir"[, mode]) or ("link", target).
+    entry is ("file", sha256[, mode]), ("dir"[, mode]), ("link", target) or,
+    for a fifo, socket or device, ("node", file type, rdev[, mode, uid, gid]).
     The top-level .nsyncfs is skipped (it is per node)."""
     root = str(root)
     out = {}
@@ -193,7 +194,8 @@ def tree(root, modes=False, skip_data_dir=True):
                 e = ("file", sha256_file(p))
                 out[rel] = e + (oct(stat.S_IMODE(st.st_mode)),) if modes else e
             else:
-                out[rel] = ("other", stat.S_IFMT(st.st_mode))
+                e = ("node", stat.S_IFMT(st.st_mode), st.st_rdev)
+                out[rel] = e + (oct(stat.S_IMODE(st.st_mode)), st.st_uid, st.st_gid) if modes else e
         # os.walk lists symlinks to directories among dirnames but does not
         # descend into them (followlinks=False), which is what we want.
     return out

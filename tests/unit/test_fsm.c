@@ -331,7 +331,9 @@ static void test_encode_rejects(void **state)
         {.op = FSM_OP_ANNOUNCE, .node = 1, .path = "a//b", .meta = m},
         {.op = FSM_OP_ANNOUNCE, .node = 1, .path = ".", .meta = m},
         {.op = FSM_OP_ANNOUNCE, .node = 1, .path = "a", .meta = {.kind = 0}},
-        {.op = FSM_OP_ANNOUNCE, .node = 1, .path = "a", .meta = {.kind = 5}},
+        {.op = FSM_OP_ANNOUNCE, .node = 1, .path = "a", .meta = {.kind = FSM_KIND_MAX + 1}},
+        {.op = FSM_OP_ANNOUNCE, .node = 1, .path = "a", .meta = {.kind = FSM_FIFO, .rdev = 1}},
+        {.op = FSM_OP_ANNOUNCE, .node = 1, .path = "a", .meta = {.kind = FSM_DIR, .rdev = 1}},
         {.op = FSM_OP_ANNOUNCE, .node = 1, .path = "a", .meta = {.kind = FSM_FILE, .mode = 0100644}},
         {.op = FSM_OP_ANNOUNCE, .node = 1, .path = "a", .meta = {.kind = FSM_SYMLINK}},
         {.op = FSM_OP_ANNOUNCE, .node = 1, .path = "a", .meta = {.kind = FSM_SYMLINK, .target = ""}},
@@ -592,6 +594,33 @@ static void test_malformed(void **state)
  * one does not restore. */
 static void fix_checksum(uint8_t *p, size_t len);
 
+/* A hand-made snapshot of format `format`, no members or locks, one entry
+ * (path, kind, mtime; version 1 by N1, mode 0755, owner 0:0), as formats 1-3
+ * lay it out. */
+static void raw_snap_one(struct raw *r, uint32_t format, const char *path, uint8_t kind, uint64_t mtime)
+{
+    r->n = 0;
+    memcpy(r->b, "NSFM", 4);
+    r->n = 4;
+    raw_u32(r, format);
+    raw_u64(r, 1); /* version */
+    raw_u64(r, 0); /* now */
+    raw_u32(r, 0); /* members */
+    raw_u32(r, 0); /* locks */
+    raw_u64(r, 1); /* entries */
+    raw_str(r, path);
+    raw_u8(r, kind);
+    raw_u8(r, 0);
+    raw_u64(r, 1);
+    raw_u64(r, N1);
+    raw_u32(r, 0755);
+    raw_u32(r, 0);
+    raw_u32(r, 0);
+    raw_u64(r, mtime);
+    raw_u64(r, 0); /* checksum, fixed below */
+    fix_checksum(r->b, r->n);
+}
+
 static void test_bad_paths_refused(void **state)
 {
     struct fsm *f = *state;
@@ -669,26 +698,7 @@ static void test_bad_paths_refused(void **state)
 
     /* A snapshot whose one entry lies in the data directory. */
     for (int inside = 0; inside < 2; inside++) {
-        r.n = 0;
-        memcpy(r.b, "NSFM", 4);
-        r.n = 4;
-        raw_u32(&r, 2);
-        raw_u64(&r, 1); /* version */
-        raw_u64(&r, 0); /* now */
-        raw_u32(&r, 0); /* members */
-        raw_u32(&r, 0); /* locks */
-        raw_u64(&r, 1); /* entries */
-        raw_str(&r, inside ? ".nsyncfs/raft/metadata1" : "dir");
-        raw_u8(&r, FSM_DIR);
-        raw_u8(&r, 0);
-        raw_u64(&r, 1);
-        raw_u64(&r, N1);
-        raw_u32(&r, 0755);
-        raw_u32(&r, 0);
-        raw_u32(&r, 0);
-        raw_u64(&r, 0);
-        raw_u64(&r, 0); /* checksum, fixed below */
-        fix_checksum(r.b, r.n);
+        raw_snap_one(&r, 2, inside ? ".nsyncfs/raft/metadata1" : "dir", FSM_DIR, 0);
         struct fsm *t = fsm_new();
         assert_int_equal(fsm_restore(t, r.b, r.n), inside ? -EINVAL : 0);
         assert_int_equal(fsm_get(t, "dir") != NULL, !inside);
@@ -1984,7 +1994,7 @@ static void test_snapshot_corrupt(void **state)
     /* Past the checksum: content the parser itself must refuse. */
     uint8_t *q = malloc(len + 1);
     memcpy(q, buf, len);
-    q[4] = 5; /* a format version from the future */
+    q[4] = 6; /* a format version from the future */
     fix_checksum(q, len);
     assert_int_equal(fsm_restore(g, q, len), -EINVAL);
     memcpy(q, buf, len - 8); /* one byte too many before the sum */
@@ -2042,6 +2052,183 @@ static void test_snapshot_corrupt(void **state)
     free(gb);
     fsm_free(g);
     free(buf);
+}
+
+/* ---------------- fifos, sockets, devices; atimes ---------------- */
+
+/* A raw ANNOUNCE of path with kind, flags (FSM_FLAG_ATIME is 0x20 on the
+ * wire) and what follows the mtime given by the caller through r. */
+static void raw_announce_head(struct raw *r, const char *path, uint8_t kind, uint8_t flags)
+{
+    raw_header(r, FSM_OP_ANNOUNCE, flags, N1);
+    raw_str(r, path);
+    raw_u8(r, kind);
+    raw_u32(r, 0600);
+    raw_u32(r, 7);
+    raw_u32(r, 8);
+    raw_u64(r, 1000); /* mtime */
+}
+
+static void test_node_kinds(void **state)
+{
+    struct fsm *f = *state;
+    assert_int_equal(join(f, N1), 0);
+    assert_int_equal(join(f, N2), 0);
+    const struct {
+        const char *path;
+        uint8_t kind;
+        uint32_t rdev;
+    } nodes[] = {
+        {"fifo", FSM_FIFO, 0},
+        {"sock", FSM_SOCKET, 0},
+        {"null", FSM_CHRDEV, 0x103},      /* makedev(1, 3) */
+        {"loop", FSM_BLKDEV, 0xfff00fffu}, /* the largest: major 4095, minor 2^20 - 1 */
+    };
+    for (size_t i = 0; i < sizeof nodes / sizeof *nodes; i++) {
+        struct fsm_meta m = {.kind = nodes[i].kind, .mode = 0640, .uid = 1234, .gid = 5678,
+                             .rdev = nodes[i].rdev, .mtime_ns = 2000 + (int64_t)i,
+                             .atime_ns = 100000000000000000LL};
+        struct fsm_cmd c = {.op = FSM_OP_ANNOUNCE, .node = N1, .path = nodes[i].path, .meta = m};
+        struct fsm_cmd out;
+        void *buf;
+        roundtrip(&c, &out, &buf);
+        assert_int_equal(out.meta.kind, nodes[i].kind);
+        assert_int_equal(out.meta.rdev, nodes[i].rdev);
+        assert_int_equal(out.meta.atime_ns, m.atime_ns);
+        fsm_cmd_release(&out);
+        free(buf);
+        assert_int_equal(announce_meta(f, N1, nodes[i].path, m, false, 0), 0);
+        const struct fsm_entry *e = fsm_get(f, nodes[i].path);
+        assert_non_null(e);
+        assert_int_equal(e->kind, nodes[i].kind);
+        assert_int_equal(e->mode, 0640);
+        assert_int_equal(e->uid, 1234);
+        assert_int_equal(e->gid, 5678);
+        assert_int_equal(e->rdev, nodes[i].rdev);
+        assert_int_equal(e->atime_ns, m.atime_ns);
+        assert_int_equal(e->size, 0);
+        assert_null(e->target);
+        assert_true(e->pending);
+        /* Nothing to fetch: the catalog alone holds the object. */
+        assert_true(fsm_on_majority(f, nodes[i].path));
+    }
+
+    /* A rename carries kind, rdev and times; the old name is a tombstone. */
+    assert_int_equal(rename_path(f, N1, "null", "dev/null2", false), 0);
+    const struct fsm_entry *e = fsm_get(f, "dev/null2");
+    assert_non_null(e);
+    assert_int_equal(e->kind, FSM_CHRDEV);
+    assert_int_equal(e->rdev, 0x103);
+    assert_int_equal(e->atime_ns, 100000000000000000LL);
+    assert_string_equal(e->renamed_from, "null");
+    assert_int_equal(fsm_get(f, "null")->kind, FSM_TOMBSTONE);
+    assert_int_equal(fsm_get(f, "null")->rdev, 0);
+
+    /* Through a snapshot, all alike. */
+    void *sb;
+    size_t sl;
+    snap(f, &sb, &sl);
+    struct fsm *g = fsm_new();
+    assert_int_equal(fsm_restore(g, sb, sl), 0);
+    assert_same_state(f, g);
+    assert_int_equal(fsm_get(g, "loop")->rdev, 0xfff00fffu);
+    assert_int_equal(fsm_get(g, "sock")->kind, FSM_SOCKET);
+    fsm_free(g);
+    free(sb);
+
+    struct raw r;
+    /* Forged: a kind past the last, a device number no mknod makes, an
+     * rdev after a fifo, an atime on a tombstone. */
+    raw_announce_head(&r, "x", FSM_KIND_MAX + 1, 0x20);
+    raw_u64(&r, 5);
+    assert_malformed(f, r.b, r.n);
+    raw_announce_head(&r, "x", FSM_CHRDEV, 0x20);
+    raw_u64(&r, 5);
+    raw_u64(&r, 1ull << 32);
+    assert_malformed(f, r.b, r.n);
+    raw_announce_head(&r, "x", FSM_FIFO, 0x20);
+    raw_u64(&r, 5);
+    raw_u64(&r, 0x103);
+    assert_malformed(f, r.b, r.n);
+    raw_announce_head(&r, "x", FSM_TOMBSTONE, 0x20);
+    raw_u64(&r, 5);
+    assert_malformed(f, r.b, r.n);
+    /* A device without its rdev (truncated). */
+    raw_announce_head(&r, "x", FSM_BLKDEV, 0x20);
+    raw_u64(&r, 5);
+    assert_malformed(f, r.b, r.n);
+    /* The well-formed one goes through. */
+    raw_announce_head(&r, "x", FSM_BLKDEV, 0x20);
+    raw_u64(&r, 5);
+    raw_u64(&r, 0x801);
+    assert_int_equal(fsm_apply(f, r.b, r.n), 0);
+    assert_int_equal(fsm_get(f, "x")->rdev, 0x801);
+    assert_int_equal(fsm_get(f, "x")->atime_ns, 5);
+    /* An announce from before atimes travelled: its atime is its mtime. */
+    raw_announce_head(&r, "old", FSM_DIR, 0);
+    assert_int_equal(fsm_apply(f, r.b, r.n), 0);
+    assert_int_equal(fsm_get(f, "old")->atime_ns, 1000);
+
+    /* A format-3 snapshot (before these kinds) that names one is refused;
+     * the same with a directory restores, its atime its mtime. */
+    for (int fifo = 0; fifo < 2; fifo++) {
+        raw_snap_one(&r, 3, "n", fifo ? FSM_FIFO : FSM_DIR, 777);
+        struct fsm *t = fsm_new();
+        assert_int_equal(fsm_restore(t, r.b, r.n), fifo ? -EINVAL : 0);
+        if (!fifo)
+            assert_int_equal(fsm_get(t, "n")->atime_ns, 777);
+        fsm_free(t);
+    }
+}
+
+/* A change that makes or removes a name carries its directory's new mtime;
+ * the directory's entry takes it without a new version. */
+static void test_parent_mtimes(void **state)
+{
+    struct fsm *f = *state;
+    assert_int_equal(join(f, N1), 0);
+    assert_int_equal(announce(f, N1, "d", FSM_DIR), 0);
+    assert_int_equal(announce(f, N1, "e", FSM_DIR), 0);
+    uint64_t dv = fsm_get(f, "d")->version;
+    struct fsm_cmd c = {.op = FSM_OP_ANNOUNCE, .node = N1, .path = "d/f", .meta = file_meta(3, 1),
+                        .parents = true, .parent_mtime_ns = 5555};
+    struct fsm_cmd out;
+    void *buf;
+    roundtrip(&c, &out, &buf);
+    assert_true(out.parents);
+    assert_int_equal(out.parent_mtime_ns, 5555);
+    fsm_cmd_release(&out);
+    free(buf);
+    assert_int_equal(apply_cmd(f, &c), 0);
+    assert_int_equal(fsm_get(f, "d")->mtime_ns, 5555);
+    assert_int_equal(fsm_get(f, "d")->version, dv);
+    /* A top-level path's parent is not in the catalog: nothing to touch. */
+    c.path = "top";
+    c.parent_mtime_ns = 1;
+    assert_int_equal(apply_cmd(f, &c), 0);
+    /* A rename stamps both directories. */
+    struct fsm_cmd r = {.op = FSM_OP_RENAME, .node = N1, .path = "d/f", .path2 = "e/g",
+                        .parents = true, .parent_mtime_ns = 6666, .parent2_mtime_ns = 7777};
+    roundtrip(&r, &out, &buf);
+    assert_int_equal(out.parent2_mtime_ns, 7777);
+    fsm_cmd_release(&out);
+    free(buf);
+    assert_int_equal(apply_cmd(f, &r), 0);
+    assert_int_equal(fsm_get(f, "d")->mtime_ns, 6666);
+    assert_int_equal(fsm_get(f, "e")->mtime_ns, 7777);
+    /* A refused change stamps nothing. */
+    assert_int_equal(lock(f, N2, "e/h", 0, 1000000), 0);
+    c.node = N1;
+    c.path = "e/h";
+    c.parent_mtime_ns = 8888;
+    assert_int_equal(apply_cmd(f, &c), -EBUSY);
+    assert_int_equal(fsm_get(f, "e")->mtime_ns, 7777);
+    /* Not on other ops. */
+    struct raw w;
+    raw_header(&w, FSM_OP_UNLOCK, 0x40, N1);
+    raw_str(&w, "e/h");
+    raw_u64(&w, 1);
+    assert_malformed(f, w.b, w.n);
 }
 
 /* Whole-state checks on a larger catalog: the table grows, shrinks and
@@ -2238,6 +2425,8 @@ int main(void)
         T(test_lock_wanted),
         T(test_rlocks),
         T(test_announce_keep),
+        T(test_node_kinds),
+        T(test_parent_mtimes),
         T(test_many),
         T(test_enomem),
     };

@@ -128,6 +128,17 @@ static void test_is_under(void **state)
 
 /* A symlink inside the tree, even to a place inside it, never leads an open
  * anywhere: the served and installed paths are real files and directories. */
+static void test_parent(void **state)
+{
+    (void)state;
+    char out[8];
+    assert_int_equal(path_parent("a/b/c", out, sizeof out), 0);
+    assert_string_equal(out, "a/b");
+    assert_int_equal(path_parent("top", out, sizeof out), 0);
+    assert_string_equal(out, "");
+    assert_int_equal(path_parent("abcdefgh/x", out, sizeof out), -ENAMETOOLONG);
+}
+
 static void test_open_beneath(void **state)
 {
     char dir[] = "/tmp/nsync-test-path-XXXXXX";
@@ -164,7 +175,7 @@ int main(void)
         cmocka_unit_test(test_check_valid), cmocka_unit_test(test_check_invalid),
         cmocka_unit_test(test_check_lengths), cmocka_unit_test(test_is_internal),
         cmocka_unit_test(test_from_fuse), cmocka_unit_test(test_is_under),
-        cmocka_unit_test(test_open_beneath),
+        cmocka_unit_test(test_open_beneath), cmocka_unit_test(test_parent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
