@@ -92,6 +92,7 @@ static int xfer_recheck(struct xfer_fetcher *f, struct xfer_item *it)
         it->uid = e->uid;
         it->gid = e->gid;
         it->mtime_ns = e->mtime_ns;
+        it->atime_ns = e->atime_ns;
         same = true;
     }
     pthread_rwlock_unlock(&ns->fsm_lock);
@@ -163,13 +164,14 @@ static bool xfer_fd_matches(struct xfer_fetcher *f, int fd, const char *path,
     return digest_fd(fd, d, &n) == 0 && n == it->size && memcmp(d, it->hash, DIGEST_LEN) == 0;
 }
 
-/* The file's mode, mtime (and owner, for root) already are the item's. Then
+/* The file's mode, mtime, atime (and owner, for root) already are the item's. Then
  * nothing is changed: a chmod or utimens would move its ctime, and the
  * next quick check would have to hash it. */
 static bool xfer_meta_same(const struct stat *st, const struct xfer_item *it)
 {
     int64_t mt = (int64_t)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
-    return (st->st_mode & 07777) == (it->mode & 07777) && mt == it->mtime_ns &&
+    int64_t at = (int64_t)st->st_atim.tv_sec * 1000000000LL + st->st_atim.tv_nsec;
+    return (st->st_mode & 07777) == (it->mode & 07777) && mt == it->mtime_ns && at == it->atime_ns &&
            (geteuid() != 0 || (st->st_uid == it->uid && st->st_gid == it->gid));
 }
 
