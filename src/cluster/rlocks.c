@@ -62,18 +62,27 @@ static bool rl_overlap(const struct rlock *r, uint64_t start, uint64_t end)
     return r->start < end && start < r->end;
 }
 
+/* v (elements of size, *cap of them) with room for need: v itself, a
+ * larger copy (doubling; *cap updated), or NULL (v untouched). */
+static void *rl_grow(void *v, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return v;
+    size_t c = *cap ? *cap : 4;
+    while (c < need)
+        c *= 2;
+    void *nv = realloc(v, c * size);
+    if (nv)
+        *cap = c;
+    return nv;
+}
+
 static int rl_reserve(struct rlocks *t, size_t more)
 {
-    if (t->n + more <= t->cap)
-        return 0;
-    size_t cap = t->cap ? t->cap : 8;
-    while (cap < t->n + more)
-        cap *= 2;
-    struct rlock *v = realloc(t->v, cap * sizeof *v);
+    struct rlock *v = rl_grow(t->v, &t->cap, t->n + more, sizeof *t->v);
     if (!v)
         return -ENOMEM;
     t->v = v;
-    t->cap = cap;
     return 0;
 }
 
@@ -161,14 +170,10 @@ static int rl_ask_qcmp(const void *a, const void *b)
 
 static int rl_asks_reserve(struct rlocks *t)
 {
-    if (t->n_asks < t->asks_cap)
-        return 0;
-    size_t cap = t->asks_cap ? 2 * t->asks_cap : 4;
-    struct rlock_ask *v = realloc(t->asks, cap * sizeof *v);
+    struct rlock_ask *v = rl_grow(t->asks, &t->asks_cap, t->n_asks + 1, sizeof *t->asks);
     if (!v)
         return -ENOMEM;
     t->asks = v;
-    t->asks_cap = cap;
     return 0;
 }
 
@@ -213,11 +218,12 @@ static bool rl_holds_some(const struct rlocks *t, const char *path, uint64_t nod
 
 /* A fresh ask of another node that this request would keep waiting. */
 static bool rl_ask_blocks(const struct rlocks *t, const char *path, uint64_t node, uint8_t space,
-                          uint8_t type, uint64_t start, uint64_t end)
+                          uint8_t type, uint64_t start, uint64_t end, uint64_t now)
 {
     for (size_t i = 0; i < t->n_asks; i++) {
         const struct rlock_ask *a = &t->asks[i];
-        if (a->node != node && a->space == space && a->start < end && start < a->end &&
+        if (a->node != node && a->space == space && a->until_ms >= now && a->start < end &&
+            start < a->end &&
             (type == RLOCK_WRITE || a->type == RLOCK_WRITE) && strcmp(a->path, path) == 0)
             return true;
     }
@@ -245,9 +251,8 @@ int rlocks_set(struct rlocks *t, const char *path, uint64_t node, uint8_t space,
         qsort(t->asks, t->n_asks, sizeof *t->asks, rl_ask_qcmp);
         return -EBUSY;
     }
-    rl_asks_prune(t, path, 0, space, now, NULL); /* node 0 is nobody: stale ones only */
     if (!rl_holds_some(t, path, node, space, start, end) &&
-        rl_ask_blocks(t, path, node, space, type, start, end))
+        rl_ask_blocks(t, path, node, space, type, start, end, now))
         return -EBUSY;
     char *mine = strdup(path), *spare = strdup(path);
     if (!mine || !spare || rl_reserve(t, 2) < 0) {

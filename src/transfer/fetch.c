@@ -107,15 +107,8 @@ static int xfer_collect(const struct fsm_entry *e, void *arg)
         memcpy(it->synced, e->synced, e->n_synced * sizeof *it->synced);
     it->n_synced = e->n_synced;
     it->kind = e->kind;
-    it->version = e->version;
-    it->origin = e->origin;
     it->size = e->size;
-    it->mode = e->mode;
-    it->uid = e->uid;
-    it->gid = e->gid;
-    it->rdev = e->rdev;
-    it->mtime_ns = e->mtime_ns;
-    it->atime_ns = e->atime_ns;
+    xfer_item_take_meta(it, e);
     memcpy(it->hash, e->hash, sizeof it->hash);
     return 0;
 oom:

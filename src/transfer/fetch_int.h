@@ -207,6 +207,20 @@ static inline bool xfer_busy(struct xfer_fetcher *f, const char *rel)
     return f->hooks.path_busy && f->hooks.path_busy(f->hooks.data, rel);
 }
 
+/* The version of e and what it says of the object beyond its bytes: what a
+ * metadata-only change moves on (xfer_recheck), and part of every item. */
+static inline void xfer_item_take_meta(struct xfer_item *it, const struct fsm_entry *e)
+{
+    it->version = e->version;
+    it->origin = e->origin;
+    it->mode = e->mode;
+    it->uid = e->uid;
+    it->gid = e->gid;
+    it->rdev = e->rdev;
+    it->mtime_ns = e->mtime_ns;
+    it->atime_ns = e->atime_ns;
+}
+
 static inline bool xfer_in_place(struct xfer_fetcher *f, const char *rel)
 {
     return f->hooks.in_place && f->hooks.in_place(f->hooks.data, rel);

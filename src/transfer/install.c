@@ -86,13 +86,7 @@ static int xfer_recheck(struct xfer_fetcher *f, struct xfer_item *it)
     if (!same && e && it->kind == FSM_FILE && e->kind == FSM_FILE && e->version > it->version &&
         e->size == it->size && memcmp(e->hash, it->hash, FSM_HASH_LEN) == 0 && !e->renamed_from &&
         (!e->pending || !fsm_entry_has(e, ns->self_id))) {
-        it->version = e->version;
-        it->origin = e->origin;
-        it->mode = e->mode;
-        it->uid = e->uid;
-        it->gid = e->gid;
-        it->mtime_ns = e->mtime_ns;
-        it->atime_ns = e->atime_ns;
+        xfer_item_take_meta(it, e);
         same = true;
     }
     pthread_rwlock_unlock(&ns->fsm_lock);
