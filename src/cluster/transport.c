@@ -465,9 +465,11 @@ static void *tr_conn_main(void *arg)
         /* A failed accept is nobody's business on the loop. */
         bool post = ok || !c->server;
         if (post && !tr_hub_post(hub, it)) {
+            /* The transport is closing: nobody will take the item. */
             if (ok)
                 close(pair[0]);
             ok = false;
+            free(it);
         } else if (!post) {
             free(it);
         }
