@@ -260,6 +260,23 @@ static void rl_end_change(struct fs *fs, struct rl_file *f)
     pthread_cond_broadcast(&fs->rl_cv);
 }
 
+/* The node's locks in space went from `from` to f's: send what it gives up
+ * (rl_drops, rl_send_drops), without fs->rl_mu while sending. Caller holds
+ * fs->rl_mu and the change role. Out of memory, the node keeps more than it
+ * needs until its next release there. */
+static void rl_send_fall(struct fs *fs, struct rl_file *f, const struct rl_ent *from, size_t n,
+                         uint8_t space)
+{
+    struct rl_ent *d;
+    size_t nd;
+    if (rl_drops(from, n, f, space, &d, &nd) < 0)
+        return;
+    pthread_mutex_unlock(&fs->rl_mu);
+    rl_send_drops(fs, f->path, d, nd);
+    pthread_mutex_lock(&fs->rl_mu);
+    free(d);
+}
+
 /* Apply a change of owner's locks (type 0: unlock) to the local table, then
  * send what the node gives up. Caller holds fs->rl_mu and the change role;
  * returns with the same. */
@@ -276,17 +293,34 @@ static int rl_apply_local(struct fs *fs, struct rl_file *f, struct handle *h, ui
     rl_cut(f, owner, space, s, e);
     if (type)
         f->v[f->n++] = (struct rl_ent){owner, h, s, e, pid, space, type};
-    struct rl_ent *d;
-    size_t nd;
-    int rc = rl_drops(old, n_old, f, space, &d, &nd);
+    rl_send_fall(fs, f, old, n_old, space);
     free(old);
-    if (rc < 0)
-        return 0; /* the node keeps more than it needs until its next release */
-    pthread_mutex_unlock(&fs->rl_mu);
-    rl_send_drops(fs, f->path, d, nd);
-    pthread_mutex_lock(&fs->rl_mu);
-    free(d);
     return 0;
+}
+
+/* A grant the caller cannot use (the copies did not arrive): give back what
+ * it added to what the node holds, leaving the owner's locks as they were,
+ * as a failed F_SETLK does. Caller holds fs->rl_mu and the change role. */
+static void rl_revert_grant(struct fs *fs, struct rl_file *f, struct handle *h, uint64_t owner,
+                            uint8_t space, uint8_t type, uint64_t s, uint64_t e, pid_t pid)
+{
+    size_t n = f->n;
+    struct rl_ent *kept = malloc((n + 1) * sizeof *kept), *granted = malloc((n + 2) * sizeof *granted);
+    if (!kept || !granted || rl_reserve(f, 2) < 0) {
+        free(kept);
+        free(granted);
+        return; /* the node keeps the range until its lease or its next release there */
+    }
+    memcpy(kept, f->v, n * sizeof *kept);
+    rl_cut(f, owner, space, s, e);
+    f->v[f->n++] = (struct rl_ent){owner, h, s, e, pid, space, type};
+    size_t ng = f->n;
+    memcpy(granted, f->v, ng * sizeof *granted);
+    memcpy(f->v, kept, n * sizeof *kept);
+    f->n = n;
+    free(kept);
+    rl_send_fall(fs, f, granted, ng, space);
+    free(granted);
 }
 
 struct rl_scan {
@@ -427,12 +461,8 @@ int rlock_set(struct fs *fs, struct handle *h, const char *rel, uint64_t owner, 
             if (rc == 0 && h)
                 moved = handle_follow(fs, h, rel);
             pthread_mutex_lock(&fs->rl_mu);
-            if (rc == -EIO) {
-                /* Granted but unusable: give back exactly what the grant
-                 * added to what the node's other owners hold. */
-                if (rl_apply_local(fs, f, h, owner, space, type, s, e, pid) == 0)
-                    rl_apply_local(fs, f, h, owner, space, 0, s, e, pid);
-            }
+            if (rc == -EIO)
+                rl_revert_grant(fs, f, h, owner, space, type, s, e, pid);
             if (rc < 0) {
                 rl_end_change(fs, f);
                 break;
