@@ -20,7 +20,7 @@ cd "$REPO" || exit 1
 PY=/usr/bin/python3
 
 declare -A RESULT=()
-ORDER=(deps build layers unit fuzz integration chaos package asan-build asan-unit asan-integration)
+ORDER=(deps build layers unit fuzz integration chaos posix package asan-build asan-unit asan-integration)
 fail=0
 
 step() { # name, command...
