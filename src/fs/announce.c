@@ -248,6 +248,13 @@ static void fix_conflict(struct fs *fs, struct pending_ann *pa)
     int rc = fstatat(ns->backing_fd, rel, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
     if (rc == -ENOENT || (rc == 0 && (st.st_dev != pa->dev || st.st_ino != pa->ino)))
         rc = -ESTALE; /* a delete, or already moved or replaced: nothing of ours there */
+    if (rc == 0 && S_ISDIR(st.st_mode)) {
+        /* Two nodes made the same directory: it is one directory, with the
+         * winner's mode and times (installed here as for any change) and
+         * the entries both put in it. */
+        log_info("%s was made here and on another node at the same time: one directory", rel);
+        rc = -ESTALE;
+    }
     if (rc == 0)
         rc = fs_keep_conflict_copy(ns, rel, conflict, sizeof conflict);
     if (rc == 0) {
@@ -292,7 +299,7 @@ void *announce_fixer_main(void *arg)
 
 int fs_announce_local(struct fs *fs, const char *rel)
 {
-    return fs_mutate(fs, rel, mutate_nothing, NULL, AFTER_STATE);
+    return fs_mutate(fs, rel, mutate_nothing, NULL, AFTER_CONTENT);
 }
 
 int fs_keep_conflict_copy(const struct nsync *ns, const char *rel, char *out, size_t outsz)

@@ -64,16 +64,19 @@ static void fresh_lock_done(void *arg, int rc, const struct cluster_reply *r)
 }
 
 /* created: the O_EXCL create made the file, so the entry becomes held
- * (one ref, the handle's) and the LOCK follows it through the outbox, to
- * keep other nodes off the file while it is open here. Otherwise the entry
+ * (one ref, the caller's) and, with lock, the LOCK follows it through the
+ * outbox, to keep other nodes off a file that stays open here (a mkdir's
+ * announce follows at once and takes the lock itself). Otherwise the entry
  * is given back; waiters then take the lock the usual way. */
-void fresh_end(struct fs *fs, struct lock_ent *e, bool created)
+void fresh_end(struct fs *fs, struct lock_ent *e, bool created, bool lock)
 {
     pthread_mutex_lock(&fs->mu);
     e->acquiring = false;
     if (created) {
         e->held = true;
         e->refs++;
+    }
+    if (created && lock) {
         /* Lazy: a small file's close follows within the linger and then
          * takes the LOCK back (its fresh announce does the same job). Sent
          * under fs->mu, so its answer cannot clear lock_token before it is
@@ -88,7 +91,7 @@ void fresh_end(struct fs *fs, struct lock_ent *e, bool created)
             e->lock_token = NULL;
             log_debug("lock of new file %s not sent; its announce decides", e->path);
         }
-    } else {
+    } else if (!created) {
         e->fresh = false;
     }
     pthread_cond_broadcast(&fs->cv);

@@ -70,6 +70,17 @@ struct lock_ent {
     bool lost;                 /* an announce under it was refused (another node's
                                 * version won): ask the cluster again before the
                                 * next change, even with announces still queued */
+    /* The hash of the file as last announced under this lock (meta_hash_keep):
+     * a later chmod, chown or utimens announces it again without reading
+     * the file, as long as nothing wrote since (mods), it is the same inode
+     * and size, and the lock was not taken anew (attempts). Guarded by the
+     * announcing flag. */
+    bool hash_kept;
+    uint8_t kept_hash[DIGEST_LEN];
+    uint64_t kept_mods, kept_size;
+    dev_t kept_dev;
+    ino_t kept_ino;
+    unsigned kept_attempts;
 };
 
 /* An announce on its way through the outbox; owned by its completion. */
@@ -215,7 +226,15 @@ static inline bool fs_is_root(const char *rel)
 
 typedef int (*local_fn)(struct fs *fs, const char *rel, void *arg);
 
-enum after { AFTER_STATE, AFTER_TOMBSTONE };
+/* What a change did, which decides how it is announced. */
+enum after {
+    AFTER_META,      /* mode, owner or times: the bytes are as they were */
+    AFTER_CONTENT,   /* the bytes may differ (a truncate, a re-announce) */
+    AFTER_CREATE,    /* a new directory, symlink, fifo, socket, device or empty
+                      * file: made without waiting for the lock when nobody
+                      * has the path (fresh.c) */
+    AFTER_TOMBSTONE, /* the path is gone */
+};
 
 struct owner {
     uid_t uid;
@@ -244,7 +263,7 @@ void *tokens_main(void *arg);
 /* ---- fresh.c ---- */
 bool fresh_eligible(struct fs *fs, const char *rel);
 struct lock_ent *fresh_begin(struct fs *fs, const char *rel);
-void fresh_end(struct fs *fs, struct lock_ent *e, bool created);
+void fresh_end(struct fs *fs, struct lock_ent *e, bool created, bool lock);
 void fresh_lock_cancel(struct fs *fs, struct lock_ent *e);
 
 /* ---- announce.c ---- */
@@ -275,6 +294,15 @@ int meta_parent_mtime(struct fs *fs, const char *rel, int64_t *out);
 int meta_hash_fd(int fd, const struct stat *st, struct fsm_meta *m, uint8_t *inl);
 int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *target, size_t tsz,
                  struct stat *st);
+/* meta_of_path for a path whose lock the caller holds (e, with announcing
+ * set): a regular file's hash comes from e's kept one when it is still
+ * valid, and is kept for the next change otherwise. */
+int meta_of_locked(struct fs *fs, struct lock_ent *e, const char *rel, struct fsm_meta *m,
+                   char *target, size_t tsz, struct stat *st);
+/* Remember m's hash as the one of the file st describes, computed when
+ * e->mods was mods (announcing set). */
+void meta_hash_keep(struct lock_ent *e, const struct stat *st, const struct fsm_meta *m,
+                    uint64_t mods);
 void meta_hash_stop(struct handle *h);
 void meta_hash_note(struct handle *h, const void *buf, size_t n, off_t off);
 bool meta_hash_ready(struct handle *h, const struct stat *st, uint8_t out[DIGEST_LEN]);

@@ -243,6 +243,7 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel, boo
             cmd.lease_ms = fs->ns->cfg.lease_ms;
         }
         uint64_t t0 = nsync_mono_us();
+        uint64_t mods = atomic_load(&hd.e->mods);
         uint8_t inl[FSM_INLINE_MAX + 1];
         meta_of_file(&st, &cmd.meta);
         if (!(st.st_size > (off_t)FSM_INLINE_MAX && meta_hash_ready(h, &st, cmd.meta.hash))) {
@@ -255,6 +256,8 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel, boo
         }
         if (rc == 0) {
             uint64_t t1 = nsync_mono_us();
+            if (atomic_load(&hd.e->mods) == mods)
+                meta_hash_keep(hd.e, &st, &cmd.meta, mods);
             cmd.parents = meta_parent_mtime(fs, rel, &cmd.parent_mtime_ns) == 0;
             rc = announce_async(fs, &cmd, hd.e, hd.last, &st);
             sent = rc == 0;
@@ -457,7 +460,7 @@ int handle_open(struct fs *fs, const char *rel, int flags, mode_t mode, bool cre
     if (fe) {
         fd = openat(bfd, rel, oflags | O_CREAT | O_EXCL, mode & 07777);
         int err = errno;
-        fresh_end(fs, fe, fd >= 0);
+        fresh_end(fs, fe, fd >= 0, true);
         if (fd >= 0) {
             created = true;
             h->lk = fe;

@@ -124,6 +124,44 @@ int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *targe
     return 0;
 }
 
+void meta_hash_keep(struct lock_ent *e, const struct stat *st, const struct fsm_meta *m,
+                    uint64_t mods)
+{
+    assert(e->announcing);
+    e->hash_kept = true;
+    memcpy(e->kept_hash, m->hash, DIGEST_LEN);
+    e->kept_mods = mods;
+    e->kept_size = (uint64_t)st->st_size;
+    e->kept_dev = st->st_dev;
+    e->kept_ino = st->st_ino;
+    e->kept_attempts = e->attempts;
+}
+
+/* tar, cp -a and rsync set owner, mode and times of each file right after
+ * writing it: without the kept hash each of those re-reads the whole file. */
+int meta_of_locked(struct fs *fs, struct lock_ent *e, const char *rel, struct fsm_meta *m,
+                   char *target, size_t tsz, struct stat *st)
+{
+    assert(e->announcing);
+    uint64_t mods = atomic_load(&e->mods);
+    if (e->hash_kept && e->kept_mods == mods && e->kept_attempts == e->attempts) {
+        if (fstatat(fs->ns->backing_fd, rel, st, AT_SYMLINK_NOFOLLOW) < 0)
+            return -errno;
+        if (S_ISREG(st->st_mode) && st->st_dev == e->kept_dev && st->st_ino == e->kept_ino &&
+            (uint64_t)st->st_size == e->kept_size) {
+            meta_of_file(st, m);
+            memcpy(m->hash, e->kept_hash, DIGEST_LEN);
+            return 0;
+        }
+    }
+    e->hash_kept = false;
+    int rc = meta_of_path(fs, rel, m, target, tsz, st);
+    /* A write that raced with the read leaves mods moved: nothing kept. */
+    if (rc == 0 && m->kind == FSM_FILE && atomic_load(&e->mods) == mods)
+        meta_hash_keep(e, st, m, mods);
+    return rc;
+}
+
 int meta_parent_mtime(struct fs *fs, const char *rel, int64_t *out)
 {
     *out = 0;

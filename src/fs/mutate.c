@@ -9,6 +9,28 @@
  * outbox keeps this node's changes in order), or (if the local change
  * failed) announce nothing and unlock. The root is not in the catalog:
  * changed locally only. */
+/* Become rel's holder for a change: a create of a path nobody has takes
+ * the lock without a round trip (its announce carries fresh and takes it
+ * with it), anything else the usual way. fn runs inside for a fresh create
+ * (*done set, *rc its result), so that a failed one gives the entry back. */
+static int mutate_lock(struct fs *fs, const char *rel, enum after after, local_fn fn, void *arg,
+                       struct held *h, bool *done, int *rc)
+{
+    *done = false;
+    struct lock_ent *fe = NULL;
+    if (after == AFTER_CREATE && fresh_eligible(fs, rel))
+        fe = fresh_begin(fs, rel);
+    if (!fe)
+        return lock_path(fs, rel, h);
+    *rc = fn(fs, rel, arg);
+    *done = true;
+    fresh_end(fs, fe, *rc == 0, false);
+    if (*rc < 0)
+        return *rc;
+    *h = (struct held){.e = fe};
+    return 0;
+}
+
 int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after after)
 {
     int rc = fs_gate(fs);
@@ -17,12 +39,17 @@ int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after
     if (fs_is_root(rel))
         return fn(fs, rel, arg);
     struct held h;
-    rc = lock_path(fs, rel, &h);
-    if (rc < 0)
-        return rc;
+    bool done;
+    int lrc = mutate_lock(fs, rel, after, fn, arg, &h, &done, &rc);
+    if (lrc < 0)
+        return lrc;
     announce_begin(fs, h.e);
-    rc = fn(fs, rel, arg);
-    atomic_fetch_add(&h.e->mods, 1); /* ends the running hash of open handles */
+    if (!done)
+        rc = fn(fs, rel, arg);
+    /* A content change ends the running hash of open handles and the kept
+     * one; mode, owner and times leave the bytes alone. */
+    if (after != AFTER_META)
+        atomic_fetch_add(&h.e->mods, 1);
     lock_release_begin(fs, &h);
     bool sent = false;
     if (rc == 0) {
@@ -34,7 +61,7 @@ int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after
         if (after == AFTER_TOMBSTONE)
             cmd.meta.kind = FSM_TOMBSTONE;
         else
-            mrc = meta_of_path(fs, rel, &cmd.meta, target, sizeof target, &st);
+            mrc = meta_of_locked(fs, h.e, rel, &cmd.meta, target, sizeof target, &st);
         if (mrc == 0) {
             cmd.parents = meta_parent_mtime(fs, rel, &cmd.parent_mtime_ns) == 0;
             cmd.unlock = h.last;

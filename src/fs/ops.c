@@ -76,14 +76,14 @@ static int op_mknod(const char *path, mode_t mode, dev_t rdev)
         return rc;
     log_debug("mknod %s %o", rel, (unsigned)mode);
     if (S_ISREG(mode))
-        return fs_mutate(ns->fs, rel, mutate_mknod_reg, &mode, AFTER_STATE);
+        return fs_mutate(ns->fs, rel, mutate_mknod_reg, &mode, AFTER_CREATE);
     uint8_t kind = meta_kind_of_mode(mode);
     if (!fsm_kind_is_node(kind))
         return -EINVAL;
     if ((uint64_t)rdev > UINT32_MAX)
         return -EINVAL;
     struct mknod_args a = {mode, fsm_kind_has_rdev(kind) ? rdev : 0};
-    return fs_mutate(ns->fs, rel, mutate_mknod_node, &a, AFTER_STATE);
+    return fs_mutate(ns->fs, rel, mutate_mknod_node, &a, AFTER_CREATE);
 }
 
 static int op_mkdir(const char *path, mode_t mode)
@@ -94,7 +94,7 @@ static int op_mkdir(const char *path, mode_t mode)
     if (rc < 0)
         return rc;
     log_debug("mkdir %s", rel);
-    return fs_mutate(ns->fs, rel, mutate_mkdir, &mode, AFTER_STATE);
+    return fs_mutate(ns->fs, rel, mutate_mkdir, &mode, AFTER_CREATE);
 }
 
 static int op_unlink(const char *path)
@@ -127,7 +127,7 @@ static int op_symlink(const char *target, const char *path)
     if (rc < 0)
         return rc;
     log_debug("symlink %s -> %s", rel, target);
-    return fs_mutate(ns->fs, rel, mutate_symlink, (void *)target, AFTER_STATE);
+    return fs_mutate(ns->fs, rel, mutate_symlink, (void *)target, AFTER_CREATE);
 }
 
 /* The catalog never saw the source (it predates the cluster): describe the
@@ -239,7 +239,7 @@ static int op_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
     if (rc < 0)
         return rc;
     log_debug("chmod %s %o", rel, (unsigned)mode);
-    return fs_mutate(ns->fs, rel, mutate_chmod, &mode, AFTER_STATE);
+    return fs_mutate(ns->fs, rel, mutate_chmod, &mode, AFTER_META);
 }
 
 static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
@@ -253,7 +253,7 @@ static int op_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
         return rc;
     struct owner o = {uid, gid};
     log_debug("chown %s %d:%d", rel, (int)uid, (int)gid);
-    return fs_mutate(ns->fs, rel, mutate_chown, &o, AFTER_STATE);
+    return fs_mutate(ns->fs, rel, mutate_chown, &o, AFTER_META);
 }
 
 static int op_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
@@ -266,7 +266,7 @@ static int op_utimens(const char *path, const struct timespec tv[2], struct fuse
     if (rc < 0)
         return rc;
     log_debug("utimens %s", rel);
-    return fs_mutate(ns->fs, rel, mutate_utimens, (void *)tv, AFTER_STATE);
+    return fs_mutate(ns->fs, rel, mutate_utimens, (void *)tv, AFTER_META);
 }
 
 static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
@@ -292,7 +292,7 @@ static int op_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     if (rc < 0)
         return rc;
     log_debug("truncate %s %lld", rel, (long long)size);
-    return fs_mutate(fs, rel, mutate_truncate, &size, AFTER_STATE);
+    return fs_mutate(fs, rel, mutate_truncate, &size, AFTER_CONTENT);
 }
 
 static int op_open(const char *path, struct fuse_file_info *fi)
