@@ -1994,7 +1994,7 @@ static void test_snapshot_corrupt(void **state)
     /* Past the checksum: content the parser itself must refuse. */
     uint8_t *q = malloc(len + 1);
     memcpy(q, buf, len);
-    q[4] = 6; /* a format version from the future */
+    q[4] = 7; /* a format version from the future */
     fix_checksum(q, len);
     assert_int_equal(fsm_restore(g, q, len), -EINVAL);
     memcpy(q, buf, len - 8); /* one byte too many before the sum */
