@@ -217,6 +217,8 @@ static char *fsm_strdup(const char *s)
     return p ? memcpy(p, s, n) : NULL;
 }
 
+_Static_assert(XATTRS_MAX <= UINT16_MAX, "fsm_entry.xattrs_len is 16 bits");
+
 static void *fsm_memdup(const void *src, size_t n)
 {
     void *p = malloc(n);
@@ -999,7 +1001,7 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
     free((char *)r->e.renamed_from);
     free((void *)r->e.xattrs);
     r->e.xattrs = xattrs;
-    r->e.xattrs_len = c->meta.xattrs_len;
+    r->e.xattrs_len = (uint16_t)c->meta.xattrs_len;
     if (synced) {
         free(fsm_synced_mut(r));
         r->e.synced = synced;
@@ -1657,7 +1659,7 @@ static int fsm_restore_entry(struct fsm *nf, struct fsm_rd *r, uint32_t format)
             goto fail;
         if (!(rec->e.xattrs = fsm_memdup(x, xl)))
             goto nomem;
-        rec->e.xattrs_len = xl;
+        rec->e.xattrs_len = (uint16_t)xl;
     }
     if (flags & FSM_SNAP_PENDING) {
         uint32_t ns = fsm_get_u32(r);

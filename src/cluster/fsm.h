@@ -164,7 +164,7 @@ struct fsm_entry {
     const void *xattrs;      /* FSM_FILE, FSM_DIR: as fsm_meta.xattrs (kept settled too) */
     const uint64_t *synced;  /* nodes that have this version (meaningful while pending) */
     uint32_t n_synced;
-    uint32_t xattrs_len;
+    uint16_t xattrs_len;     /* <= XATTRS_MAX (16 KiB): fits the padding the record had */
     uint8_t kind;            /* enum fsm_kind */
     bool pending;            /* some member lacks it */
 };
