@@ -101,18 +101,21 @@ int op_removexattr(const char *path, const char *name)
     return xattr_change(path, &c);
 }
 
-int op_getxattr(const char *path, const char *name, char *value, size_t size)
+/* The FUSE path opened for reading its attributes (xattr_open). */
+static int xattr_open_fuse(const char *path)
 {
-    struct nsync *ns = fs_ctx_ns();
     char rel[PATH_MAX];
     int rc = path_from_fuse(path, rel, sizeof rel);
-    if (rc < 0)
-        return rc;
-    int fd = xattr_open(ns->fs, rel);
+    return rc < 0 ? rc : xattr_open(fs_ctx_ns()->fs, rel);
+}
+
+int op_getxattr(const char *path, const char *name, char *value, size_t size)
+{
+    int fd = xattr_open_fuse(path);
     if (fd < 0)
         return fd == -ENOTSUP ? -ENODATA : fd;
     ssize_t n = fgetxattr(fd, name, size ? value : NULL, size);
-    rc = n < 0 ? -errno : (int)n;
+    int rc = n < 0 ? -errno : (int)n;
     close(fd);
     return rc;
 }
@@ -120,14 +123,10 @@ int op_getxattr(const char *path, const char *name, char *value, size_t size)
 /* Only the names that replicate: what every node shows alike. */
 int op_listxattr(const char *path, char *list, size_t size)
 {
-    struct nsync *ns = fs_ctx_ns();
-    char rel[PATH_MAX];
-    int rc = path_from_fuse(path, rel, sizeof rel);
-    if (rc < 0)
-        return rc;
-    int fd = xattr_open(ns->fs, rel);
+    int fd = xattr_open_fuse(path);
     if (fd < 0)
         return fd == -ENOTSUP ? 0 : fd;
+    int rc;
     char *all = NULL;
     ssize_t n = flistxattr(fd, NULL, 0);
     if (n > 0 && (all = malloc((size_t)n)) == NULL)

@@ -16,8 +16,8 @@ import pytest
 
 import conftest
 from nsynctest import SYNC_TIMEOUT, Node, free_ports, wait_for, write_file
+from test_permissions import AS_NOBODY, NOBODY
 
-NOBODY = 65534
 SIZE = 16 << 20
 
 
@@ -222,15 +222,8 @@ def test_a_reader_never_sees_new_bytes_with_old_attributes(xc):
     assert not bad, f"new bytes with user.ver {bad[0]!r}"
 
 
-# Enters the mount as root (the test's directories above it are private),
-# then as nobody tries to read each file and prints 0 or the errno name.
-_PROBE = r"""
-import errno, json, os, sys
-os.chdir(sys.argv[1])
-os.setgroups([])
-os.setgid(%d)
-os.setuid(%d)
-out = {}
+# As nobody, reads each file and prints 0 or the errno name.
+_PROBE = AS_NOBODY + r"""
 for p in sys.argv[2:]:
     try:
         open(p, "rb").read()
@@ -238,7 +231,7 @@ for p in sys.argv[2:]:
     except OSError as e:
         out[p] = errno.errorcode.get(e.errno, str(e.errno))
 print(json.dumps(out))
-""" % (NOBODY, NOBODY)
+"""
 
 
 def read_as_nobody(mnt, *rels):
