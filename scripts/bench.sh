@@ -19,7 +19,8 @@
 #                   earlier commit), when set: before/after in one run
 # Workloads (scripts/bench_workloads.py, the same code for every target),
 # medians of RUNS runs: FILES x 4 KiB creates (files/s), FSYNC_FILES x 4 KiB
-# creates with fsync before close (files/s), a stat of each (stats/s); SIZE_MIB sequential
+# creates with fsync before close (files/s), a stat of each (stats/s), a user.* setxattr
+# of each (sets/s; not on passthrough_ll, whose default has none); SIZE_MIB sequential
 # write + fsync (MiB/s); cold sequential read of it (MiB/s); with TREE, tar xf of
 # a tarball of it, rsync -a and cp -a of it, rm -rf of one (seconds). Before each timed
 # step the clusters are left to finish replicating, and the page cache is synced.

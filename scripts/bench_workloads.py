@@ -41,6 +41,7 @@
         Print the table (medians, ratios) and write the combined JSON.
 """
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -151,6 +152,22 @@ def w_stats(d, n):
     return count / dt, dt
 
 
+def w_setxattr(d, n):
+    """A user.* attribute set on each of the n files w_creates made (what
+    rsync -X and cp -a do after each file). sets/s, or None where the target
+    has no extended attributes (ENOTSUP)."""
+    t0 = time.perf_counter()
+    try:
+        for i in range(n):
+            os.setxattr(os.path.join(d, f"f{i:05d}"), "user.bench", b"checksum=%08d" % i)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return None, 0.0
+        raise
+    dt = time.perf_counter() - t0
+    return n / dt, dt
+
+
 def w_write(path, mib):
     """mib MiB written sequentially in 1 MiB writes, fsync, close. MiB/s
     (the time includes open, fsync and close: close is when nsyncfs commits)."""
@@ -231,7 +248,7 @@ def cmd_run(a):
     settle_urls = [u for _, v in pairs(a.settle, "--settle") for u in v.split(",") if u]
     names = [n for n, _ in targets]
     res = {n: {"creates_files_per_s": [], "fsync_creates_files_per_s": [], "stats_per_s": [],
-               "write_mib_per_s": [], "read_mib_per_s": [],
+               "setxattr_per_s": [], "write_mib_per_s": [], "read_mib_per_s": [],
                "tar_s": [], "rsync_s": [], "cp_s": [], "rm_s": []} for n in names}
     only_creates = set(a.creates_only or [])
     notes = []
@@ -265,6 +282,11 @@ def cmd_run(a):
             rate, dt = w_stats(cdir, a.files)
             res[name]["stats_per_s"].append(rate)
             log(f"   {name:16s} stats    {rate:10.0f} stats/s ({dt:.2f} s)")
+            prepare(f"{name} setxattr round {r + 1}")
+            rate, dt = w_setxattr(cdir, a.files)
+            if rate is not None:
+                res[name]["setxattr_per_s"].append(rate)
+                log(f"   {name:16s} setxattr {rate:10.0f} sets/s ({dt:.2f} s)")
         for name, d in order:
             if name in only_creates:
                 continue
@@ -536,6 +558,7 @@ def cmd_report(a):
     for key, label, nd in (("creates_files_per_s", "4 KiB creates (files/s)", 0),
                            ("fsync_creates_files_per_s", "4 KiB creates+fsync (files/s)", 0),
                            ("stats_per_s", "stat of those (stats/s)", 0),
+                           ("setxattr_per_s", "setxattr of those (sets/s)", 0),
                            ("write_mib_per_s", "seq write+fsync (MiB/s)", 1),
                            ("read_mib_per_s", "cold seq read (MiB/s)", 1),
                            ("tar_s", "tar xf of the tree (s)", 2),
@@ -556,6 +579,7 @@ def cmd_report(a):
             for key, label, nd in (("creates_files_per_s", "4 KiB creates (files/s)", 0),
                                    ("fsync_creates_files_per_s", "4 KiB creates+fsync (files/s)", 0),
                                    ("stats_per_s", "stat of those (stats/s)", 0),
+                                   ("setxattr_per_s", "setxattr of those (sets/s)", 0),
                                    ("write_mib_per_s", "seq write+fsync (MiB/s)", 0),
                                    ("read_mib_per_s", "cold seq read (MiB/s)", 0),
                                    ("tar_s", "tar xf of the tree (s)", 2),

@@ -18,6 +18,7 @@ PACKAGES=(
   nftables # partition tests: nft rules in a table each test makes and removes
   rsync    # bench.sh's tree workload (and what users run into the mount)
   autoconf automake # scripts/posix-suite.sh builds pjdfstest (docs/decisions.md)
+  attr acl # test_xattrs: setfattr/getfattr, setfacl/getfacl through the mount (docs/decisions.md)
 )
 
 missing=()

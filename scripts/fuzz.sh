@@ -21,7 +21,7 @@ fi
 CFLAGS=(-std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
         -D_GNU_SOURCE -Isrc -Wall -Wno-unused-parameter)
 # The pure code each harness reaches: nothing with a thread, a clock or I/O.
-CORE=(src/cluster/fsm.c src/cluster/rlocks.c src/common/path.c)
+CORE=(src/cluster/fsm.c src/cluster/rlocks.c src/common/path.c src/common/xattrs.c)
 declare -A SRCS=(
   [fuzz_fsm_cmd]="${CORE[*]}"
   [fuzz_snapshot]="${CORE[*]}"

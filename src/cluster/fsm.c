@@ -11,6 +11,7 @@
 
 #include "cluster/rlocks.h"
 #include "common/path.h"
+#include "common/xattrs.h"
 
 #define FSM_CMD_FORMAT 1
 #define FSM_FLAG_UNLOCK 0x01u
@@ -20,17 +21,21 @@
 #define FSM_FLAG_KEEP 0x10u   /* ANNOUNCE: takes the lock too (fsm_cmd.keep); a lease follows */
 #define FSM_FLAG_ATIME 0x20u  /* ANNOUNCE of a live kind: an atime follows the mtime (older
                                * commands lack it: their atime is their mtime) */
-#define FSM_ANNOUNCE_FLAGS (FSM_FLAG_INLINE | FSM_FLAG_HELD | FSM_FLAG_KEEP | FSM_FLAG_ATIME)
+#define FSM_ANNOUNCE_FLAGS (FSM_FLAG_INLINE | FSM_FLAG_HELD | FSM_FLAG_KEEP | FSM_FLAG_ATIME | \
+                            FSM_FLAG_XATTRS)
 #define FSM_FLAG_PARENTS 0x40u /* ANNOUNCE, RENAME: parents' mtimes at the end (fsm_cmd.parents) */
+#define FSM_FLAG_XATTRS 0x80u  /* ANNOUNCE of a FILE or DIR: its extended attributes follow
+                                * (u32 length, the set) after the kind's own fields */
 
 #define FSM_SNAP_MAGIC "NSFM"
-#define FSM_SNAP_FORMAT 5u /* 2 added FSM_SNAP_DATA, 3 a lock's wanted, 4 atimes and the
-                            * node kinds (fifo, socket, devices: rdev), 5 record locks;
-                            * 1-4 still read */
+#define FSM_SNAP_FORMAT 6u /* 2 added FSM_SNAP_DATA, 3 a lock's wanted, 4 atimes and the
+                            * node kinds (fifo, socket, devices: rdev), 5 record locks,
+                            * 6 extended attributes (FSM_SNAP_XATTRS); 1-5 still read */
 #define FSM_SNAP_PENDING 0x01u
 #define FSM_SNAP_TARGET 0x02u
 #define FSM_SNAP_RENAMED 0x04u
 #define FSM_SNAP_DATA 0x08u
+#define FSM_SNAP_XATTRS 0x10u /* u32 length and the set follow the entry's target/renamed */
 
 /* Smallest encodings, used to bound counts read from untrusted input before
  * anything is allocated for them. */
@@ -212,6 +217,14 @@ static char *fsm_strdup(const char *s)
     return p ? memcpy(p, s, n) : NULL;
 }
 
+_Static_assert(XATTRS_MAX <= UINT16_MAX, "fsm_entry.xattrs_len is 16 bits");
+
+static void *fsm_memdup(const void *src, size_t n)
+{
+    void *p = malloc(n);
+    return p ? memcpy(p, src, n) : NULL;
+}
+
 /* ---------------- commands ---------------- */
 
 static bool fsm_path_ok(const char *p)
@@ -243,6 +256,9 @@ static int fsm_cmd_check(const struct fsm_cmd *c, bool check_items)
         if (c->meta.kind == FSM_SYMLINK && !fsm_target_ok(c->meta.target))
             return -EINVAL;
         if (c->meta.data && (c->meta.kind != FSM_FILE || c->meta.size > FSM_INLINE_MAX))
+            return -EINVAL;
+        if (c->meta.xattrs_len && (!fsm_kind_has_xattrs(c->meta.kind) ||
+                                   xattrs_check(c->meta.xattrs, c->meta.xattrs_len) < 0))
             return -EINVAL;
         return 0;
     case FSM_OP_RENAME:
@@ -302,6 +318,8 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
         flags |= FSM_FLAG_INLINE;
     if (c->op == FSM_OP_ANNOUNCE && c->meta.kind != FSM_TOMBSTONE)
         flags |= FSM_FLAG_ATIME;
+    if (c->op == FSM_OP_ANNOUNCE && c->meta.xattrs_len)
+        flags |= FSM_FLAG_XATTRS;
     fsm_put_u8(w, FSM_CMD_FORMAT);
     fsm_put_u8(w, c->op);
     fsm_put_u8(w, flags);
@@ -326,6 +344,10 @@ static void fsm_cmd_write(struct fsm_wr *w, const struct fsm_cmd *c)
                 fsm_put(w, c->meta.data, (size_t)c->meta.size);
         } else if (c->meta.kind == FSM_SYMLINK) {
             fsm_put_str(w, c->meta.target);
+        }
+        if (c->meta.xattrs_len) {
+            fsm_put_u32(w, c->meta.xattrs_len);
+            fsm_put(w, c->meta.xattrs, c->meta.xattrs_len);
         }
         if (c->keep && !c->unlock)
             fsm_put_u32(w, c->lease_ms);
@@ -466,6 +488,15 @@ static int fsm_decode(const void *buf, size_t len, struct fsm_cmd *c, size_t *it
         }
         if ((flags & FSM_FLAG_INLINE) && c->meta.kind != FSM_FILE)
             return -EINVAL;
+        if (flags & FSM_FLAG_XATTRS) {
+            /* Bounded before it is looked at: a hostile length is refused,
+             * never allocated (the set points into buf). */
+            uint32_t xl = fsm_get_u32(&r);
+            if (r.bad || xl == 0 || xl > XATTRS_MAX || !fsm_kind_has_xattrs(c->meta.kind))
+                return -EINVAL;
+            c->meta.xattrs = fsm_take(&r, xl);
+            c->meta.xattrs_len = xl;
+        }
         if (c->keep)
             c->lease_ms = fsm_get_u32(&r);
         if (c->parents)
@@ -596,6 +627,7 @@ static void fsm_rec_free(struct fsm_rec *r)
     if (!r)
         return;
     free((void *)r->e.data);
+    free((void *)r->e.xattrs);
     free((char *)r->e.target);
     free((char *)r->e.renamed_from);
     free(fsm_synced_mut(r));
@@ -928,7 +960,10 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
     uint64_t *synced = NULL;
     void *data = NULL;
     char *lock_path = NULL;
+    void *xattrs = NULL;
     if (c->meta.kind == FSM_SYMLINK && !(target = fsm_strdup(c->meta.target)))
+        goto nomem;
+    if (c->meta.xattrs_len && !(xattrs = fsm_memdup(c->meta.xattrs, c->meta.xattrs_len)))
         goto nomem;
     /* Out of budget (or of memory): the hash alone, replicas fetch. Either
      * way every node decides alike, since all of them count the same bytes
@@ -964,6 +999,9 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
     }
     free((char *)r->e.target);
     free((char *)r->e.renamed_from);
+    free((void *)r->e.xattrs);
+    r->e.xattrs = xattrs;
+    r->e.xattrs_len = (uint16_t)c->meta.xattrs_len;
     if (synced) {
         free(fsm_synced_mut(r));
         r->e.synced = synced;
@@ -995,6 +1033,7 @@ static int fsm_apply_announce(struct fsm *f, const struct fsm_cmd *c, uint64_t v
 nomem:
     free(lock_path);
     free(data);
+    free(xattrs);
     free(target);
     free(fresh);
     free(synced);
@@ -1008,8 +1047,11 @@ static void fsm_make_tombstone(struct fsm *f, struct fsm_rec *r, uint64_t v, uin
     fsm_data_drop(f, r);
     free((char *)r->e.target);
     free((char *)r->e.renamed_from);
+    free((void *)r->e.xattrs);
     r->e.target = NULL;
     r->e.renamed_from = NULL;
+    r->e.xattrs = NULL;
+    r->e.xattrs_len = 0;
     r->e.kind = FSM_TOMBSTONE;
     r->e.version = v;
     r->e.origin = node;
@@ -1098,6 +1140,9 @@ static int fsm_apply_rename(struct fsm *f, const struct fsm_cmd *c, uint64_t v, 
             goto out;
         if (o->target && !(r->e.target = fsm_strdup(o->target)))
             goto out;
+        if (o->xattrs_len && !(r->e.xattrs = fsm_memdup(o->xattrs, o->xattrs_len)))
+            goto out;
+        r->e.xattrs_len = o->xattrs_len;
         syn[0] = c->node;
         r->e.n_synced = 1;
     }
@@ -1445,7 +1490,8 @@ static void fsm_snap_write(struct fsm_wr *w, const struct fsm *f, struct fsm_rec
     for (size_t i = 0; i < f->count; i++) {
         const struct fsm_entry *e = &recs[i]->e;
         uint8_t flags = (e->pending ? FSM_SNAP_PENDING : 0) | (e->target ? FSM_SNAP_TARGET : 0) |
-                        (e->renamed_from ? FSM_SNAP_RENAMED : 0) | (e->data ? FSM_SNAP_DATA : 0);
+                        (e->renamed_from ? FSM_SNAP_RENAMED : 0) | (e->data ? FSM_SNAP_DATA : 0) |
+                        (e->xattrs_len ? FSM_SNAP_XATTRS : 0);
         fsm_put_str(w, e->path);
         fsm_put_u8(w, e->kind);
         fsm_put_u8(w, flags);
@@ -1469,6 +1515,10 @@ static void fsm_snap_write(struct fsm_wr *w, const struct fsm *f, struct fsm_rec
             fsm_put_str(w, e->target);
         if (e->renamed_from)
             fsm_put_str(w, e->renamed_from);
+        if (e->xattrs_len) {
+            fsm_put_u32(w, e->xattrs_len);
+            fsm_put(w, e->xattrs, e->xattrs_len);
+        }
         if (e->pending) {
             fsm_put_u32(w, e->n_synced);
             for (uint32_t j = 0; j < e->n_synced; j++)
@@ -1546,7 +1596,8 @@ static int fsm_restore_entry(struct fsm *nf, struct fsm_rd *r, uint32_t format)
         origin == 0 || version == 0 ||
         version > nf->version ||
         (flags & ~(FSM_SNAP_PENDING | FSM_SNAP_TARGET | FSM_SNAP_RENAMED |
-                   (format >= 2 ? FSM_SNAP_DATA : 0))) ||
+                   (format >= 2 ? FSM_SNAP_DATA : 0) | (format >= 6 ? FSM_SNAP_XATTRS : 0))) ||
+        ((flags & FSM_SNAP_XATTRS) && !fsm_kind_has_xattrs(kind)) ||
         ((flags & FSM_SNAP_DATA) && (kind != FSM_FILE || !(flags & FSM_SNAP_PENDING))) ||
         !(flags & FSM_SNAP_TARGET) != (kind != FSM_SYMLINK) ||
         ((flags & FSM_SNAP_RENAMED) && !(flags & FSM_SNAP_PENDING)) ||
@@ -1598,6 +1649,17 @@ static int fsm_restore_entry(struct fsm *nf, struct fsm_rd *r, uint32_t format)
             goto fail;
         if (!(rec->e.renamed_from = fsm_strdup(from)))
             goto nomem;
+    }
+    if (flags & FSM_SNAP_XATTRS) {
+        uint32_t xl = fsm_get_u32(r);
+        if (r->bad || xl == 0 || xl > XATTRS_MAX || xl > fsm_left(r))
+            goto fail;
+        const uint8_t *x = fsm_take(r, xl);
+        if (!x || xattrs_check(x, xl) < 0)
+            goto fail;
+        if (!(rec->e.xattrs = fsm_memdup(x, xl)))
+            goto nomem;
+        rec->e.xattrs_len = (uint16_t)xl;
     }
     if (flags & FSM_SNAP_PENDING) {
         uint32_t ns = fsm_get_u32(r);

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define FSM_HASH_LEN 16
 #define FSM_ADDR_MAX 264
@@ -33,6 +34,18 @@ enum fsm_kind {
     FSM_BLKDEV = 8,
 };
 #define FSM_KIND_MAX FSM_BLKDEV
+
+/* The kinds that carry extended attributes in the catalog (Linux keeps
+ * user.* off symlinks and nodes). */
+static inline bool fsm_kind_has_xattrs(uint8_t kind)
+{
+    return kind == FSM_FILE || kind == FSM_DIR;
+}
+
+static inline bool fsm_xattrs_equal(const void *a, uint32_t alen, const void *b, uint32_t blen)
+{
+    return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
 
 /* A fifo, socket or device: made with mknod, never fetched or served. */
 static inline bool fsm_kind_is_node(uint8_t kind)
@@ -72,6 +85,11 @@ struct fsm_meta {
     uint8_t hash[FSM_HASH_LEN];
     const char *target;      /* symlink target, NUL-terminated; NULL otherwise */
     const void *data;        /* FSM_FILE: its `size` bytes (size <= FSM_INLINE_MAX), or NULL */
+    /* FSM_FILE, FSM_DIR: the extended attributes (common/xattrs.h: the
+     * canonical set, at most XATTRS_MAX bytes), part of this version as the
+     * bytes are; NULL and 0 for none. */
+    const void *xattrs;
+    uint32_t xattrs_len;
 };
 
 struct fsm_synced_item {
@@ -143,8 +161,10 @@ struct fsm_entry {
     const char *renamed_from;/* set by RENAME while pending: where the bytes were; else NULL */
     const void *data;        /* the file's `size` bytes if its ANNOUNCE carried them and
                               * the budget allowed, while pending; else NULL */
+    const void *xattrs;      /* FSM_FILE, FSM_DIR: as fsm_meta.xattrs (kept settled too) */
     const uint64_t *synced;  /* nodes that have this version (meaningful while pending) */
     uint32_t n_synced;
+    uint16_t xattrs_len;     /* <= XATTRS_MAX (16 KiB): fits the padding the record had */
     uint8_t kind;            /* enum fsm_kind */
     bool pending;            /* some member lacks it */
 };

@@ -292,6 +292,9 @@ uint8_t meta_kind_of_mode(mode_t mode);
  * removes a name stamps its directory, and replicas copy the stamp. */
 int meta_parent_mtime(struct fs *fs, const char *rel, int64_t *out);
 int meta_hash_fd(int fd, const struct stat *st, struct fsm_meta *m, uint8_t *inl);
+/* fd's extended attributes into m (a file's or directory's at rel), valid
+ * until this thread's next call; a set past XATTRS_MAX is left out (logged). */
+int meta_xattrs_fd(int fd, const char *rel, struct fsm_meta *m);
 int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *target, size_t tsz,
                  struct stat *st);
 /* meta_of_path for a path whose lock the caller holds (e, with announcing
@@ -326,6 +329,12 @@ int mutate_chown(struct fs *fs, const char *rel, void *arg);
 int mutate_utimens(struct fs *fs, const char *rel, void *arg);
 int mutate_truncate(struct fs *fs, const char *rel, void *arg);
 int mutate_nothing(struct fs *fs, const char *rel, void *arg);
+
+/* ---- xattr.c ---- */
+int op_setxattr(const char *path, const char *name, const char *value, size_t size, int flags);
+int op_getxattr(const char *path, const char *name, char *value, size_t size);
+int op_listxattr(const char *path, char *list, size_t size);
+int op_removexattr(const char *path, const char *name);
 
 /* ---- durable.c ---- */
 /* A command of this node was applied at version (any thread). */

@@ -254,6 +254,8 @@ static int handle_announce(struct fs *fs, struct handle *h, const char *rel, boo
             pthread_rwlock_unlock(&fs->ns->fsm_lock);
             rc = meta_hash_fd(h->fd, &st, &cmd.meta, peers ? inl : NULL);
         }
+        if (rc == 0) /* in the same version as the bytes */
+            rc = meta_xattrs_fd(h->fd, rel, &cmd.meta);
         if (rc == 0) {
             uint64_t t1 = nsync_mono_us();
             if (atomic_load(&hd.e->mods) == mods)

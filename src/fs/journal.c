@@ -132,10 +132,12 @@ static void journal_replay_one(struct fs *fs, const char *rel)
         same = !e || e->kind == FSM_TOMBSTONE;
     else if (m.kind == FSM_FILE)
         same = e && e->kind == FSM_FILE && e->size == m.size &&
-               memcmp(e->hash, m.hash, FSM_HASH_LEN) == 0;
+               memcmp(e->hash, m.hash, FSM_HASH_LEN) == 0 &&
+               fsm_xattrs_equal(e->xattrs, e->xattrs_len, m.xattrs, m.xattrs_len);
     else
         same = e && e->kind == m.kind && e->mode == m.mode &&
-               (m.kind != FSM_SYMLINK || (e->target && strcmp(e->target, target) == 0));
+               (m.kind != FSM_SYMLINK || (e->target && strcmp(e->target, target) == 0)) &&
+               fsm_xattrs_equal(e->xattrs, e->xattrs_len, m.xattrs, m.xattrs_len);
     bool theirs = e && !same && !fsm_node_has(ns->fsm, rel, ns->self_id);
     pthread_rwlock_unlock(&ns->fsm_lock);
     if (same)

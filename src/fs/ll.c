@@ -853,6 +853,62 @@ static void ll_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
         fuse_reply_lseek(req, r);
 }
 
+static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+    struct ll *ll = enter(req);
+    char path[PATH_MAX + 1];
+    int rc = path_needed(ll, ino, path, sizeof path);
+    if (rc == 0)
+        rc = ll->ops->setxattr(path, name, value, size, flags);
+    fuse_reply_err(req, -rc);
+}
+
+static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    struct ll *ll = enter(req);
+    char path[PATH_MAX + 1];
+    int rc = path_needed(ll, ino, path, sizeof path);
+    if (rc == 0)
+        rc = ll->ops->removexattr(path, name);
+    fuse_reply_err(req, -rc);
+}
+
+/* getxattr and listxattr: size 0 asks for the length only. */
+static void reply_xattr(fuse_req_t req, int rc, const char *buf, size_t size)
+{
+    if (rc < 0)
+        fuse_reply_err(req, -rc);
+    else if (size == 0)
+        fuse_reply_xattr(req, (size_t)rc);
+    else
+        fuse_reply_buf(req, buf, (size_t)rc);
+}
+
+static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    struct ll *ll = enter(req);
+    char path[PATH_MAX + 1];
+    char *buf = size ? malloc(size) : NULL;
+    int rc = size && !buf ? -ENOMEM : path_needed(ll, ino, path, sizeof path);
+    if (rc == 0)
+        rc = ll->ops->getxattr(path, name, buf, size);
+    reply_xattr(req, rc, buf, size);
+    free(buf);
+}
+
+static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    struct ll *ll = enter(req);
+    char path[PATH_MAX + 1];
+    char *buf = size ? malloc(size) : NULL;
+    int rc = size && !buf ? -ENOMEM : path_needed(ll, ino, path, sizeof path);
+    if (rc == 0)
+        rc = ll->ops->listxattr(path, buf, size);
+    reply_xattr(req, rc, buf, size);
+    free(buf);
+}
+
 static const struct fuse_lowlevel_ops ll_ops = {
     .init = ll_init,
     .lookup = ll_lookup,
@@ -887,6 +943,10 @@ static const struct fuse_lowlevel_ops ll_ops = {
     .access = ll_access,
     .fallocate = ll_fallocate,
     .lseek = ll_lseek,
+    .setxattr = ll_setxattr,
+    .getxattr = ll_getxattr,
+    .listxattr = ll_listxattr,
+    .removexattr = ll_removexattr,
 };
 
 /* ---- life cycle ---- */

@@ -3,7 +3,12 @@
  * back so that its announce need not read it again. */
 #include <assert.h>
 
+#include "common/xattrs.h"
 #include "fs/fs_int.h"
+
+/* A set read for an announce lives here until this thread's next one: every
+ * caller builds one command at a time and encodes it before the next. */
+static _Thread_local uint8_t meta_xbuf[XATTRS_MAX];
 
 static void meta_from_stat(const struct stat *st, struct fsm_meta *m)
 {
@@ -81,6 +86,26 @@ int meta_hash_fd(int fd, const struct stat *st, struct fsm_meta *m, uint8_t *inl
     return rc;
 }
 
+int meta_xattrs_fd(int fd, const char *rel, struct fsm_meta *m)
+{
+    m->xattrs = NULL;
+    m->xattrs_len = 0;
+    int n = xattrs_read_fd(fd, meta_xbuf);
+    if (n == -E2BIG) {
+        /* Put there behind our back (ops refuse it): the bytes still go. */
+        log_warn("%s: its extended attributes take more than %u bytes: not replicated", rel,
+                 XATTRS_MAX);
+        return 0;
+    }
+    if (n < 0) {
+        log_error("%s: cannot read its extended attributes: %s", rel, strerror(-n));
+        return n;
+    }
+    m->xattrs = n ? meta_xbuf : NULL;
+    m->xattrs_len = (uint32_t)n;
+    return 0;
+}
+
 /* The current state of rel in BACKING as an announce; *st receives the
  * stat of what it describes. target receives a symlink's target. -ENOTSUP
  * for what the catalog cannot carry (a device number no mknod makes). */
@@ -99,6 +124,8 @@ int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *targe
             meta_of_file(st, m);
             rc = meta_hash_fd(fd, st, m, NULL);
         }
+        if (rc == 0)
+            rc = meta_xattrs_fd(fd, rel, m);
         close(fd);
         return rc;
     }
@@ -106,7 +133,12 @@ int meta_of_path(struct fs *fs, const char *rel, struct fsm_meta *m, char *targe
     meta_from_stat(st, m);
     if (S_ISDIR(st->st_mode)) {
         m->kind = FSM_DIR;
-        return 0;
+        int fd = path_open_beneath(bfd, rel, O_RDONLY | O_DIRECTORY);
+        if (fd < 0)
+            return -errno;
+        int rc = meta_xattrs_fd(fd, rel, m);
+        close(fd);
+        return rc;
     }
     if (S_ISLNK(st->st_mode)) {
         ssize_t n = readlinkat(bfd, rel, target, tsz - 1);

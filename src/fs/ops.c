@@ -29,6 +29,12 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
      * another handle) are dropped. */
     if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
         conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+    /* With -o allow_other the kernel checks permissions (default_permissions);
+     * ACLs count in those checks only if it knows we store them. BACKING
+     * keeps the mode and the ACL in step and gives new nodes their default
+     * ACLs, as a local disk does. */
+    if (ll_caller()->ns->cfg.allow_other && (conn->capable & FUSE_CAP_POSIX_ACL))
+        conn->want |= FUSE_CAP_POSIX_ACL;
     /* Read replies spliced from the backing file (op_read_buf). */
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want |= FUSE_CAP_SPLICE_WRITE;
@@ -611,6 +617,10 @@ static const struct fuse_operations fs_ops = {
     .utimens = op_utimens,
     .fallocate = op_fallocate,
     .lseek = op_lseek,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
 };
 
 const struct fuse_operations *fs_operations(void)

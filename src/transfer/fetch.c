@@ -76,6 +76,7 @@ static void xfer_item_free(struct xfer_item *it)
     free(it->path);
     free(it->target);
     free(it->renamed_from);
+    free(it->xattrs);
     free(it->synced);
     free(it);
 }
@@ -101,7 +102,7 @@ static int xfer_collect(const struct fsm_entry *e, void *arg)
     it->renamed_from = e->renamed_from ? strdup(e->renamed_from) : NULL;
     it->synced = e->n_synced ? malloc(e->n_synced * sizeof *it->synced) : NULL;
     if (!it->path || (e->target && !it->target) || (e->renamed_from && !it->renamed_from) ||
-        (e->n_synced && !it->synced))
+        (e->n_synced && !it->synced) || xfer_item_take_xattrs(it, e) < 0)
         goto oom;
     if (e->n_synced)
         memcpy(it->synced, e->synced, e->n_synced * sizeof *it->synced);

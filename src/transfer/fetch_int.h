@@ -90,6 +90,8 @@ struct xfer_item {
     uint32_t mode, uid, gid, rdev;
     int64_t mtime_ns, atime_ns;
     uint8_t hash[FSM_HASH_LEN];
+    void *xattrs;        /* the version's extended attributes (xattrs.c), or NULL */
+    uint32_t xattrs_len;
     uint64_t *synced;
     uint32_t n_synced;
     bool inline_data;    /* the catalog holds the bytes (no fetch needed) */
@@ -253,6 +255,13 @@ void xfer_fsync_dir(int dirfd, const char *dir);
 void xfer_sync_parent(int dirfd, const char *rel);
 void xfer_fail(struct xfer_item *it, int err, const char *fmt, ...);
 void xfer_process(struct xfer_worker *w, struct xfer_item *it);
+
+/* ---- xattrs.c ---- */
+/* it takes e's set (replacing its own): 0 or -ENOMEM. */
+int xfer_item_take_xattrs(struct xfer_item *it, const struct fsm_entry *e);
+/* fd's set becomes it's (names this node may not hold are skipped). 0 or -errno. */
+int xfer_xattrs_apply(int fd, const struct xfer_item *it);
+bool xfer_xattrs_same(int fd, const struct xfer_item *it);
 
 /* ---- download.c ---- */
 int xfer_download(struct xfer_worker *w, struct xfer_item *it, int fd);

@@ -85,7 +85,7 @@ static int xfer_recheck(struct xfer_fetcher *f, struct xfer_item *it)
     bool same = e && e->version == it->version && e->kind == it->kind;
     if (!same && e && it->kind == FSM_FILE && e->kind == FSM_FILE && e->version > it->version &&
         e->size == it->size && memcmp(e->hash, it->hash, FSM_HASH_LEN) == 0 && !e->renamed_from &&
-        (!e->pending || !fsm_entry_has(e, ns->self_id))) {
+        (!e->pending || !fsm_entry_has(e, ns->self_id)) && xfer_item_take_xattrs(it, e) == 0) {
         xfer_item_take_meta(it, e);
         same = true;
     }
@@ -116,15 +116,19 @@ static void xfer_set_owner_fd(int fd, const struct xfer_item *it)
         log_debug("fetch %s: chown: %s", it->path, strerror(errno));
 }
 
-/* Mode, owner, mtime of an open regular file. */
+/* Owner, mode, extended attributes (after the chown, which drops
+ * security.capability), mtime of an open regular file or directory. */
 static int xfer_fix_meta_fd(int fd, const struct xfer_item *it)
 {
     struct timespec ts[2];
     xfer_times(it, ts);
     xfer_set_owner_fd(fd, it);
-    if (fchmod(fd, it->mode & 07777) < 0 || futimens(fd, ts) < 0)
+    if (fchmod(fd, it->mode & 07777) < 0)
         return -errno;
-    return 0;
+    int rc = xfer_xattrs_apply(fd, it);
+    if (rc < 0)
+        return rc;
+    return futimens(fd, ts) < 0 ? -errno : 0;
 }
 
 /* The same for a staging file this thread just created with the item's
@@ -132,7 +136,7 @@ static int xfer_fix_meta_fd(int fd, const struct xfer_item *it)
  * another owner, and then the mode again, since a chown clears set-id bits. */
 static int xfer_fix_meta_new(int fd, const struct xfer_item *it)
 {
-    if (it->uid == geteuid() && it->gid == getegid()) {
+    if (it->uid == geteuid() && it->gid == getegid() && !it->xattrs_len) {
         struct timespec ts[2];
         xfer_times(it, ts);
         return futimens(fd, ts) < 0 ? -errno : 0;
@@ -271,7 +275,8 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
     if (fd >= 0) {
         struct stat st;
         bool same = xfer_fd_matches(f, fd, it->path, it, &st);
-        rc = same && !xfer_meta_same(&st, it) ? xfer_fix_meta_fd(fd, it) : 0;
+        bool meta_same = same && xfer_meta_same(&st, it) && xfer_xattrs_same(fd, it);
+        rc = same && !meta_same ? xfer_fix_meta_fd(fd, it) : 0;
         /* Installed by us before, but its fsync failed: the report that
          * follows says it is durable here. */
         if (same && rc == 0 && it->need_sync && fsync(fd) < 0)

@@ -1,8 +1,9 @@
 /* Catalog memory per path: applies N ANNOUNCEs of typical paths to a fresh
  * FSM (3 members, every entry settled, as in a quiet cluster) and prints the
  * heap it grew by (mallinfo2), per path. Not a test: a measurement for
- * issue 6, run as build/fsm_memory [N]. */
+ * issue 6, run as build/fsm_memory [N] [acl]. */
 #include <malloc.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,12 @@ static int apply(struct fsm *f, const struct fsm_cmd *c)
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 100000;
+    /* "acl": every file also has an access ACL naming one user (what
+     * `setfacl -m u:NAME:r` leaves: 44 bytes of value). */
+    bool acl = argc > 2 && strcmp(argv[2], "acl") == 0;
+    static uint8_t acl_set[sizeof "system.posix_acl_access" + 4 + 44];
+    memcpy(acl_set, "system.posix_acl_access", sizeof "system.posix_acl_access");
+    acl_set[sizeof "system.posix_acl_access"] = 44;
     struct fsm *f = fsm_new();
     const uint64_t nodes[3] = {0x1111, 0x2222, 0x3333};
     for (int i = 0; i < 3; i++) {
@@ -38,6 +45,10 @@ int main(int argc, char **argv)
                  (i / 50) % 1000, i);
         struct fsm_cmd a = {.op = FSM_OP_ANNOUNCE, .node = nodes[0], .path = path,
                             .meta = {.kind = FSM_FILE, .mode = 0644, .size = 4096}};
+        if (acl) {
+            a.meta.xattrs = acl_set;
+            a.meta.xattrs_len = sizeof acl_set;
+        }
         memset(a.meta.hash, (int)(i & 0xff), FSM_HASH_LEN);
         if (apply(f, &a) != 0) {
             fprintf(stderr, "announce %s failed\n", path);

@@ -10,15 +10,19 @@ from nsynctest import write_file
 
 NOBODY = 65534
 
-# Runs as root, enters the mount, drops to nobody, then tries each step and
-# prints what happened to each (0 or the errno name).
-_PROBE = r"""
+# The start of a probe run as root: it enters the mount (argv[1]; the test's
+# directories above it are private) and drops to nobody (test_xattrs too).
+AS_NOBODY = r"""
 import errno, json, os, sys
 os.chdir(sys.argv[1])
 os.setgroups([])
 os.setgid(%d)
 os.setuid(%d)
 out = {}
+""" % (NOBODY, NOBODY)
+
+# Then tries each step and prints what happened to each (0 or the errno name).
+_PROBE = AS_NOBODY + r"""
 def attempt(name, fn):
     try:
         fn()
@@ -33,7 +37,7 @@ attempt("create_in_root", lambda: open("new-by-nobody", "wb").close())
 attempt("create_in_open_dir", lambda: open("open/by-nobody", "wb").close())
 attempt("chmod_private", lambda: os.chmod("private", 0o666))
 print(json.dumps(out))
-""" % (NOBODY, NOBODY)
+"""
 
 
 def probe_as_nobody(mnt):

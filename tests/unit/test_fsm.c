@@ -16,6 +16,7 @@
 
 #include "cluster/fsm.h"
 #include "cluster/rlocks.h"
+#include "common/xattrs.h"
 
 #define N1 11u
 #define N2 22u
@@ -1786,6 +1787,100 @@ static void test_foreach_pending(void **state)
 
 /* A state with members, locks, settled and pending entries, multi-node
  * synced sets, a symlink, renamed entries and tombstones. */
+/* Two attributes, user.a = "1" and user.b = "xy", canonically encoded. */
+static const uint8_t XSET_AB[] = {'u', 's', 'e', 'r', '.', 'a', 0, 1, 0, 0, 0, '1',
+                                  'u', 's', 'e', 'r', '.', 'b', 0, 2, 0, 0, 0, 'x', 'y'};
+
+static int announce_xattrs(struct fsm *f, uint64_t node, const char *path, uint8_t kind,
+                           const void *set, size_t len)
+{
+    struct fsm_meta m = file_meta(kind == FSM_FILE ? 42 : 0, 0xab);
+    m.kind = kind;
+    if (kind == FSM_SYMLINK)
+        m.target = "t";
+    m.xattrs = set;
+    m.xattrs_len = (uint32_t)len;
+    return announce_meta(f, node, path, m, false, 0);
+}
+
+static void test_xattrs(void **state)
+{
+    struct fsm *f = *state;
+    assert_int_equal(join(f, N1), 0);
+    assert_int_equal(join(f, N2), 0);
+    assert_int_equal(xattrs_check(XSET_AB, sizeof XSET_AB), 0);
+    assert_int_equal(announce_xattrs(f, N1, "x", FSM_FILE, XSET_AB, sizeof XSET_AB), 0);
+    const struct fsm_entry *e = fsm_get(f, "x");
+    assert_int_equal(e->xattrs_len, sizeof XSET_AB);
+    assert_memory_equal(e->xattrs, XSET_AB, sizeof XSET_AB);
+    /* Settling keeps them (unlike inline bytes), a rename moves them. */
+    assert_int_equal(synced_now(f, N2, "x"), 0);
+    e = fsm_get(f, "x");
+    assert_false(e->pending);
+    assert_int_equal(e->xattrs_len, sizeof XSET_AB);
+    assert_int_equal(rename_path(f, N1, "x", "y", false), 0);
+    e = fsm_get(f, "y");
+    assert_memory_equal(e->xattrs, XSET_AB, sizeof XSET_AB);
+    assert_int_equal(fsm_get(f, "x")->xattrs_len, 0);
+    /* A metadata change that removes them. */
+    assert_int_equal(announce_xattrs(f, N1, "y", FSM_FILE, NULL, 0), 0);
+    assert_null(fsm_get(f, "y")->xattrs);
+
+    /* Refused before the log: unsorted, a name that does not replicate, a
+     * kind that carries none, more than XATTRS_MAX. */
+    uint8_t ba[sizeof XSET_AB];
+    memcpy(ba, XSET_AB + 12, 13);
+    memcpy(ba + 13, XSET_AB, 12);
+    assert_int_equal(xattrs_check(ba, sizeof ba), -EINVAL);
+    static const uint8_t sys[] = {'s', 'y', 's', 't', 'e', 'm', '.', 'x', 0, 0, 0, 0, 0};
+    assert_int_equal(xattrs_check(sys, sizeof sys), -EINVAL);
+    assert_int_equal(xattrs_check(XSET_AB, sizeof XSET_AB - 1), -EINVAL); /* torn value */
+    struct fsm_cmd c = {.op = FSM_OP_ANNOUNCE, .node = N1, .path = "z"};
+    c.meta = file_meta(0, 0);
+    c.meta.kind = FSM_SYMLINK;
+    c.meta.target = "t";
+    c.meta.xattrs = XSET_AB;
+    c.meta.xattrs_len = sizeof XSET_AB;
+    void *buf;
+    size_t len;
+    assert_int_equal(fsm_cmd_encode(&c, &buf, &len), -EINVAL);
+    c.meta.kind = FSM_FILE;
+    c.meta.target = NULL;
+    c.meta.xattrs = ba;
+    assert_int_equal(fsm_cmd_encode(&c, &buf, &len), -EINVAL);
+    size_t big = XATTRS_MAX + 1;
+    uint8_t *huge = calloc(1, big);
+    memcpy(huge, "user.h", 7);
+    uint32_t v = (uint32_t)(big - 11);
+    memcpy(huge + 7, &v, 4); /* little-endian hosts only, as the CI's */
+    assert_int_equal(xattrs_check(huge, big), -EINVAL);
+
+    /* A hostile length in a command made by hand: refused, nothing kept. */
+    c.meta = file_meta(42, 0xab);
+    c.meta.xattrs = XSET_AB;
+    c.meta.xattrs_len = sizeof XSET_AB;
+    assert_int_equal(fsm_cmd_encode(&c, &buf, &len), 0);
+    uint8_t *p = buf;
+    size_t at = 0;
+    for (size_t i = 0; i + sizeof XSET_AB <= len; i++)
+        if (memcmp(p + i, XSET_AB, sizeof XSET_AB) == 0)
+            at = i;
+    assert_true(at >= 4);
+    uint64_t v0 = fsm_version(f);
+    p[at - 1] = 0x7f; /* length 0x7f0000.. */
+    assert_int_equal(fsm_apply(f, buf, len), -EINVAL);
+    p[at - 1] = 0;
+    p[at] = 'U'; /* sorted still, but no longer user.* */
+    assert_int_equal(fsm_apply(f, buf, len), -EINVAL);
+    assert_int_equal(fsm_version(f), v0);
+    assert_null(fsm_get(f, "z"));
+    p[at] = 'u';
+    assert_int_equal(fsm_apply(f, buf, len), 0);
+    assert_int_equal(fsm_get(f, "z")->xattrs_len, sizeof XSET_AB);
+    free(buf);
+    free(huge);
+}
+
 static void rich_state(struct fsm *f)
 {
     assert_int_equal(join(f, N3), 0);
@@ -1814,6 +1909,10 @@ static void rich_state(struct fsm *f)
     assert_int_equal(lock(f, N1, "z", 7100, 1000), -EBUSY); /* marks z wanted by N1 */
     assert_int_equal(rlock(f, N1, "small", RLOCK_WRITE, 0, 10, 7200), 0);
     assert_int_equal(rlock(f, N2, "small", RLOCK_READ, 20, RLOCK_EOF, 7200), 0);
+    assert_int_equal(announce_xattrs(f, N1, "d2/f6", FSM_FILE, XSET_AB, sizeof XSET_AB), 0);
+    assert_int_equal(announce_xattrs(f, N1, "d3", FSM_DIR, XSET_AB, sizeof XSET_AB), 0);
+    assert_int_equal(synced_now(f, N2, "d3"), 0);
+    assert_int_equal(synced_now(f, N3, "d3"), 0); /* settled: the set stays */
 }
 
 struct collect {
@@ -1845,6 +1944,7 @@ static int same_entry(const struct fsm_entry *e, void *arg)
     assert_true((o->data == NULL) == (e->data == NULL));
     if (e->data)
         assert_memory_equal(o->data, e->data, (size_t)e->size);
+    assert_true(fsm_xattrs_equal(o->xattrs, o->xattrs_len, e->xattrs, e->xattrs_len));
     assert_int_equal(o->pending, e->pending);
     assert_int_equal(o->n_synced, e->n_synced);
     for (uint32_t i = 0; i < e->n_synced; i++)
@@ -1994,7 +2094,7 @@ static void test_snapshot_corrupt(void **state)
     /* Past the checksum: content the parser itself must refuse. */
     uint8_t *q = malloc(len + 1);
     memcpy(q, buf, len);
-    q[4] = 6; /* a format version from the future */
+    q[4] = 7; /* a format version from the future */
     fix_checksum(q, len);
     assert_int_equal(fsm_restore(g, q, len), -EINVAL);
     memcpy(q, buf, len - 8); /* one byte too many before the sum */
@@ -2426,6 +2526,7 @@ int main(void)
         T(test_rlocks),
         T(test_announce_keep),
         T(test_node_kinds),
+        T(test_xattrs),
         T(test_parent_mtimes),
         T(test_many),
         T(test_enomem),
