@@ -86,7 +86,7 @@ static int xattr_change(const char *path, struct xattr_change *c)
     if (!xattrs_name_replicated(c->name))
         return -ENOTSUP;
     log_debug("%sxattr %s %s (%zu bytes)", c->value ? "set" : "remove", rel, c->name, c->size);
-    return fs_mutate(ns->fs, rel, xattr_mutate, c, AFTER_STATE);
+    return fs_mutate(ns->fs, rel, xattr_mutate, c, AFTER_META);
 }
 
 int op_setxattr(const char *path, const char *name, const char *value, size_t size, int flags)

@@ -80,6 +80,32 @@ def test_same_new_name_on_two_nodes_keeps_both(cluster_factory):
         assert got == {data[a], data[b]}, f"node {i} lost a version: {[len(g or b'') for g in got]}"
 
 
+def test_same_new_directory_on_two_nodes_is_one_directory(cluster_factory):
+    """Both followers make directory d (fresh: no lock round trip) and a file
+    in it while the leader is frozen: afterwards every node has one d, no
+    conflict copy of it, holding both files."""
+    c = cluster_factory(3, name="samedir")
+    lead = c.leader()
+    a, b = [i for i in range(3) if i != lead]
+    with Frozen(c, lead):
+        for i in (a, b):
+            os.mkdir(c.node(i).path("d"))
+            write_file(c.node(i).path(f"d/from{i}"), f"node {i}\n".encode())
+    c.wait_ready()
+
+    def both_files_everywhere():
+        tops = [sorted(os.listdir(c.node(i).mnt)) for i in range(3)]
+        inner = [sorted(os.listdir(c.node(i).path("d"))) for i in range(3)]
+        want = sorted([f"from{a}", f"from{b}"])
+        return all(t == ["d"] for t in tops) and all(n == want for n in inner) and inner
+
+    wait_for(both_files_everywhere, SYNC_TIMEOUT, "one d holding both files on every node")
+    c.wait_trees_equal()
+    for i in range(3):
+        for k in (a, b):
+            assert read_bytes(c.node(i).path(f"d/from{k}")) == f"node {k}\n".encode()
+
+
 def test_crash_right_after_close_loses_nothing(cluster_factory):
     """Just after the leader died, a follower closes a new file and deletes
     another (their announces have nowhere to go until a new leader is
