@@ -47,7 +47,10 @@ int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeou
  * reply) is called exactly once, on the outbox thread, when the command was
  * applied (rc 0, reply->status its verdict) or given up (-EROFS after
  * timeout_ms, 0 = keep trying until the cluster stops; -ESHUTDOWN). done
- * must not block or submit. */
+ * must not block or submit. With timeout_ms 0, an ANNOUNCE without unlock
+ * that finds an older one of the same path and flags still queued takes its
+ * place (outbox_tag): the older's done then comes just before this one's,
+ * with the same rc and reply status 0, version 0. */
 typedef void (*cluster_done_fn)(void *arg, int rc, const struct cluster_reply *reply);
 int cluster_send(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
                  cluster_done_fn done, void *arg);

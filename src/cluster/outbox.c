@@ -22,6 +22,14 @@
 #define OUTBOX_BACKOFF_MAX_MS 200
 #define OUTBOX_ATTEMPT_MIN_MS 50
 #define OUTBOX_LINGER_US 2000 /* a lazy item waits this long for company */
+#define OUTBOX_MERGE_SCAN 512 /* a longer queue is not searched for a merge */
+
+/* The done of a command a later one replaced (outbox_send_tagged). */
+struct ob_done {
+    struct ob_done *next;
+    cluster_done_fn done;
+    void *arg;
+};
 
 struct ob_item {
     struct ob_item *next;
@@ -33,6 +41,10 @@ struct ob_item {
     uint64_t seq;            /* its place in the queue (outbox_barrier) */
     bool lazy;               /* may wait OUTBOX_LINGER_US for items to go with */
     bool taken;              /* in a delivery (or answered): no longer cancellable */
+    char *key;               /* owned; the path it changes (outbox_tag), or NULL */
+    uint32_t merge;          /* outbox_tag.merge */
+    bool fence;              /* outbox_tag.fence */
+    struct ob_done *replaced; /* dones of the commands merged into it, oldest first */
     cluster_done_fn done;
     void *arg;
 };
@@ -70,17 +82,38 @@ static void ob_unlink(struct outbox *o, struct ob_item *it)
 
 /* done before the unlink: whoever waits for the queue (drain, barrier) then
  * sees what done recorded. The sender took it, so nobody cancels it. */
+/* Answer it, and first the commands it replaced: they are done when it is
+ * (their change is in it), with its rc but never its refusal, which is the
+ * newest command's to handle. */
+static void ob_answer(struct ob_item *it, int rc, const struct cluster_reply *r)
+{
+    struct cluster_reply none;
+    memset(&none, 0, sizeof none);
+    while (it->replaced) {
+        struct ob_done *d = it->replaced;
+        it->replaced = d->next;
+        d->done(d->arg, rc, &none);
+        free(d);
+    }
+    it->done(it->arg, rc, r ? r : &none);
+}
+
+static void ob_free(struct ob_item *it)
+{
+    assert(!it->replaced);
+    free(it->key);
+    free(it->buf);
+    free(it);
+}
+
 static void ob_finish(struct outbox *o, struct ob_item *it, int rc, const struct cluster_reply *r)
 {
     assert(it->taken);
-    struct cluster_reply none;
-    memset(&none, 0, sizeof none);
-    it->done(it->arg, rc, r ? r : &none);
+    ob_answer(it, rc, r);
     pthread_mutex_lock(&o->mu);
     ob_unlink(o, it);
     pthread_mutex_unlock(&o->mu);
-    free(it->buf);
-    free(it);
+    ob_free(it);
 }
 
 static void *ob_main(void *arg)
@@ -104,14 +137,11 @@ static void *ob_main(void *arg)
             pthread_mutex_unlock(&o->mu);
             if (!o->stopping)
                 log_error("cluster: outbox out of memory: dropping queued changes");
-            struct cluster_reply none;
-            memset(&none, 0, sizeof none);
             while (list) {
                 struct ob_item *it = list;
                 list = it->next;
-                it->done(it->arg, -ESHUTDOWN, &none);
-                free(it->buf);
-                free(it);
+                ob_answer(it, -ESHUTDOWN, NULL);
+                ob_free(it);
             }
             if (o->stopping)
                 break;
@@ -247,11 +277,33 @@ int outbox_send(struct outbox *o, void *buf, size_t len, unsigned timeout_ms, cl
     return outbox_send_lazy(o, buf, len, false, done, arg, NULL, timeout_ms);
 }
 
-int outbox_send_lazy(struct outbox *o, void *buf, size_t len, bool lazy, cluster_done_fn done,
-                     void *arg, void **token, unsigned timeout_ms)
+/* The last queued item about tag->key, if it may take the new command in
+ * its place: not in a delivery, of the same merge class, and no fence
+ * queued after it. Caller holds mu. */
+static struct ob_item *ob_merge_target(struct outbox *o, const struct outbox_tag *tag)
+{
+    if (!tag || !tag->merge || !tag->key || o->queued > OUTBOX_MERGE_SCAN)
+        return NULL;
+    struct ob_item *last = NULL;
+    for (struct ob_item *it = o->head; it; it = it->next) {
+        if (it->fence)
+            last = NULL;
+        else if (it->key && strcmp(it->key, tag->key) == 0)
+            last = it;
+    }
+    return last && !last->taken && last->merge == tag->merge ? last : NULL;
+}
+
+static int ob_queue(struct outbox *o, void *buf, size_t len, bool lazy, const struct outbox_tag *tag,
+                    cluster_done_fn done, void *arg, void **token, unsigned timeout_ms)
 {
     struct ob_item *it = calloc(1, sizeof *it);
-    if (!it) {
+    struct ob_done *d = tag && tag->merge ? calloc(1, sizeof *d) : NULL;
+    char *key = tag && tag->key ? strdup(tag->key) : NULL;
+    if (!it || (tag && tag->merge && !d) || (tag && tag->key && !key)) {
+        free(it);
+        free(d);
+        free(key);
         free(buf);
         return -ENOMEM;
     }
@@ -263,13 +315,38 @@ int outbox_send_lazy(struct outbox *o, void *buf, size_t len, bool lazy, cluster
     it->deadline_ms = timeout_ms ? it->queued_ms + timeout_ms : 0;
     it->done = done;
     it->arg = arg;
+    it->key = key;
+    it->merge = tag ? tag->merge : 0;
+    it->fence = tag && tag->fence;
     pthread_mutex_lock(&o->mu);
     if (o->stopping) {
         pthread_mutex_unlock(&o->mu);
-        free(buf);
-        free(it);
+        free(d);
+        ob_free(it);
         return -ESHUTDOWN;
     }
+    struct ob_item *t = token || timeout_ms ? NULL : ob_merge_target(o, tag);
+    if (t) {
+        /* The newer state of the path takes the older's place in the queue:
+         * one raft entry instead of two. The older's done goes with it. */
+        d->done = t->done;
+        d->arg = t->arg;
+        struct ob_done **pp = &t->replaced;
+        while (*pp)
+            pp = &(*pp)->next;
+        *pp = d;
+        void *old = t->buf;
+        t->buf = buf;
+        t->len = len;
+        t->done = done;
+        t->arg = arg;
+        pthread_mutex_unlock(&o->mu);
+        free(old);
+        it->buf = NULL;
+        ob_free(it);
+        return 0;
+    }
+    free(d);
     if (o->tail)
         o->tail->next = it;
     else
@@ -284,6 +361,18 @@ int outbox_send_lazy(struct outbox *o, void *buf, size_t len, bool lazy, cluster
     return 0;
 }
 
+int outbox_send_lazy(struct outbox *o, void *buf, size_t len, bool lazy, cluster_done_fn done,
+                     void *arg, void **token, unsigned timeout_ms)
+{
+    return ob_queue(o, buf, len, lazy, NULL, done, arg, token, timeout_ms);
+}
+
+int outbox_send_tagged(struct outbox *o, void *buf, size_t len, const struct outbox_tag *tag,
+                       cluster_done_fn done, void *arg)
+{
+    return ob_queue(o, buf, len, false, tag, done, arg, NULL, 0);
+}
+
 int outbox_cancel(struct outbox *o, void *token)
 {
     struct ob_item *it = token;
@@ -294,8 +383,7 @@ int outbox_cancel(struct outbox *o, void *token)
     }
     ob_unlink(o, it);
     pthread_mutex_unlock(&o->mu);
-    free(it->buf);
-    free(it);
+    ob_free(it); /* a token's item takes no merges */
     return 0;
 }
 
@@ -322,11 +410,19 @@ static void ob_wait_done(void *arg, int rc, const struct cluster_reply *reply)
 int outbox_submit(struct outbox *o, void *buf, size_t len, unsigned timeout_ms,
                   struct cluster_reply *reply)
 {
+    return outbox_submit_tagged(o, buf, len, NULL, timeout_ms, reply);
+}
+
+int outbox_submit_tagged(struct outbox *o, void *buf, size_t len, const struct outbox_tag *tag,
+                         unsigned timeout_ms, struct cluster_reply *reply)
+{
     assert(!outbox_on_thread(o)); /* it would wait for itself */
+    assert(!tag || !tag->merge); /* a waiter wants its own answer */
     struct ob_wait w = {.done = false};
     pthread_mutex_init(&w.mu, NULL);
     pthread_cond_init(&w.cv, NULL);
-    int rc = outbox_send(o, buf, len, timeout_ms ? timeout_ms : 1, ob_wait_done, &w);
+    int rc = ob_queue(o, buf, len, false, tag, ob_wait_done, &w, NULL,
+                      timeout_ms ? timeout_ms : 1);
     if (rc == 0) {
         /* The sender answers every item by its deadline plus one delivery
          * attempt, which is itself bounded by that deadline. */

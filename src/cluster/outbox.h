@@ -57,6 +57,25 @@ int outbox_send(struct outbox *o, void *buf, size_t len, unsigned timeout_ms, cl
 int outbox_send_lazy(struct outbox *o, void *buf, size_t len, bool lazy, cluster_done_fn done,
                      void *arg, void **token, unsigned timeout_ms);
 
+/* What the outbox may know of a command, to merge two of them. */
+struct outbox_tag {
+    const char *key; /* the path it changes (copied), or NULL */
+    uint32_t merge;  /* 0: never merged. Else its class: a command queued
+                      * with a class replaces the last queued one with the
+                      * same key if that has the same class, is not yet in
+                      * a delivery, and no fence was queued after it. The
+                      * new command then takes the old one's place in the
+                      * queue (only the newer state of the path is sent),
+                      * and the old one's done is called just before the
+                      * new one's, with the same rc and an empty reply
+                      * (never the new one's refusal). */
+    bool fence;      /* no merge reaches back across it (a rename) */
+};
+
+/* outbox_send (no deadline) with a tag. */
+int outbox_send_tagged(struct outbox *o, void *buf, size_t len, const struct outbox_tag *tag,
+                       cluster_done_fn done, void *arg);
+
 /* Take back an item not yet handed to a delivery: 0 (removed, done will
  * never be called) or -EALREADY (sent or answered: done will be called). */
 int outbox_cancel(struct outbox *o, void *token);
@@ -65,6 +84,11 @@ int outbox_cancel(struct outbox *o, void *token);
  * -ESHUTDOWN. Any thread but the outbox's. */
 int outbox_submit(struct outbox *o, void *buf, size_t len, unsigned timeout_ms,
                   struct cluster_reply *reply);
+
+/* outbox_submit with a tag (key and fence only: a waiter's command is never
+ * merged, but other commands about its key do not merge across it). */
+int outbox_submit_tagged(struct outbox *o, void *buf, size_t len, const struct outbox_tag *tag,
+                         unsigned timeout_ms, struct cluster_reply *reply);
 
 /* Wait until the queue is empty, at most timeout_ms: 0 or -ETIMEDOUT. */
 int outbox_drain(struct outbox *o, unsigned timeout_ms);

@@ -43,6 +43,18 @@ int submit_leader_faddr(struct cluster *c, uint64_t id, char *out, size_t outsz)
     return 0;
 }
 
+/* What the outbox may merge: two announces of one path with the same
+ * flags, no unlock, neither a delete (tar, cp -a and rsync send four of a
+ * file within a millisecond: create or close, owner, mode, times). Any
+ * other command about the path stops a merge across it, a rename any. */
+static struct outbox_tag submit_tag(const struct fsm_cmd *cmd)
+{
+    struct outbox_tag t = {.key = cmd->path, .fence = cmd->op == FSM_OP_RENAME};
+    if (cmd->op == FSM_OP_ANNOUNCE && !cmd->unlock && cmd->meta.kind != FSM_TOMBSTONE)
+        t.merge = 1u | (cmd->fresh ? 2u : 0u) | (cmd->keep ? 4u : 0u) | (cmd->held ? 8u : 0u);
+    return t;
+}
+
 int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
                    struct cluster_reply *reply)
 {
@@ -54,7 +66,9 @@ int cluster_submit(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeou
         return -EROFS; /* the lease thread tells the operator (quorum_probe) */
     if (fsm_cmd_encode(cmd, &buf, &len) < 0)
         return -EINVAL;
-    return outbox_submit(c->outbox, buf, len, timeout_ms, reply);
+    struct outbox_tag tag = submit_tag(cmd);
+    tag.merge = 0;
+    return outbox_submit_tagged(c->outbox, buf, len, &tag, timeout_ms, reply);
 }
 
 int cluster_send(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_ms,
@@ -64,7 +78,10 @@ int cluster_send(struct cluster *c, const struct fsm_cmd *cmd, unsigned timeout_
     size_t len;
     if (fsm_cmd_encode(cmd, &buf, &len) < 0)
         return -EINVAL;
-    return outbox_send(c->outbox, buf, len, timeout_ms, done, arg);
+    if (timeout_ms)
+        return outbox_send(c->outbox, buf, len, timeout_ms, done, arg);
+    struct outbox_tag tag = submit_tag(cmd);
+    return outbox_send_tagged(c->outbox, buf, len, &tag, done, arg);
 }
 
 unsigned cluster_backlog_ms(struct cluster *c)

@@ -63,6 +63,8 @@ int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after
         else
             mrc = meta_of_locked(fs, h.e, rel, &cmd.meta, target, sizeof target, &st);
         if (mrc == 0) {
+            if (h.e->fresh)
+                fresh_lock_cancel(fs, h.e); /* as at close: the announce takes it */
             cmd.parents = meta_parent_mtime(fs, rel, &cmd.parent_mtime_ns) == 0;
             cmd.unlock = h.last;
             cmd.fresh = h.e->fresh;

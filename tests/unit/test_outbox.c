@@ -284,6 +284,73 @@ static void test_batching(void **state)
     free(a);
 }
 
+/* ---------------- merges of one path's announces ---------------- */
+
+static int send_tagged(struct outbox *o, struct answers *a, uint32_t v, const char *key,
+                       uint32_t merge, bool fence)
+{
+    args[v] = (struct done_arg){.a = a, .v = v};
+    struct outbox_tag t = {.key = key, .merge = merge, .fence = fence};
+    return outbox_send_tagged(o, encode(v), sizeof v, &t, done_cb, &args[v]);
+}
+
+static void test_merge(void **state)
+{
+    struct fake f;
+    fake_init(&f);
+    f.gate = true;
+    struct outbox *o = start(&f, 1000);
+    struct answers *a = answers_new();
+    assert_int_equal(send_tagged(o, a, 1, "a", 1, false), 0);
+    wait_in_deliver(&f); /* 1 is in a delivery: nothing merges into it */
+    assert_int_equal(send_tagged(o, a, 2, "a", 1, false), 0);
+    assert_int_equal(send_tagged(o, a, 3, "b", 1, false), 0);
+    assert_int_equal(send_tagged(o, a, 4, "a", 1, false), 0); /* replaces 2, in its place */
+    assert_int_equal(send_tagged(o, a, 5, "a", 3, false), 0); /* another class: queued */
+    assert_int_equal(send_tagged(o, a, 6, "b", 0, false), 0); /* not mergeable ... */
+    assert_int_equal(send_tagged(o, a, 7, "b", 1, false), 0); /* ... and 3 is behind it */
+    assert_int_equal(send_tagged(o, a, 8, "c", 0, true), 0);  /* a fence */
+    assert_int_equal(send_tagged(o, a, 9, "a", 3, false), 0); /* 5 is before the fence */
+    assert_int_equal(send_tagged(o, a, 10, "a", 3, false), 0); /* replaces 9 */
+    set_gate(&f, false);
+    assert_int_equal(outbox_drain(o, 5000), 0);
+    uint32_t want[] = {1, 4, 3, 5, 6, 7, 8, 10};
+    assert_int_equal(f.n_delivered, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < f.n_delivered; i++)
+        assert_int_equal(f.delivered[i], want[i]);
+    for (uint32_t v = 1; v <= 10; v++) {
+        assert_int_equal(calls_of(a, v), 1); /* every done exactly once */
+        assert_int_equal(a->rc[v], 0);
+    }
+    /* A replaced command's done sees no version: its state went with the newer. */
+    assert_int_equal(a->version[2], 0);
+    assert_int_equal(a->version[4], 4);
+    assert_int_equal(a->version[9], 0);
+    outbox_stop(o);
+    free(a);
+}
+
+/* Replaced commands are answered at shutdown too. */
+static void test_merge_shutdown(void **state)
+{
+    struct fake f;
+    fake_init(&f);
+    f.gate = true;
+    struct outbox *o = start(&f, 1000);
+    struct answers *a = answers_new();
+    assert_int_equal(send_tagged(o, a, 1, "x", 0, false), 0);
+    wait_in_deliver(&f);
+    assert_int_equal(send_tagged(o, a, 2, "a", 1, false), 0);
+    assert_int_equal(send_tagged(o, a, 3, "a", 1, false), 0);
+    f.always_rc = -ESHUTDOWN;
+    set_gate(&f, false);
+    outbox_stop(o);
+    assert_int_equal(a->calls[2], 1);
+    assert_int_equal(a->calls[3], 1);
+    assert_int_equal(a->rc[2], -ESHUTDOWN);
+    free(a);
+}
+
 /* ---------------- lazy items and cancel ---------------- */
 
 static void test_lazy_and_cancel(void **state)
@@ -559,6 +626,8 @@ int main(void)
         cmocka_unit_test(test_fifo_across_threads),
         cmocka_unit_test(test_batching),
         cmocka_unit_test(test_lazy_and_cancel),
+        cmocka_unit_test(test_merge),
+        cmocka_unit_test(test_merge_shutdown),
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_retry_until_leader),
         cmocka_unit_test(test_retry_rest_of_batch),
