@@ -280,13 +280,16 @@ static bool xfer_plan_verify(struct xfer_plan *p, const struct xfer_item *it)
 int xfer_parts_from(struct xfer_worker *w, struct xfer_item *it, const char *faddr, int fd)
 {
     struct xfer_fetcher *f = w->f;
+    assert(fd >= 0 && it->kind == FSM_FILE);
     if (it->size < XFER_PARTS_MIN)
         return -ENOTSUP;
     struct xfer_plan p = {.f = f, .dst = fd, .src = -1, .size = it->size};
-    /* An older copy here: compare blocks with it. */
+    /* An older copy here: compare blocks with it. Not one far smaller: most
+     * of its blocks would differ, and the holder would hash them for nothing. */
     p.src = path_open_noatime(f->ns->backing_fd, it->path, O_RDONLY | O_NONBLOCK, true);
     struct stat st;
-    if (p.src >= 0 && (fstat(p.src, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)) {
+    if (p.src >= 0 && (fstat(p.src, &st) < 0 || !S_ISREG(st.st_mode) ||
+                       (uint64_t)st.st_size < it->size / 4 || st.st_size == 0)) {
         close(p.src);
         p.src = -1;
     }

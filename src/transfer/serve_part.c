@@ -3,7 +3,6 @@
  * memory, and a hole is found with SEEK_DATA/SEEK_HOLE, never read. */
 #include "transfer/serve_part.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,8 @@ struct xfer_part {
     bool done;
     uint64_t cur;          /* where the scan goes on */
     uint8_t *buf;          /* one block, for its hash */
+    uint8_t rec[XFER_BLOCK_REC]; /* a record not yet sent whole */
+    size_t rec_len, rec_sent;
     /* ranges: the file's, and where each starts in the answer */
     size_t n, idx;
     uint64_t off[XFER_RANGES_PER_GET], len[XFER_RANGES_PER_GET], at[XFER_RANGES_PER_GET];
@@ -90,15 +91,21 @@ static bool xfer_map_next(struct xfer_part *p, uint8_t *rec, size_t *len, int *e
 static ssize_t xfer_map_read(void *cls, uint64_t pos, char *out, size_t max)
 {
     struct xfer_part *p = cls;
-    size_t w = 0, rec = p->blocks ? XFER_BLOCK_REC : XFER_EXTENT_REC;
+    size_t w = 0;
     int err = 0;
-    assert(max >= rec);
-    while (!p->done && max - w >= rec) {
-        size_t len = 0;
-        if (!xfer_map_next(p, (uint8_t *)out + w, &len, &err))
-            p->done = true;
-        else
-            w += len;
+    while (w < max) {
+        if (p->rec_sent == p->rec_len) { /* the next record */
+            p->rec_sent = p->rec_len = 0;
+            if (p->done || !xfer_map_next(p, p->rec, &p->rec_len, &err)) {
+                p->done = true;
+                break;
+            }
+        }
+        /* libmicrohttpd may offer less room than a record: the rest goes next time */
+        size_t n = p->rec_len - p->rec_sent < max - w ? p->rec_len - p->rec_sent : max - w;
+        memcpy(out + w, p->rec + p->rec_sent, n);
+        p->rec_sent += n;
+        w += n;
     }
     if (err < 0) {
         log_warn("serving the map of a file: %s", strerror(-err));
@@ -156,6 +163,8 @@ static int xfer_parse_ranges(struct xfer_part *p, const char *s)
         p->at[p->n++] = total;
         total += len;
         end = off + len;
+        if (next && !*s)
+            return -EINVAL; /* a trailing comma */
     }
     return p->n ? 0 : -EINVAL;
 }
