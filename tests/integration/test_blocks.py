@@ -40,14 +40,20 @@ def wait_same(c, rel, want, idxs):
                  SYNC_TIMEOUT, f"{rel} identical on node {i}")
 
 
+def written_everywhere(c, w, rel):
+    """A big random file written on node w and installed on the others:
+    those others, and what each had moved so far."""
+    others = [i for i in range(len(c)) if i != w]
+    write_big(c.node(w).path(rel))
+    wait_same(c, rel, sha256_file(c.node(w).bpath(rel)), others)
+    return others, {i: moved(c.node(i)) for i in others}
+
+
 def test_a_rewrite_in_the_middle_moves_only_the_changed_blocks(cluster):
     c = cluster
     w = c.follower()
-    others = [i for i in range(3) if i != w]
     rel = "big.bin"
-    write_big(c.node(w).path(rel))
-    wait_same(c, rel, sha256_file(c.node(w).bpath(rel)), others)
-    before = {i: moved(c.node(i)) for i in others}
+    others, before = written_everywhere(c, w, rel)
     rewrite_middle(c.node(w).path(rel))
     wait_same(c, rel, sha256_file(c.node(w).bpath(rel)), others)
     for i in others:
@@ -92,11 +98,8 @@ def test_scattered_changes_take_several_range_requests(cluster):
     request carries, all fetched, the file identical everywhere."""
     c = cluster
     w = c.follower()
-    others = [i for i in range(3) if i != w]
     rel = "scattered.bin"
-    write_big(c.node(w).path(rel))
-    wait_same(c, rel, sha256_file(c.node(w).bpath(rel)), others)
-    before = {i: moved(c.node(i)) for i in others}
+    others, before = written_everywhere(c, w, rel)
     fd = os.open(c.node(w).path(rel), os.O_WRONLY)
     try:
         for k in range(200):
