@@ -34,6 +34,9 @@
 # (fusermount3 -u: a clean leave) and mounted again with nothing changed, timed from
 # the mount command until its /v1/status says it is a member that lacks nothing;
 # twice: page cache warm, then dropped before the mount (as after a reboot).
+# Changed blocks (WORKLOADS with blocks): a 3-node cluster of its own (and one of
+# BASELINE's) gets a BLOCKS_MIB file on node 1, then a 1 MiB rewrite in its middle;
+# the bytes each replica moved for the change (file bytes and block maps).
 # Output: a table on stdout; JSON (and the table) in bench-results/.
 #
 # Environment: RUNS (5: single runs here vary by up to 4x), SIZE_MIB (1024), FILES (2000),
@@ -41,7 +44,8 @@
 #   source, copied once into the bench folder; empty: no tree workload),
 #   SYNC_TIMEOUT (300, seconds each syncbench workload may wait),
 #   WORKLOADS (latency,small,large,delete: the syncbench ones; add rejoin for the
-#   rejoin workload, and WORKLOADS=rejoin runs it alone), REJOIN_FILES (50000), BENCH_TMP (/tmp),
+#   rejoin workload, and WORKLOADS=rejoin runs it alone; the same for blocks),
+#   REJOIN_FILES (50000), BLOCKS_MIB (512), BENCH_TMP (/tmp),
 #   BASELINE (unset: path of another nsyncfs binary to run beside this one;
 #   e.g. `git worktree add /tmp/base v; cmake -B /tmp/base/build -S /tmp/base && cmake --build /tmp/base/build`).
 # Everything is unmounted, stopped and removed on exit, also on failure or Ctrl-C.
@@ -66,6 +70,12 @@ if [[ ",$WORKLOADS," == *,rejoin,* ]]; then
   REJOIN=1
   WORKLOADS=$(echo ",$WORKLOADS," | sed 's/,rejoin,/,/g; s/^,//; s/,$//')
 fi
+BLOCKS_MIB=${BLOCKS_MIB:-512}
+BLOCKS=0
+if [[ ",$WORKLOADS," == *,blocks,* ]]; then
+  BLOCKS=1
+  WORKLOADS=$(echo ",$WORKLOADS," | sed 's/,blocks,/,/g; s/^,//; s/,$//')
+fi
 BENCH_TMP=${BENCH_TMP:-/tmp}
 PORTS_1=47500  # single node: cluster port 47501, file server 47601
 PORTS_3=47300  # 3 nodes: cluster ports 47301-47303, file servers 47401-47403
@@ -75,6 +85,8 @@ PORTS_S3=47900 # -o sync, 3 nodes
 PORTS_T3=48100 # --secret-file, 3 nodes: cluster ports 48101-48103, file servers 48201-48203
 PORTS_R3=48300 # rejoin, 3 nodes
 PORTS_RB3=48500 # rejoin with the baseline, 3 nodes
+PORTS_K3=48700  # changed blocks, 3 nodes
+PORTS_KB3=48900 # changed blocks with the baseline, 3 nodes
 BASELINE=${BASELINE:-}
 if [[ -n "$BASELINE" && ! -x "$BASELINE" ]]; then
   echo "bench: BASELINE=$BASELINE is not an executable nsyncfs" >&2
@@ -84,7 +96,7 @@ SYNCBENCH="$REPO/../shared/bench/syncbench.py"
 DRIVER="$REPO/scripts/bench_workloads.py"
 PT_SRC=/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c
 
-for v in RUNS SIZE_MIB FILES FSYNC_FILES IDLE_S SYNC_TIMEOUT REJOIN_FILES; do
+for v in RUNS SIZE_MIB FILES FSYNC_FILES IDLE_S SYNC_TIMEOUT REJOIN_FILES BLOCKS_MIB; do
   if ! [[ "${!v}" =~ ^[0-9]+$ ]] || ((${!v} < 1)); then
     echo "bench: $v='${!v}' must be a positive integer" >&2
     exit 2
@@ -111,6 +123,7 @@ tree_mib=0
 [[ -n "$TREE" ]] && tree_mib=$(($(du -sm "$TREE" | cut -f1) * (copies + 2)))
 need_mib=$((SIZE_MIB * copies + tree_mib + 2048))
 [[ -z "$WORKLOADS" ]] && need_mib=2048 # the rejoin workload alone
+((BLOCKS)) && need_mib=$((need_mib + BLOCKS_MIB * 4)) # its file on 3 nodes, and one staging copy
 free_mib=$(df -Pm "$BENCH_TMP" | awk 'NR == 2 { print $4 }')
 if ((free_mib < need_mib)); then
   echo "bench: $BENCH_TMP has $free_mib MiB free, the bench needs about $need_mib MiB (lower SIZE_MIB)" >&2
@@ -139,7 +152,7 @@ cleanup() {
     for ((i = 0; i < 50; i++)); do alive "$PT_PID" || break; sleep 0.1; done
     alive "$PT_PID" && kill "$PT_PID"
   fi
-  for d in "$DIR/rejoin-base" "$DIR/rejoin" "$DIR/base-3" "$DIR/base-1" "$DIR/nsyncfs-3t" "$DIR/nsyncfs-3s" "$DIR/nsyncfs-3" "$DIR/nsyncfs-1"; do
+  for d in "$DIR/blocks-base" "$DIR/blocks" "$DIR/rejoin-base" "$DIR/rejoin" "$DIR/base-3" "$DIR/base-1" "$DIR/nsyncfs-3t" "$DIR/nsyncfs-3s" "$DIR/nsyncfs-3" "$DIR/nsyncfs-1"; do
     [[ -d "$d" ]] && nsync_cluster_stop "$d" >/dev/null
   done
   # anything still alive or mounted (a daemon that hung): kill it, by its pid
@@ -180,7 +193,32 @@ rejoin_run() {
   nsync_cluster_stop "$d" >/dev/null
 }
 
+# blocks_run NAME DIR BASEPORT BINARY: the changed-blocks workload on a cluster of its own.
+blocks_run() {
+  local name=$1 d=$2 base=$3 bin=$4 i
+  echo "== blocks ($name, $bin): a 1 MiB change in the middle of a $BLOCKS_MIB MiB file written on node 1"
+  mkdir -p "$d"
+  MOUNTS+=("$d/m1" "$d/m2" "$d/m3")
+  nsync_cluster_start "$REPO" "$d" 3 "$base" "$bin" >/dev/null
+  for i in 1 2 3; do NODE_PIDS+=("$(nsync_node_pid "$d" "$i")"); done
+  "$NSYNC_PY" "$DRIVER" blocks --dir "$d/m1" --mib "$BLOCKS_MIB" \
+    --check "node2=$d/m2,$(nsync_status_url 2)" --check "node3=$d/m3,$(nsync_status_url 3)" \
+    --json "$DIR/out/blocks-$name.json"
+  nsync_cluster_stop "$d" >/dev/null
+}
+
 mkdir -p "$DIR/out"
+if ((BLOCKS)); then
+  blocks_run nsyncfs "$DIR/blocks" "$PORTS_K3" "$REPO/build/nsyncfs"
+  [[ -n "$BASELINE" ]] && blocks_run base "$DIR/blocks-base" "$PORTS_KB3" "$BASELINE"
+  echo "== 1 MiB change in $BLOCKS_MIB MiB: MiB moved per replica (seconds from the close to installed):"
+  mkdir -p "$REPO/bench-results"
+  for f in "$DIR"/out/blocks-*.json; do
+    echo "   $(basename "$f" .json): $("$NSYNC_PY" -c 'import json,sys; d=json.load(open(sys.argv[1]))["nodes"]; print("; ".join("%s %.2f MiB (%.2f s)%s" % (k, v["moved_mib"], v["installed_s"], "" if v["identical"] else " NOT IDENTICAL") for k, v in sorted(d.items())))' "$f")"
+    cp "$f" "$REPO/bench-results/$(basename "$f" .json)-$(date +%Y%m%d-%H%M%S).json"
+  done
+  [[ -z "$WORKLOADS" ]] && ((!REJOIN)) && exit 0
+fi
 if ((REJOIN)); then
   rejoin_run nsyncfs "$DIR/rejoin" "$PORTS_R3" "$REPO/build/nsyncfs"
   [[ -n "$BASELINE" ]] && rejoin_run base "$DIR/rejoin-base" "$PORTS_RB3" "$BASELINE"

@@ -36,12 +36,20 @@
         leave left it, then with it dropped before the mount (as after a
         reboot). The node's /metrics counters of files hashed and trusted by
         the quick check are read at the end, when it has them.
+    bench_workloads.py blocks --dir WRITER_DIR --check NAME=DIR,URL [...] --mib N --json OUT
+        A 1 MiB change in the middle of an N MiB file: the file is written
+        into WRITER_DIR and left to reach every checked node, then 1 MiB in
+        its middle is rewritten (not on a block boundary); per checked node,
+        the bytes it moved for the change (/v1/status fetch.bytes plus
+        fetch.map_bytes) and the seconds from the close until it installed
+        it; its copy is compared with the writer's at the end.
     bench_workloads.py report --workloads J [--syncbench J] [--syncbench-floor J] [--procs-before J]
                               [--procs-after J] [--meta K=V ...] --json OUT
         Print the table (medians, ratios) and write the combined JSON.
 """
 import argparse
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -658,6 +666,71 @@ def cmd_report(a):
         f.write("\n")
 
 
+# ---------------------------------------------------------------- blocks
+
+def moved_and_installed(url):
+    f = http_json(url)["fetch"]
+    return int(f["bytes"]) + int(f.get("map_bytes", 0)), int(f["installed"])
+
+
+def file_sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(CHUNK)
+            if not b:
+                return h.hexdigest()
+            h.update(b)
+
+
+def cmd_blocks(a):
+    checks = []
+    for c in a.check:
+        name, rest = c.split("=", 1)
+        d, url = rest.split(",", 1)
+        checks.append((name, d, url))
+    rel, size = "blocks-bench.bin", a.mib * MIB
+    path = os.path.join(a.dir, rel)
+    with open(path, "wb") as f:
+        for _ in range(0, size, 4 * MIB):
+            f.write(os.urandom(4 * MIB))
+    want = file_sha(path)
+    t0 = time.monotonic()
+    while not all(os.path.exists(os.path.join(d, rel)) and file_sha(os.path.join(d, rel)) == want
+                  for _, d, _ in checks):
+        if time.monotonic() - t0 > a.timeout:
+            sys.exit(f"bench_workloads: {rel} did not reach every node in {a.timeout:.0f} s")
+        time.sleep(0.5)
+    before = {name: moved_and_installed(url) for name, _, url in checks}
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, os.urandom(MIB), size // 2 + 12345)
+    finally:
+        os.close(fd)
+    t0 = time.monotonic()
+    out = {"file_mib": a.mib, "change_mib": 1, "nodes": {}}
+    for name, d, url in checks:
+        while True:
+            moved, inst = moved_and_installed(url)
+            if inst > before[name][1] and int(http_json(url)["catchup"]["entries"]) == 0:
+                break
+            if time.monotonic() - t0 > a.timeout:
+                sys.exit(f"bench_workloads: {name} did not install the change in {a.timeout:.0f} s")
+            time.sleep(0.02)
+        out["nodes"][name] = {"moved_mib": (moved - before[name][0]) / MIB,
+                              "installed_s": time.monotonic() - t0}
+    want = file_sha(path)  # after the timing: reading 512 MiB would slow the nodes down
+    for name, d, _ in checks:
+        n = out["nodes"][name]
+        n["identical"] = file_sha(os.path.join(d, rel)) == want
+        log(f"   {name}: moved {n['moved_mib']:.2f} MiB for a 1 MiB change in {a.mib} MiB, installed "
+            f"{n['installed_s']:.2f} s after the close{'' if n['identical'] else ', NOT IDENTICAL'}")
+    os.unlink(path)
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=2)
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -698,6 +771,13 @@ def main():
     j.add_argument("--timeout", type=float, default=900.0)
     j.add_argument("--json", required=True)
     j.set_defaults(fn=cmd_rejoin)
+    b = sub.add_parser("blocks")
+    b.add_argument("--dir", required=True)
+    b.add_argument("--check", action="append", required=True)
+    b.add_argument("--mib", type=int, default=512)
+    b.add_argument("--timeout", type=float, default=600.0)
+    b.add_argument("--json", required=True)
+    b.set_defaults(fn=cmd_blocks)
     t = sub.add_parser("report")
     t.add_argument("--workloads", required=True)
     t.add_argument("--syncbench")

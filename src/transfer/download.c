@@ -101,49 +101,40 @@ static size_t xfer_sink_write(char *ptr, size_t size, size_t nmemb, void *arg)
 static int xfer_sink_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut,
                               curl_off_t un)
 {
-    struct xfer_sink *s = arg;
-    return xfer_stopping(s->f) ? 1 : 0; /* abort long transfers at shutdown */
+    struct xfer_fetcher *f = arg;
+    return xfer_stopping(f) ? 1 : 0; /* abort long transfers at shutdown */
 }
 
-/* One GET from one holder into fd. 0 when fd holds exactly the item's bytes;
- * -EAGAIN to try another holder (peer failure marked); XFER_BUSY when
- * stopping; other -errno for a local failure that no holder can fix. */
-static int xfer_get_from(struct xfer_worker *w, struct xfer_item *it, uint64_t holder,
-                         const char *faddr, int fd)
+char *xfer_file_url(struct xfer_worker *w, const struct xfer_item *it, const char *faddr,
+                    const char *extra)
 {
-    struct xfer_fetcher *f = w->f;
     char *esc = curl_easy_escape(w->curl, it->path, 0);
     if (!esc)
-        return -ENOMEM;
-    size_t ulen = strlen(faddr) + strlen(esc) + 64 + DIGEST_HEX_LEN;
+        return NULL;
+    size_t ulen = strlen(faddr) + strlen(esc) + strlen(extra) + 64 + DIGEST_HEX_LEN;
     char *url = malloc(ulen);
-    if (!url) {
-        curl_free(esc);
-        return -ENOMEM;
+    if (url) {
+        /* The hash lets a holder that has moved on to a metadata-only change
+         * of the file (a chmod or utimens right after the write) serve the
+         * same bytes instead of refusing the older version. */
+        char hex[DIGEST_HEX_LEN];
+        digest_to_hex(it->hash, hex);
+        snprintf(url, ulen, "%s://%s/v1/file?path=%s&version=%" PRIu64 "&hash=%s%s",
+                 secret_scheme(w->f->ns->cfg.secret), faddr, esc, it->version, hex, extra);
     }
-    /* The hash lets a holder that has moved on to a metadata-only change of
-     * the file (a chmod or utimens right after the write) serve the same
-     * bytes instead of refusing the older version. */
-    char hex[DIGEST_HEX_LEN];
-    digest_to_hex(it->hash, hex);
-    snprintf(url, ulen, "%s://%s/v1/file?path=%s&version=%" PRIu64 "&hash=%s",
-             secret_scheme(f->ns->cfg.secret), faddr, esc, it->version, hex);
     curl_free(esc);
+    return url;
+}
 
-    if (ftruncate(fd, 0) < 0) {
-        free(url);
-        return -errno;
-    }
-    struct xfer_sink s = {
-        .f = f, .curl = w->curl, .xxh = w->xxh, .fd = fd, .limit = it->size,
-    };
-    XXH3_128bits_reset(w->xxh);
+CURLcode xfer_http_get(struct xfer_worker *w, const char *url, bool big, curl_write_callback cb,
+                       void *arg, curl_write_callback hcb, long *code)
+{
+    struct xfer_fetcher *f = w->f;
     CURL *h = w->curl;
+    *code = 0;
     curl_easy_reset(h); /* keeps the cached connections */
-    if (secret_curl_setup(f->ns->cfg.secret, h) < 0) {
-        free(url);
-        return -ENOMEM;
-    }
+    if (secret_curl_setup(f->ns->cfg.secret, h) < 0)
+        return CURLE_OUT_OF_MEMORY;
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
@@ -157,20 +148,48 @@ static int xfer_get_from(struct xfer_worker *w, struct xfer_item *it, uint64_t h
      * per handle: 5 MiB per node at most. Only for big files: the option
      * allocates the buffer anew on every transfer (the reset above drops
      * it), which for a 4 KiB file costs more than the transfer. */
-    if (it->size >= XFER_BIG_FILE)
+    if (big)
         curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)XFER_RECV_BUF);
     /* No total timeout: a big file may take long; a stalled one may not. */
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 10L);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, xfer_sink_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cb);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, arg);
+    if (hcb) {
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, hcb);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, arg);
+    }
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xfer_sink_progress);
-    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &s);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, f);
     CURLcode cc = curl_easy_perform(h);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, code);
+    return cc;
+}
+
+/* One GET from one holder into fd. 0 when fd holds exactly the item's bytes;
+ * -EAGAIN to try another holder (peer failure marked); XFER_BUSY when
+ * stopping; other -errno for a local failure that no holder can fix. */
+static int xfer_get_from(struct xfer_worker *w, struct xfer_item *it, uint64_t holder,
+                         const char *faddr, int fd)
+{
+    struct xfer_fetcher *f = w->f;
+    char *url = xfer_file_url(w, it, faddr, "");
+    if (!url)
+        return -ENOMEM;
+    if (ftruncate(fd, 0) < 0) {
+        free(url);
+        return -errno;
+    }
+    struct xfer_sink s = {
+        .f = f, .curl = w->curl, .xxh = w->xxh, .fd = fd, .limit = it->size,
+    };
+    XXH3_128bits_reset(w->xxh);
     long code = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    CURLcode cc = xfer_http_get(w, url, it->size >= XFER_BIG_FILE, xfer_sink_write, &s, NULL, &code);
     free(url);
+    if (cc == CURLE_OUT_OF_MEMORY && !s.code_checked)
+        return -ENOMEM;
 
     if (cc == CURLE_ABORTED_BY_CALLBACK)
         return XFER_BUSY;
@@ -233,7 +252,15 @@ int xfer_download(struct xfer_worker *w, struct xfer_item *it, int fd)
         if (xfer_peer_addr(f, order[i], faddr, sizeof faddr) < 0)
             continue;
         tried = true;
-        rc = xfer_get_from(w, it, order[i], faddr, fd);
+        /* Only what this node lacks first (holes and unchanged blocks
+         * stay), the whole file when that is the better way. */
+        rc = xfer_parts_from(w, it, faddr, fd);
+        if (rc == -EHOSTUNREACH) {
+            xfer_peer_result(f, order[i], false);
+            rc = -EAGAIN;
+        } else if (rc == -ENOTSUP) {
+            rc = xfer_get_from(w, it, order[i], faddr, fd);
+        }
     }
     free(order);
     if (rc == -EAGAIN && !tried)

@@ -443,6 +443,7 @@ void xfer_fetcher_get_status(struct xfer_fetcher *f, struct xfer_fetch_status *s
     st->pending = atomic_load(&f->st_pending);
     st->installed = atomic_load(&f->st_installed);
     st->bytes = atomic_load(&f->st_bytes);
+    st->map_bytes = atomic_load(&f->st_map_bytes);
     st->errors = atomic_load(&f->st_errors);
     st->hashed = atomic_load(&f->st_hashed);
     st->trusted = atomic_load(&f->st_trusted);

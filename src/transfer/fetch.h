@@ -16,6 +16,7 @@ struct xfer_fetch_status {
     uint64_t pending;        /* entries this node still lacks */
     uint64_t installed;      /* entries installed since start */
     uint64_t bytes;          /* bytes fetched since start */
+    uint64_t map_bytes;      /* ...and of files' maps, to fetch only parts (blockmap.h) */
     uint64_t errors;         /* failed attempts since start */
     uint64_t hashed;         /* files already here, read to compare their hash */
     uint64_t trusted;        /* ...or trusted by the quick check (an unchanged stat) */

@@ -158,6 +158,7 @@ struct xfer_fetcher {
     /* Files already here when their version came: read to compare their
      * hash, or trusted by the quick check's record (quick.h). */
     _Atomic uint64_t st_hashed, st_trusted;
+    _Atomic uint64_t st_map_bytes; /* extent and block maps received (blocks.c) */
     struct xfer_quick quick;   /* read-only while the threads run */
     /* The current catch-up spell (this node lacks something), written by
      * the manager at each pass: when it began (0: none), the counters then,
@@ -265,6 +266,25 @@ bool xfer_xattrs_same(int fd, const struct xfer_item *it);
 
 /* ---- download.c ---- */
 int xfer_download(struct xfer_worker *w, struct xfer_item *it, int fd);
+/* The URL of the item's version at faddr, extra appended to its query.
+ * NULL on ENOMEM; the caller frees it. */
+char *xfer_file_url(struct xfer_worker *w, const struct xfer_item *it, const char *faddr,
+                    const char *extra);
+/* One GET on the worker's handle: the body to cb(arg), each header line to
+ * hcb(arg) if set; big: a large receive buffer. *code the HTTP status. */
+CURLcode xfer_http_get(struct xfer_worker *w, const char *url, bool big, curl_write_callback cb,
+                       void *arg, curl_write_callback hcb, long *code);
+
+/* ---- blocks.c ---- */
+/* Fill fd (a staging file) with the item's bytes from the holder at faddr,
+ * moving only what this node lacks: the data extents of a sparse file (its
+ * holes stay holes), or the blocks that differ from the older copy at the
+ * item's path (blockmap.h). The result is checked (size, hash) as a whole
+ * fetch is. 0: fd holds the item's bytes; -ENOTSUP: fetch the whole file
+ * instead (it is not worth it, the holder cannot, or the parts did not add
+ * up); -EAGAIN: try another holder; -EHOSTUNREACH: the same, and this one
+ * failed; XFER_BUSY: stopping; another -errno: a local failure. */
+int xfer_parts_from(struct xfer_worker *w, struct xfer_item *it, const char *faddr, int fd);
 
 /* ---- report.c ---- */
 int xfer_installed(struct xfer_fetcher *f, const char *rel);

@@ -311,7 +311,8 @@ static int xfer_file(struct xfer_worker *w, struct xfer_item *it)
     char tmp[64];
     snprintf(tmp, sizeof tmp, XFER_TMP_PREFIX "%d-%u", (int)getpid(),
              atomic_fetch_add(&f->tmp_seq, 1));
-    fd = openat(ns->staging_fd, tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, it->mode & 07777);
+    /* O_RDWR: a file fetched in parts is read back to check it (blocks.c). */
+    fd = openat(ns->staging_fd, tmp, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, it->mode & 07777);
     if (fd < 0) {
         rc = -errno;
         xfer_fail(it, rc, "creating staging file: %s", strerror(-rc));

@@ -35,6 +35,7 @@
 #include "transfer/metrics_page.h"
 #include "transfer/guard.h"
 #include "transfer/sender.h"
+#include "transfer/serve_part.h"
 
 #define XFER_MAX_BODY (1024 * 1024)      /* largest encoded command we accept */
 #define XFER_CONN_LIMIT 256              /* one thread each: bound them */
@@ -231,13 +232,27 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
         close(fd);
         return xfer_reply_text(conn, MHD_HTTP_CONFLICT, "version not here\n");
     }
+    /* Part of the file: its map, or some of its ranges (serve_part.h). */
+    const char *map = xfer_arg(conn, "map"), *ranges = map ? NULL : xfer_arg(conn, "ranges");
+    uint64_t sent = (uint64_t)st.st_size;
+    struct MHD_Response *r = NULL;
+    if (map || ranges) {
+        const char *err = NULL;
+        r = xfer_part_response(fd, sent, map, ranges, ns->cfg.secret != NULL, &sent, &err);
+        if (!r)
+            return err ? xfer_reply_text(conn, MHD_HTTP_BAD_REQUEST, err)
+                       : xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+    }
     /* Over TLS there is no sendfile, and libmicrohttpd would read an fd
      * response 4 KiB at a time, one TLS record and one send each: reading
      * XFER_TLS_BLOCK at a time fills whole records. */
-    struct MHD_Response *r =
-        ns->cfg.secret ? MHD_create_response_from_callback((uint64_t)st.st_size, XFER_TLS_BLOCK, xfer_read_fd,
-                                                           (void *)(intptr_t)fd, xfer_close_fd)
-                       : MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+    if (!r)
+        r = ns->cfg.secret ? MHD_create_response_from_callback((uint64_t)st.st_size, XFER_TLS_BLOCK,
+                                                               xfer_read_fd, (void *)(intptr_t)fd,
+                                                               xfer_close_fd)
+                           : MHD_create_response_from_fd64((uint64_t)st.st_size, fd);
+    else
+        MHD_add_response_header(r, "X-Nsync-Part", map ? map : "ranges");
     if (!r) {
         close(fd);
         return xfer_reply_text(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
@@ -251,8 +266,9 @@ static enum MHD_Result xfer_handle_file(struct nsync *ns, struct MHD_Connection 
     enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
     MHD_destroy_response(r); /* closes fd once the transfer is done */
     if (ret == MHD_YES) {
-        atomic_fetch_add(&ns->metrics.served_bytes, (uint64_t)st.st_size);
-        atomic_fetch_add(&ns->metrics.served_files, 1);
+        atomic_fetch_add(&ns->metrics.served_bytes, sent);
+        if (!map && !ranges)
+            atomic_fetch_add(&ns->metrics.served_files, 1);
     }
     return ret;
 }
@@ -408,6 +424,7 @@ static enum MHD_Result xfer_handle_status(struct nsync *ns, struct MHD_Connectio
             cJSON_AddNumberToObject(jf, "pending", (double)fst.pending);
             cJSON_AddNumberToObject(jf, "installed", (double)fst.installed);
             cJSON_AddNumberToObject(jf, "bytes", (double)fst.bytes);
+            cJSON_AddNumberToObject(jf, "map_bytes", (double)fst.map_bytes);
             cJSON_AddNumberToObject(jf, "errors", (double)fst.errors);
             cJSON_AddNumberToObject(jf, "hashed", (double)fst.hashed);
             cJSON_AddNumberToObject(jf, "trusted", (double)fst.trusted);

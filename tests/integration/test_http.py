@@ -208,3 +208,38 @@ def test_connections_are_kept_alive(node):
         conn.close()
     assert socks[0] is not None and all(s is socks[0] for s in socks), \
         "the server closed the connection between requests"
+
+
+def _served_version(nd):
+    """The catalog version at which served.txt is served (found by asking)."""
+    for v in range(int(nd.status()["fsm_version"]), 0, -1):
+        if http_get(nd.fport, f"/v1/file?path=served.txt&version={v}")[0] == 200:
+            return v
+    pytest.fail("served.txt is served at no version")
+
+
+@pytest.mark.parametrize("query", [
+    "map=holes", "map=", "ranges=", "ranges=0", "ranges=0:", "ranges=:2",
+    "ranges=0:0", "ranges=5:100", "ranges=13:1", "ranges=4:2,0:2", "ranges=0:2,1:2",
+    "ranges=-1:2", "ranges=+1:2", "ranges=0:2,", "ranges=0:18446744073709551615",
+    "ranges=99999999999999999999999:1", "ranges=0x1:1", "ranges=1:1;2:1",
+    "ranges=" + ",".join(f"{i}:1" for i in range(200)),
+])
+def test_bad_map_or_ranges_is_400(node, query):
+    v = _served_version(node)
+    code, _ = http_get(node.fport, f"/v1/file?path=served.txt&version={v}&{query}")
+    assert code == 400, query
+    assert_alive(node)
+
+
+def test_ranges_and_map_answer_those_parts(node):
+    v = _served_version(node)
+    code, body = http_get(node.fport, f"/v1/file?path=served.txt&version={v}&ranges=0:2,7:5")
+    assert (code, body) == (200, b"sebytes")
+    code, body = http_get(node.fport, f"/v1/file?path=served.txt&version={v}&ranges=11:1")
+    assert (code, body) == (200, b"s")
+    code, body = http_get(node.fport, f"/v1/file?path=served.txt&version={v}&map=extents")
+    assert (code, body) == (200, (0).to_bytes(8, "little") + (12).to_bytes(8, "little"))
+    code, body = http_get(node.fport, f"/v1/file?path=served.txt&version={v}&map=blocks")
+    assert code == 200 and len(body) == 32 and body[:16] == (0).to_bytes(8, "little") + (12).to_bytes(8, "little")
+    assert_alive(node)
