@@ -298,11 +298,9 @@ static int ob_queue(struct outbox *o, void *buf, size_t len, bool lazy, const st
                     cluster_done_fn done, void *arg, void **token, unsigned timeout_ms)
 {
     struct ob_item *it = calloc(1, sizeof *it);
-    struct ob_done *d = tag && tag->merge ? calloc(1, sizeof *d) : NULL;
     char *key = tag && tag->key ? strdup(tag->key) : NULL;
-    if (!it || (tag && tag->merge && !d) || (tag && tag->key && !key)) {
+    if (!it || (tag && tag->key && !key)) {
         free(it);
-        free(d);
         free(key);
         free(buf);
         return -ENOMEM;
@@ -321,16 +319,15 @@ static int ob_queue(struct outbox *o, void *buf, size_t len, bool lazy, const st
     pthread_mutex_lock(&o->mu);
     if (o->stopping) {
         pthread_mutex_unlock(&o->mu);
-        free(d);
         ob_free(it);
         return -ESHUTDOWN;
     }
     struct ob_item *t = token || timeout_ms ? NULL : ob_merge_target(o, tag);
-    if (t) {
+    struct ob_done *d = t ? malloc(sizeof *d) : NULL; /* none: queued unmerged */
+    if (d) {
         /* The newer state of the path takes the older's place in the queue:
          * one raft entry instead of two. The older's done goes with it. */
-        d->done = t->done;
-        d->arg = t->arg;
+        *d = (struct ob_done){.done = t->done, .arg = t->arg};
         struct ob_done **pp = &t->replaced;
         while (*pp)
             pp = &(*pp)->next;
@@ -346,7 +343,6 @@ static int ob_queue(struct outbox *o, void *buf, size_t len, bool lazy, const st
         ob_free(it);
         return 0;
     }
-    free(d);
     if (o->tail)
         o->tail->next = it;
     else

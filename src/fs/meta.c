@@ -177,19 +177,21 @@ int meta_of_locked(struct fs *fs, struct lock_ent *e, const char *rel, struct fs
     assert(e->announcing);
     uint64_t mods = atomic_load(&e->mods);
     if (e->hash_kept && e->kept_mods == mods && e->kept_attempts == e->attempts) {
+        /* A failed open (the path is now a symlink, say) is meta_of_path's
+         * to describe below. */
         int fd = path_open_noatime(fs->ns->backing_fd, rel, O_RDONLY, true);
-        if (fd < 0)
-            return -errno;
-        int rc = fstat(fd, st) < 0 ? -errno : 0;
-        bool same = rc == 0 && S_ISREG(st->st_mode) && st->st_dev == e->kept_dev &&
-                    st->st_ino == e->kept_ino && (uint64_t)st->st_size == e->kept_size;
+        bool same = fd >= 0 && fstat(fd, st) == 0 && S_ISREG(st->st_mode) &&
+                    st->st_dev == e->kept_dev && st->st_ino == e->kept_ino &&
+                    (uint64_t)st->st_size == e->kept_size;
+        int rc = 0;
         if (same) {
             meta_of_file(st, m);
             memcpy(m->hash, e->kept_hash, DIGEST_LEN);
             rc = meta_xattrs_fd(fd, rel, m); /* they may be what changed */
         }
-        close(fd);
-        if (rc < 0 || same)
+        if (fd >= 0)
+            close(fd);
+        if (same)
             return rc;
     }
     e->hash_kept = false;

@@ -4,11 +4,6 @@
 
 #include "fs/fs_int.h"
 
-/* The shape of every metadata change: lock rel, change BACKING, queue the
- * announce of the result with unlock (not waited for, as at close: the
- * outbox keeps this node's changes in order), or (if the local change
- * failed) announce nothing and unlock. The root is not in the catalog:
- * changed locally only. */
 /* Become rel's holder for a change: a create of a path nobody has takes
  * the lock without a round trip (its announce carries fresh and takes it
  * with it), anything else the usual way. fn runs inside for a fresh create
@@ -31,6 +26,11 @@ static int mutate_lock(struct fs *fs, const char *rel, enum after after, local_f
     return 0;
 }
 
+/* The shape of every metadata change: lock rel, change BACKING, queue the
+ * announce of the result with unlock (not waited for, as at close: the
+ * outbox keeps this node's changes in order), or (if the local change
+ * failed) announce nothing and unlock. The root is not in the catalog:
+ * changed locally only. */
 int fs_mutate(struct fs *fs, const char *rel, local_fn fn, void *arg, enum after after)
 {
     int rc = fs_gate(fs);
